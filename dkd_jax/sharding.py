@@ -87,7 +87,8 @@ def tree_shardings(mesh: Mesh, logical_tree, shape_tree):
   """Maps a pytree of logical-axis tuples + matching shapes to NamedShardings."""
   is_axes = lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
   paths = jax.tree_util.tree_flatten_with_path(logical_tree, is_leaf=is_axes)[0]
-  shapes = jax.tree_util.tree_leaves(shape_tree)
+  is_shape = lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+  shapes = jax.tree_util.tree_leaves(shape_tree, is_leaf=is_shape)
   if len(paths) != len(shapes):
     raise ValueError(f"logical tree has {len(paths)} leaves, shape tree {len(shapes)}")
   out = [named_sharding(mesh, axes, getattr(s, "shape", s), jax.tree_util.keystr(path))
