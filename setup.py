@@ -5,7 +5,7 @@ setup(
     name="dkd_jax",
     version="0.1.0",
     description="JAX/TPU-native LLM knowledge distillation: decoupled prefix source and token KL.",
-    packages=find_packages(include=["dkd_jax", "dkd_jax.*"]),
+    packages=find_packages(include=["dkd_jax", "dkd_jax.*", "configs"]),
     python_requires=">=3.10",
     install_requires=[
         "jax>=0.10",

@@ -1,0 +1,32 @@
+"""A local real-model pair: Qwen3-1.7B teacher -> Qwen3-0.6B student from HF directories.
+
+Both must be local Hugging Face directories (config.json, safetensors, tokenizer.json);
+nothing is downloaded. Their vocabularies must match (checked before training).
+Run on a TPU VM (see launch/run_tpu_vm.sh):
+  python -m dkd_jax.launch --config=configs/qwen3_pair.py \
+      --config.teacher.checkpoint=/ckpt/Qwen3-1.7B --config.student.checkpoint=/ckpt/Qwen3-0.6B \
+      --config.data.path=/data/gsm8k_train.jsonl --workdir=gs://bucket/qwen3_opd
+"""
+from configs import common
+
+
+def get_config(arg: str = ""):
+  c = common.base(arg)
+  c.mesh = (1, -1, 4)                     # fsdp over hosts, vocab/heads over 4 chips
+  c.teacher.checkpoint = "/path/to/Qwen3-1.7B"
+  c.student.checkpoint = "/path/to/Qwen3-0.6B"
+  c.student.init = "checkpoint"
+  for m in ("teacher", "student"):
+    c[m].model.dtype = "bfloat16"
+    c[m].model.remat = "dots_no_batch"
+  c.data.task = "gsm8k"
+  c.data.max_prompt_len = 256
+  c.data.max_response_len = 1024
+  c.data.batch_size = 64
+  c.objective.prefix = "student"
+  c.objective.kl = "reverse"
+  c.optim.lr = 1e-6
+  c.train.kl_chunk = 1024
+  c.eval.datasets = ("gsm8k", "math500")
+  c.eval.max_response_len = 1024
+  return c

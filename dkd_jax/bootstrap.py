@@ -1,0 +1,86 @@
+"""Bootstraps a teacher when none is configured: supervised training on the task.
+
+The embedded default has no pretrained teacher on a fresh machine, so it trains a
+small one on the built-in arithmetic task (plain next-token cross-entropy on the
+worked solutions) and caches it in the workdir; later runs reuse the cache. This
+is not a distillation objective (those all go through train.train_step): it only
+makes the teacher that the distillation then compresses.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import os
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dkd_jax import checkpointing
+from dkd_jax import model as model_lib
+from dkd_jax import prefixes
+from dkd_jax import sharding
+
+
+def _ce_loss(graphdef, params, tokens_BxT, mask_BxT):
+  # The bootstrap vocab is tiny (~32), so full logits are cheap here.
+  logits, _ = model_lib.logits(graphdef, params, tokens_BxT)
+  targets = jnp.roll(tokens_BxT, -1, axis=1)
+  nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]
+  return jnp.sum(nll * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
+
+
+def _sft_step(graphdef, opt, params, opt_state, tokens, mask):
+  loss, grads = jax.value_and_grad(functools.partial(_ce_loss, graphdef))(params, tokens, mask)
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss
+
+
+def train_teacher(cfg: model_lib.ModelConfig, batches, *, steps: int, lr: float, mesh,
+                  seed: int, pad_id: int, log=print):
+  """SFT on (prompt, solution) batches; returns (graphdef, params)."""
+  graphdef, params = model_lib.init_params(cfg, mesh, seed)
+  opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adamw(
+      optax.warmup_cosine_decay_schedule(0.0, lr, min(50, steps // 5 + 1), steps, lr * 0.05),
+      weight_decay=0.01))
+  opt_state = jax.jit(opt.init)(params)
+  p_shard = model_lib.param_shardings(mesh, cfg)
+  step = jax.jit(functools.partial(_sft_step, graphdef, opt), donate_argnums=(0, 1),
+                 out_shardings=(p_shard, None, None))
+  t0, loss = time.time(), float("nan")
+  for i in range(steps):
+    b = next(batches)
+    tokens, mask = prefixes.pack(b["prompt_tokens"], b["prompt_len"], b["response_tokens"],
+                                 b["response_len"], pad_id)
+    put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, 2))
+    params, opt_state, loss = step(params, opt_state, put(tokens), put(mask.astype(np.float32)))
+    if (i + 1) % max(steps // 5, 1) == 0:
+      log(f"teacher bootstrap step {i + 1}/{steps} ce={float(loss):.4f} "
+          f"({time.time() - t0:.0f}s)")
+  return graphdef, params
+
+
+def cached_teacher(workdir: str, cfg: model_lib.ModelConfig, make_batches, *, steps: int,
+                   lr: float, mesh, seed: int, pad_id: int, log=print):
+  """Loads workdir/teacher if it matches `cfg` and `steps`, else trains and saves it."""
+  path = os.path.join(workdir, "teacher")
+  meta = {"model": {k: v for k, v in vars(cfg).items() if k not in ("scan_layers", "remat")},
+          "steps": steps, "lr": lr, "seed": seed}
+  meta = json.loads(json.dumps(meta))
+  meta_file = os.path.join(path, "teacher_meta.json")
+  if os.path.exists(meta_file):
+    with open(meta_file) as f:
+      if json.load(f) == meta:
+        graphdef, like = model_lib.init_params(cfg, mesh, seed)
+        log(f"teacher: reusing the bootstrapped teacher in {path}")
+        return graphdef, checkpointing.load_params(os.path.join(path, "params"), like)
+  log(f"teacher: no checkpoint configured; bootstrapping one by SFT ({steps} steps)")
+  graphdef, params = train_teacher(cfg, make_batches(), steps=steps, lr=lr, mesh=mesh,
+                                   seed=seed, pad_id=pad_id, log=log)
+  checkpointing.save_params(os.path.join(path, "params"), params)
+  with open(meta_file + ".tmp", "w") as f:
+    json.dump(meta, f)
+  os.replace(meta_file + ".tmp", meta_file)   # the meta file marks the cache complete
+  return graphdef, params

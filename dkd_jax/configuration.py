@@ -1,0 +1,118 @@
+"""Turns an ml_collections experiment config into validated typed pieces.
+
+Every bad value fails here, before anything is traced or compiled, with a message
+naming the field and the allowed values.
+"""
+from __future__ import annotations
+
+import math
+
+import ml_collections as mlc
+
+from dkd_jax import model as model_lib
+
+PREFIXES = ("teacher", "student", "mixed")
+KLS = ("forward", "reverse", "mixed", "jsd")
+ESTIMATORS = ("full_vocab", "sampled_token")
+TEACHER_SOURCES = ("dataset", "rollout", "rollout_cached")
+TASKS = ("arithmetic", "gsm8k", "math", "aime", "amc")
+STUDENT_INITS = ("random", "teacher_layers", "checkpoint")
+ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
+
+
+def _one_of(field: str, value, allowed):
+  if value not in allowed:
+    raise ValueError(f"config.{field}={value!r} is not allowed; choose one of {allowed}")
+
+
+def _in_unit(field: str, value):
+  if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+    raise ValueError(f"config.{field}={value!r} must be a number in [0, 1]")
+
+
+def _positive(field: str, value, allow_zero=False):
+  ok = value >= 0 if allow_zero else value > 0
+  if not ok:
+    raise ValueError(f"config.{field}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def model_config(c: mlc.ConfigDict, field: str) -> model_lib.ModelConfig:
+  """ModelConfig from config.<field>.model, naming the full field on error."""
+  d = dict(c.to_dict()) if hasattr(c, "to_dict") else dict(c)
+  known = {f.name for f in model_lib.dataclasses.fields(model_lib.ModelConfig)}
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ValueError(f"config.{field}: unknown fields {unknown}; known: {sorted(known)}")
+  if d.get("rope_scaling") is not None:
+    d["rope_scaling"] = tuple(d["rope_scaling"])
+  try:
+    return model_lib.ModelConfig(**d).validate()
+  except ValueError as e:
+    raise ValueError(f"config.{field}: {e}") from None
+
+
+def validate_objective(o: mlc.ConfigDict):
+  _one_of("objective.prefix", o.prefix, PREFIXES)
+  _one_of("objective.kl", o.kl, KLS)
+  _one_of("objective.estimator", o.estimator, ESTIMATORS)
+  _in_unit("objective.student_prefix_frac", o.student_prefix_frac)
+  _in_unit("objective.alpha", o.alpha)
+  _in_unit("objective.beta", o.beta)
+  _positive("objective.temperature", o.temperature)
+  _positive("objective.teacher_top_k", o.teacher_top_k, allow_zero=True)
+  if o.estimator == "sampled_token" and o.kl not in ("reverse", "mixed"):
+    raise ValueError("config.objective.estimator='sampled_token' applies to the reverse part; "
+                     f"use objective.kl in ('reverse', 'mixed'), not {o.kl!r}")
+  s = o.alpha_schedule
+  _one_of("objective.alpha_schedule.kind", s.kind, ALPHA_SCHEDULES)
+  for f in ("alpha_end", "alpha_min", "alpha_max"):
+    _in_unit(f"objective.alpha_schedule.{f}", s[f])
+
+
+def validate(c: mlc.ConfigDict) -> None:
+  """Raises ValueError naming the first bad field. Call before any compile."""
+  validate_objective(c.objective)
+  _one_of("data.task", c.data.task, TASKS)
+  _one_of("data.teacher_source", c.data.teacher_source, TEACHER_SOURCES)
+  _one_of("student.init", c.student.init, STUDENT_INITS)
+  if c.data.task != "arithmetic" and not c.data.path:
+    raise ValueError(f"config.data.path is empty but data.task={c.data.task!r} reads a local "
+                     "file; set --config.data.path=/path/to/file or use data.task='arithmetic'")
+  if c.data.teacher_source == "dataset" and c.objective.prefix != "student" \
+      and c.data.task in ("aime", "amc"):
+    raise ValueError(f"config.data.teacher_source='dataset' needs worked solutions, which "
+                     f"data.task={c.data.task!r} lacks; use 'rollout' or 'rollout_cached'")
+  for f in ("batch_size", "max_prompt_len", "max_response_len"):
+    _positive(f"data.{f}", c.data[f])
+  for f in ("steps", "log_every", "ckpt_every", "kl_chunk"):
+    _positive(f"train.{f}", c.train[f])
+  for f in ("lr", "clip_norm"):
+    _positive(f"optim.{f}", c.optim[f])
+  _positive("eval.k", c.eval.k)
+  if c.rollout.temperature < 0:
+    raise ValueError(f"config.rollout.temperature={c.rollout.temperature} must be >= 0")
+  if not 0 < c.rollout.top_p <= 1:
+    raise ValueError(f"config.rollout.top_p={c.rollout.top_p} must be in (0, 1]")
+  if len(tuple(c.mesh)) != 3:
+    raise ValueError(f"config.mesh={tuple(c.mesh)} must be (data, fsdp, tensor)")
+  student = model_config(c.student.model, "student.model")
+  teacher = model_config(c.teacher.model, "teacher.model")
+  if not c.teacher.checkpoint and not c.student.checkpoint \
+      and student.vocab_size != teacher.vocab_size:
+    raise ValueError(f"teacher/student vocabulary mismatch: config.teacher.model.vocab_size="
+                     f"{teacher.vocab_size} vs config.student.model.vocab_size="
+                     f"{student.vocab_size}; distillation needs one shared vocabulary")
+  cur = c.curriculum
+  if cur.enabled:
+    lengths = tuple(cur.lengths)
+    if any(b <= a for a, b in zip(lengths, lengths[1:])) or not lengths or lengths[0] <= 0:
+      raise ValueError(f"config.curriculum.lengths={lengths} must be positive and strictly "
+                       "increasing")
+    if lengths[-1] > c.data.max_response_len:
+      raise ValueError(f"config.curriculum.lengths[-1]={lengths[-1]} exceeds "
+                       f"config.data.max_response_len={c.data.max_response_len}")
+    h_max = math.log(student.vocab_size)
+    for f in ("gate_entropy", "floor_entropy"):
+      if not 0 <= cur[f] <= h_max:
+        raise ValueError(f"config.curriculum.{f}={cur[f]} is outside the entropy range "
+                         f"[0, log V = {h_max:.3f}]")

@@ -1,0 +1,123 @@
+"""The one train step for every quadrant: (state, batch) -> (state, metrics).
+
+The objective is data: which prefixes filled `batch['tokens']` (teacher or student)
+is decided on the host; which token KL is minimised is a static `KLSpec`; the
+forward-KL weight alpha is a traced scalar in the batch (schedules never recompile).
+The teacher forward runs inside the step under stop_gradient, and the fused,
+chunked, vocab-sharded KL kernel consumes hidden states + LM heads, so no
+[tokens, V] logits tensor ever exists.
+"""
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from dkd_jax import kl as kl_lib
+from dkd_jax import model as model_lib
+from dkd_jax import sharding
+
+PER_TOKEN_METRICS = ("fkl", "rkl", "ent_s", "ent_t")
+
+
+@dataclasses.dataclass(frozen=True)
+class StepStatic:
+  """Everything static about the step: hashable, closed over by jit."""
+  student_graphdef: Any
+  teacher_graphdef: Any
+  spec: kl_lib.KLSpec
+  optimizer: Any
+  mesh: Any = None
+
+
+def make_optimizer(o, total_steps: int) -> optax.GradientTransformation:
+  """AdamW with linear warmup + cosine decay and global-norm clipping (config.optim)."""
+  schedule = optax.warmup_cosine_decay_schedule(
+      init_value=0.0, peak_value=o.lr, warmup_steps=max(o.warmup_steps, 1),
+      decay_steps=max(total_steps, o.warmup_steps + 1), end_value=o.lr * o.end_lr_frac)
+  return optax.chain(
+      optax.clip_by_global_norm(o.clip_norm),
+      optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
+
+
+def _masked_mean(x_N, mask_N):
+  return jnp.sum(x_N * mask_N) / jnp.maximum(jnp.sum(mask_N), 1.0)
+
+
+def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
+  """Scalar loss and token metrics for one batch (student params are the variable)."""
+  tokens_BxT = batch["tokens"]
+  B, T = tokens_BxT.shape
+  hidden_t, _ = model_lib.apply(static.teacher_graphdef, teacher_params, tokens_BxT)
+  hidden_t = jax.lax.stop_gradient(hidden_t)
+  head_t = jax.lax.stop_gradient(model_lib.head(static.teacher_graphdef, teacher_params))
+  hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, tokens_BxT)
+  head_s = model_lib.head(static.student_graphdef, student_params)
+  # Position t predicts token t+1; the last position's target is masked out.
+  targets_BxT = jnp.roll(tokens_BxT, -1, axis=1)
+  mask_N = batch["loss_mask"].reshape(-1).astype(jnp.float32)
+  loss, tok = kl_lib.distill_loss(
+      hidden_s.reshape(B * T, -1), head_s, hidden_t.reshape(B * T, -1), head_t, mask_N,
+      static.spec, tokens_N=targets_BxT.reshape(-1), alpha=batch["alpha"], mesh=static.mesh)
+  metrics = {k: _masked_mean(tok[k], mask_N) for k in PER_TOKEN_METRICS if k in tok}
+  metrics["loss_tokens"] = jnp.sum(mask_N)
+  return loss, metrics
+
+
+def train_step(static: StepStatic, state, batch, teacher_params):
+  """One optimizer step. Pure: the same inputs give the same outputs."""
+  grad_fn = jax.value_and_grad(functools.partial(distill_loss_fn, static), has_aux=True)
+  (loss, metrics), grads = grad_fn(state["params"], teacher_params, batch)
+  updates, opt_state = static.optimizer.update(grads, state["opt_state"], state["params"])
+  params = optax.apply_updates(state["params"], updates)
+  metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+                 alpha=batch["alpha"])
+  return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
+
+
+def init_state(optimizer, params):
+  return {"step": jnp.zeros((), jnp.int32), "params": params,
+          "opt_state": optimizer.init(params)}
+
+
+def state_shardings(mesh, optimizer, model_cfg):
+  """Shardings of the train state: optimizer moments follow their params."""
+  p_shard = model_lib.param_shardings(mesh, model_cfg)
+  _, p_shapes = model_lib.abstract(model_cfg)
+  opt_shapes = jax.eval_shape(optimizer.init, p_shapes)
+  rep = sharding.replicated(mesh)
+  opt_shard = optax.tree_map_params(
+      optimizer, lambda _, s: s, opt_shapes, p_shard,
+      transform_non_params=lambda _: rep,
+      is_leaf=lambda x: isinstance(x, jax.ShapeDtypeStruct))
+  return {"step": rep, "params": p_shard, "opt_state": opt_shard}
+
+
+def batch_shardings(mesh):
+  b2 = sharding.batch_sharding(mesh, 2)
+  return {"tokens": b2, "loss_mask": b2, "alpha": sharding.replicated(mesh)}
+
+
+def jit_train_step(static: StepStatic, state_shard, teacher_shard):
+  """The jitted step: explicit in/out shardings, the train state donated."""
+  mesh = static.mesh
+  rep = sharding.replicated(mesh)
+  return jax.jit(functools.partial(train_step, static),
+                 in_shardings=(state_shard, batch_shardings(mesh), teacher_shard),
+                 out_shardings=(state_shard, rep),
+                 donate_argnums=(0,))
+
+
+def step_flops(student_cfg, teacher_cfg, tokens: int) -> float:
+  """Model FLOPs of one step: 6·P·tokens student (fwd+bwd), 2·P·tokens teacher,
+  plus both LM heads in the KL kernel (student fwd+bwd, teacher fwd)."""
+  def n_params(c):
+    L, D, F, H, K, Dh = c.n_layers, c.d_model, c.d_ff, c.n_heads, c.n_kv_heads, c.head_dim
+    return L * (D * (H + 2 * K) * Dh + H * Dh * D + 3 * D * F)
+  s, t = student_cfg, teacher_cfg
+  return tokens * (6 * n_params(s) + 2 * n_params(t)
+                   + 6 * s.d_model * s.vocab_size + 2 * t.d_model * t.vocab_size)
