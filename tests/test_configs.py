@@ -1,0 +1,86 @@
+"""Every config file builds and validates; bad values fail naming the field."""
+import glob
+import importlib.util
+import os
+
+import pytest
+
+from dkd_jax import configuration
+
+ROOT = os.path.join(os.path.dirname(__file__), "..")
+CONFIGS = sorted(p for p in glob.glob(os.path.join(ROOT, "configs", "*.py"))
+                 if not os.path.basename(p).startswith(("_", "common")))
+
+
+def load(path, arg=""):
+  spec = importlib.util.spec_from_file_location("cfg", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=os.path.basename)
+@pytest.mark.parametrize("arg", ["", "tiny"])
+def test_every_config_builds_and_validates(path, arg):
+  c = load(path, arg)
+  configuration.validate(c)
+  assert c.objective.prefix in configuration.PREFIXES
+
+
+def test_quadrants_set_both_axes():
+  seen = {}
+  for name in ("fwd_teacher", "fwd_student", "rev_teacher", "rev_student"):
+    c = load(os.path.join(ROOT, "configs", f"{name}.py"), "tiny")
+    seen[name] = (c.objective.prefix, c.objective.kl)
+  assert seen == {"fwd_teacher": ("teacher", "forward"), "fwd_student": ("student", "forward"),
+                  "rev_teacher": ("teacher", "reverse"), "rev_student": ("student", "reverse")}
+
+
+BAD = [
+    ("objective.prefix", "teachr", "objective.prefix"),
+    ("objective.kl", "kl", "objective.kl"),
+    ("objective.estimator", "mc", "objective.estimator"),
+    ("objective.alpha", 1.5, "objective.alpha"),
+    ("objective.student_prefix_frac", -0.1, "objective.student_prefix_frac"),
+    ("objective.beta", 2.0, "objective.beta"),
+    ("objective.temperature", 0.0, "objective.temperature"),
+    ("data.task", "imagenet", "data.task"),
+    ("data.teacher_source", "web", "data.teacher_source"),
+    ("rollout.top_p", 0.0, "rollout.top_p"),
+    ("rollout.temperature", -1.0, "rollout.temperature"),
+    ("student.model.arch", "gpt2", "arch"),
+    ("objective.alpha_schedule.kind", "step", "alpha_schedule.kind"),
+]
+
+
+@pytest.mark.parametrize("field,value,needle", BAD, ids=[b[0] for b in BAD])
+def test_bad_value_names_field(field, value, needle):
+  c = load(os.path.join(ROOT, "configs", "rev_teacher.py"), "tiny")
+  node = c
+  *parents, leaf = field.split(".")
+  for p in parents:
+    node = node[p]
+  node[leaf] = value
+  with pytest.raises(ValueError, match=needle.replace(".", r"\.")):
+    configuration.validate(c)
+
+
+def test_curriculum_lengths_must_increase():
+  c = load(os.path.join(ROOT, "configs", "curriculum.py"), "tiny")
+  c.curriculum.lengths = (64, 32)
+  with pytest.raises(ValueError, match="lengths"):
+    configuration.validate(c)
+
+
+def test_vocab_mismatch_refused():
+  c = load(os.path.join(ROOT, "configs", "rev_student.py"), "tiny")
+  c.student.model.vocab_size = 40
+  with pytest.raises(ValueError, match="vocabulary mismatch"):
+    configuration.validate(c)
+
+
+def test_math_task_needs_path():
+  c = load(os.path.join(ROOT, "configs", "fwd_teacher.py"), "tiny")
+  c.data.task = "gsm8k"
+  with pytest.raises(ValueError, match="data.path"):
+    configuration.validate(c)
