@@ -8,6 +8,7 @@ import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
@@ -25,6 +26,7 @@ def _maybe_distributed():
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  logging.set_verbosity(logging.WARNING)   # orbax logs every file op at INFO
   _maybe_distributed()
   from dkd_jax import run   # after distributed init: importing jax devices must wait
   run.run(_CONFIG.value, _WORKDIR.value)

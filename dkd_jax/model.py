@@ -159,7 +159,9 @@ class Decoder(nnx.Module):
 
   def __init__(self, cfg: ModelConfig, *, rngs: nnx.Rngs):
     self.cfg = cfg.validate()
-    self.embedding = nnx.Param(_init(rngs.params(), (cfg.vocab_size, cfg.d_model), 1.0))
+    # std 1/sqrt(D): with a tied head the initial logits then have unit scale, so a
+    # fresh student starts near-uniform instead of collapsed (reverse KL needs that).
+    self.embedding = nnx.Param(_init(rngs.params(), (cfg.vocab_size, cfg.d_model), cfg.d_model))
     self.layers = Layers(cfg, rngs)
     self.final_norm = nnx.Param(jnp.ones((cfg.d_model,), jnp.float32))
     if not cfg.tie_embeddings:

@@ -9,8 +9,7 @@ curriculum gate, logging, checkpoint. It ends with an evaluation and a summary.
 """
 from __future__ import annotations
 
-import json
-import math
+import functools
 import os
 import time
 
@@ -27,6 +26,8 @@ from dkd_jax import models
 from dkd_jax import prefixes
 from dkd_jax import schedules
 from dkd_jax import sharding
+from dkd_jax import rollout as rollout_lib
+from dkd_jax import sampling
 from dkd_jax import tasks
 from dkd_jax import train
 
@@ -66,6 +67,14 @@ class Loop:
                                               every=c.train.ckpt_every,
                                               max_to_keep=c.train.max_ckpts)
     self.last_entropy = None
+    self.sampler = sampling.Sampler(c.rollout.temperature, c.rollout.top_p, c.rollout.top_k)
+    eng = functools.partial(evaluate_lib.make_engine, mesh=mesh, slots=c.data.batch_size,
+                            max_prompt_len=c.data.max_prompt_len,
+                            max_new=c.data.max_response_len, eos_id=task.tokenizer.eos_id)
+    self.student_engine = eng(pair.student_cfg, pair.student_graphdef,
+                              params_shard=self.state_shard["params"])
+    self.teacher_engine = eng(pair.teacher_cfg, pair.teacher_graphdef,
+                              params_shard=pair.teacher_shardings)
 
   # -- checkpoint -------------------------------------------------------------------------
   def host_state(self) -> dict:
@@ -93,7 +102,7 @@ class Loop:
     rng = np.random.default_rng([c.seed, step, 1])
     rows = prefixes.student_rows(rng, len(prompts["prompt_len"]), c.objective.prefix,
                                  c.objective.student_prefix_frac)
-    parts = tasks.prefix_parts(self, step, prompts, rows, max_len)
+    parts = self.prefix_parts(step, prompts, rows, max_len)
     tokens, mask = prefixes.pack(prompts["prompt_tokens"], prompts["prompt_len"],
                                  parts["response_tokens"], parts["response_len"],
                                  self.task.tokenizer.pad_id)
@@ -103,6 +112,59 @@ class Loop:
     if parts.get("student_entropy") is not None:
       stats["rollout_entropy"] = parts["student_entropy"]
     return {"tokens": tokens, "loss_mask": mask}, stats
+
+  def _rollout(self, engine, params, prompts, idx, max_len, seed):
+    return rollout_lib.rollout(
+        engine, params, prompts["prompt_tokens"][idx], prompt_lens=prompts["prompt_len"][idx],
+        sampler=self.sampler, seed=seed, max_new_tokens=max_len,
+        sync_every=self.c.rollout.sync_every, pad_id=self.task.tokenizer.pad_id)
+
+  def _teacher_rows(self, step, prompts, idx, max_len, out):
+    """Teacher prefixes: dataset responses (cut to max_len) or teacher rollouts."""
+    if self.c.data.teacher_source == "dataset":
+      for i in idx:
+        n = int(prompts["response_len"][i])
+        out["response_tokens"][i, :min(n, max_len)] = prompts["response_tokens"][i, :min(n, max_len)]
+        out["response_len"][i] = min(n, max_len)
+        out["truncated"][i] = n > max_len or bool(prompts["response_truncated"][i])
+      return
+    todo = [i for i in idx if self.cache is None or
+            self.cache.get(prompts["index"][i]) is None]
+    if todo:
+      res = self.cost.timed("teacher", self._rollout, self.teacher_engine,
+                            self.pair.teacher_params, prompts, np.asarray(todo),
+                            self.c.data.max_response_len, seed=self.c.seed * 7919 + step)
+      rows = [{"index": int(prompts["index"][i]),
+               "tokens": res["response_tokens"][j, :res["response_len"][j]].tolist(),
+               "truncated": bool(res["truncated"][j])} for j, i in enumerate(todo)]
+      if self.cache is not None:
+        self.cache.put(rows)
+    for i in idx:
+      row = self.cache.get(prompts["index"][i]) if self.cache is not None else \
+          rows[todo.index(i)]
+      toks = row["tokens"][:max_len]
+      out["response_tokens"][i, :len(toks)] = toks
+      out["response_len"][i] = len(toks)
+      out["truncated"][i] = row["truncated"] or len(row["tokens"]) > max_len
+
+  def prefix_parts(self, step, prompts, rows, max_len) -> dict:
+    """Responses [B, R] for this step: student rollouts where `rows`, teacher elsewhere."""
+    B, R = len(rows), self.c.data.max_response_len
+    out = {"response_tokens": np.full((B, R), self.task.tokenizer.pad_id, np.int32),
+           "response_len": np.zeros((B,), np.int32), "truncated": np.zeros((B,), bool),
+           "student_entropy": None}
+    s_idx, t_idx = np.flatnonzero(rows), np.flatnonzero(~rows)
+    if len(s_idx):
+      res = self.cost.timed("student", self._rollout, self.student_engine,
+                            self.state["params"], prompts, s_idx, max_len,
+                            seed=self.c.seed * 104729 + step)
+      out["response_tokens"][s_idx, :res["response_tokens"].shape[1]] = res["response_tokens"]
+      out["response_len"][s_idx] = res["response_len"]
+      out["truncated"][s_idx] = res["truncated"]
+      out["student_entropy"] = rollout_lib.token_mean(res, "entropies")
+    if len(t_idx):
+      self._teacher_rows(step, prompts, t_idx, max_len, out)
+    return out
 
   def current_alpha(self, step: int) -> float:
     alpha, self.sched_state = schedules.alpha_at(self.schedule, step, self.sched_state,
@@ -131,6 +193,20 @@ class Loop:
       self.log(f"curriculum: {decision['action']} at step {decision['step']}: "
                f"{decision['reason']}")
     return metrics
+
+
+def restore_params(c, mesh, pair, workdir: str):
+  """The student params of a run's latest checkpoint (for evaluate)."""
+  optimizer = train.make_optimizer(c.optim, c.train.steps)
+  shard = train.state_shardings(mesh, optimizer, pair.student_cfg)
+  like = jax.jit(lambda p: train.init_state(optimizer, p), out_shardings=shard)(
+      pair.student_params)
+  ckpt = checkpointing.RunCheckpointer(os.path.join(workdir, "checkpoints"), every=1)
+  out = ckpt.restore(like)
+  if out is None:
+    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints; train first with "
+                            "python -m dkd_jax.launch --workdir=...")
+  return out[0]["params"]
 
 
 def run(c: mlc.ConfigDict, workdir: str) -> dict:
@@ -162,7 +238,8 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
   bar.close()
   loop.ckpt.close()
   results = evaluate_lib.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
-  summary = dict(results, steps=c.train.steps, objective=dict(
+  summary = dict(eval=results, steps=c.train.steps, curriculum_enabled=bool(c.curriculum.enabled),
+                 objective=dict(
       prefix=c.objective.prefix, kl=c.objective.kl, alpha=c.objective.alpha,
       estimator=c.objective.estimator), generation_cost=loop.cost.state(),
       curriculum=loop.cur_state.get("decisions", []))
