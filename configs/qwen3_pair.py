@@ -20,6 +20,7 @@ def get_config(arg: str = ""):
     c[m].model.dtype = "bfloat16"
     c[m].model.remat = "dots_no_batch"
   c.data.task = "gsm8k"
+  c.data.path = "/data/gsm8k_train.jsonl"
   c.data.max_prompt_len = 256
   c.data.max_response_len = 1024
   c.data.batch_size = 64

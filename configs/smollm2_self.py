@@ -15,6 +15,7 @@ def get_config(arg: str = ""):
   c.student.checkpoint = ""
   c.student.init = "teacher_layers"           # every other teacher layer
   c.data.task = "gsm8k"
+  c.data.path = "../shared/data/gsm8k_train.jsonl"
   c.data.max_prompt_len = 256
   c.data.max_response_len = 256
   c.data.batch_size = 8

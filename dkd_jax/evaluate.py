@@ -108,14 +108,16 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
   return metrics, res
 
 
-def evaluate_run(c, pair, task, params, mesh, log) -> dict:
-  """Evaluates the student `params` on every `config.eval.datasets`; {name: metrics}."""
+def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dict:
+  """Evaluates `params` (the student's, or with role='teacher' the teacher's) on every
+  `config.eval.datasets`; {name: metrics}. KL is always teacher vs `params`."""
   e = c.eval
   slots = c.data.batch_size
-  p_shard = model_lib.param_shardings(mesh, pair.student_cfg)
-  eng = make_engine(pair.student_cfg, pair.student_graphdef, mesh, slots=slots,
-                    max_prompt_len=c.data.max_prompt_len, max_new=e.max_response_len,
-                    eos_id=task.tokenizer.eos_id, params_shard=p_shard)
+  cfg, graphdef = ((pair.student_cfg, pair.student_graphdef) if role == "student"
+                   else (pair.teacher_cfg, pair.teacher_graphdef))
+  eng = make_engine(cfg, graphdef, mesh, slots=slots, max_prompt_len=c.data.max_prompt_len,
+                    max_new=e.max_response_len, eos_id=task.tokenizer.eos_id,
+                    params_shard=model_lib.param_shardings(mesh, cfg))
   out = {}
   for name, records in task.eval_sets(e.datasets, e.data_dir or None).items():
     records = records[:e.num_problems]
@@ -123,10 +125,13 @@ def evaluate_run(c, pair, task, params, mesh, log) -> dict:
         eng, params, task.tokenizer, records, task.grade, k=e.k, temperature=e.temperature,
         max_new=e.max_response_len, max_prompt_len=c.data.max_prompt_len, seed=c.seed + 99,
         pad_id=task.tokenizer.pad_id)
-    metrics["fkl"], metrics["rkl"] = heldout_kl(pair, params, res["tokens"], res["loss_mask"],
-                                                mesh, slots, c.train.kl_chunk)
+    if role == "student":
+      metrics["fkl"], metrics["rkl"] = heldout_kl(pair, params, res["tokens"],
+                                                  res["loss_mask"], mesh, slots, c.train.kl_chunk)
+    else:
+      metrics["fkl"] = metrics["rkl"] = 0.0
     out[name] = metrics
-    log(f"eval {name}: Avg@{e.k}={metrics['avg_at_k']:.3f} "
+    log(f"eval {role} {name}: Avg@{e.k}={metrics['avg_at_k']:.3f} "
         f"Pass@{e.k}={metrics['pass_at_k'][str(e.k)]:.3f} "
         f"len={metrics['mean_response_len']:.1f} trunc={metrics['truncation_rate']:.2f} "
         f"H={metrics['mean_entropy']:.3f} KL(p||q)={metrics['fkl']:.4f} "

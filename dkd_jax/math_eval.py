@@ -15,6 +15,7 @@ math-verify -- is graded wrong with a reason code, never raised.
 from __future__ import annotations
 
 import dataclasses
+import logging
 import math
 import re
 import threading
@@ -37,6 +38,12 @@ DEFAULT_TIMEOUT_S = 5.0
 
 
 # ----------------------------------------------------------------- Pass@k ---
+
+# We run math-verify with its signal timeouts off (they only work on the main
+# thread) and enforce our own wall-clock limit, so its per-call warning is noise.
+for _name in ("math_verify", "math_verify.parser", "math_verify.grader"):
+  logging.getLogger(_name).setLevel(logging.ERROR)
+
 
 def _check_int(name: str, value) -> int:
   if isinstance(value, bool) or not isinstance(value, (int, np.integer)):

@@ -238,10 +238,25 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
   bar.close()
   loop.ckpt.close()
   results = evaluate_lib.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
-  summary = dict(eval=results, steps=c.train.steps, curriculum_enabled=bool(c.curriculum.enabled),
+  teacher = evaluate_lib.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
+  summary = dict(eval=results, teacher_eval=teacher, steps=c.train.steps, curriculum_enabled=bool(c.curriculum.enabled),
                  objective=dict(
       prefix=c.objective.prefix, kl=c.objective.kl, alpha=c.objective.alpha,
       estimator=c.objective.estimator), generation_cost=loop.cost.state(),
       curriculum=loop.cur_state.get("decisions", []))
   logger.finish(summary)
+  print_summary(summary, log)
   return summary
+
+
+def print_summary(summary: dict, log) -> None:
+  o = summary["objective"]
+  log(f"summary: prefix={o['prefix']} kl={o['kl']} estimator={o['estimator']} "
+      f"steps={summary['steps']}")
+  for role in ("eval", "teacher_eval"):
+    for name, m in summary[role].items():
+      k = m["k"]
+      log(f"  {'student' if role == 'eval' else 'teacher'} on {name}: accuracy(Avg@{k})="
+          f"{m['avg_at_k']:.3f} Pass@1={m['pass_at_k']['1']:.3f} "
+          f"Pass@{k}={m['pass_at_k'][str(k)]:.3f} length={m['mean_response_len']:.1f} "
+          f"entropy={m['mean_entropy']:.3f} KL(p||q)={m['fkl']:.4f} KL(q||p)={m['rkl']:.4f}")

@@ -1,0 +1,225 @@
+"""The train step and the run: every quadrant on a (2,2,2) mesh, loss falls, CLI, resume."""
+import importlib.util
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dkd_jax import bootstrap
+from dkd_jax import kl as kl_lib
+from dkd_jax import metrics_log
+from dkd_jax import model as model_lib
+from dkd_jax import prefixes
+from dkd_jax import run as run_lib
+from dkd_jax import sharding
+from dkd_jax import train
+from dkd_jax.data import sources
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
+TEST_OVERRIDES = {"teacher.bootstrap_steps": 30, "eval.num_problems": 4, "eval.k": 2,
+                  "data.arithmetic.num_train": 512}
+
+
+def config(name, arg="tiny", **overrides):
+  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", name))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  c = mod.get_config(arg)
+  for key, value in {**TEST_OVERRIDES, **overrides}.items():
+    node = c
+    *parents, leaf = key.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  return c
+
+
+@pytest.fixture(scope="module")
+def teacher_dir(tmp_path_factory):
+  """One bootstrapped tiny teacher, copied into each run's workdir (its cache)."""
+  work = str(tmp_path_factory.mktemp("teacher"))
+  c = config("rev_teacher.py", **{"train.steps": 1})
+  run_lib.run(c, work)
+  return os.path.join(work, "teacher")
+
+
+def workdir_with_teacher(tmp_path, teacher_dir):
+  work = str(tmp_path / "run")
+  shutil.copytree(teacher_dir, os.path.join(work, "teacher"))
+  return work
+
+
+# ------------------------------------------------------------------ the step on a (2,2,2) mesh
+
+OBJECTIVES = [
+    ("teacher", kl_lib.KLSpec(kind="forward", chunk=24)),
+    ("student", kl_lib.KLSpec(kind="forward", chunk=24)),
+    ("teacher", kl_lib.KLSpec(kind="reverse", chunk=24)),
+    ("student", kl_lib.KLSpec(kind="reverse", chunk=24)),
+    ("student", kl_lib.KLSpec(kind="reverse", estimator="sampled_token", chunk=24)),
+    ("mixed", kl_lib.KLSpec(kind="mixed", alpha=0.3, chunk=24)),
+    ("teacher", kl_lib.KLSpec(kind="jsd", beta=0.5, chunk=24)),
+]
+
+
+@pytest.mark.parametrize("prefix,spec", OBJECTIVES,
+                         ids=[f"{p}-{s.kind}-{s.estimator}" for p, s in OBJECTIVES])
+def test_one_step_per_quadrant_keeps_shardings(prefix, spec):
+  mesh = sharding.make_mesh((2, 2, 2))
+  s_cfg = model_lib.ModelConfig(vocab_size=64, d_model=32, d_ff=64, n_layers=1, n_heads=2,
+                                n_kv_heads=2, head_dim=16)
+  t_cfg = model_lib.ModelConfig(vocab_size=64, d_model=48, d_ff=96, n_layers=2, n_heads=4,
+                                n_kv_heads=2, head_dim=12)
+  s_gd, s_params = model_lib.init_params(s_cfg, mesh, 0)
+  t_gd, t_params = model_lib.init_params(t_cfg, mesh, 1)
+  opt = train.make_optimizer(config("rev_teacher.py").optim, 10)
+  static = train.StepStatic(s_gd, t_gd, spec, opt, mesh)
+  state_shard = train.state_shardings(mesh, opt, s_cfg)
+  state = jax.jit(lambda p: train.init_state(opt, p), out_shardings=state_shard)(s_params)
+  step = train.jit_train_step(static, state_shard, model_lib.param_shardings(mesh, t_cfg))
+  rng = np.random.default_rng(0)
+  rows = prefixes.student_rows(rng, 8, prefix, 0.5)
+  p_len = rng.integers(2, 6, 8)
+  r_len = rng.integers(1, 9, 8)
+  tokens, mask = prefixes.pack(rng.integers(3, 64, (8, 6)), p_len, rng.integers(3, 64, (8, 10)),
+                               r_len, 0)
+  assert rows.dtype == bool
+  batch = {"tokens": tokens, "loss_mask": mask, "alpha": np.float32(spec.alpha)}
+  batch = jax.device_put(batch, train.batch_shardings(mesh))
+  new_state, metrics = step(state, batch, t_params)
+  assert int(new_state["step"]) == 1
+  assert math.isfinite(float(metrics["loss"])) and float(metrics["grad_norm"]) > 0
+  assert float(metrics["loss_tokens"]) == float(mask.sum())
+  for a, s in zip(jax.tree.leaves(new_state), jax.tree.leaves(state_shard)):
+    assert a.sharding.is_equivalent_to(s, a.ndim), (a.sharding, s)
+
+
+def test_pack_layout():
+  tokens, mask = prefixes.pack(np.array([[1, 5, 6, 0]]), np.array([3]),
+                               np.array([[7, 8, 2, 0]]), np.array([3]), 0)
+  np.testing.assert_array_equal(tokens, [[1, 5, 6, 7, 8, 2, 0, 0]])
+  # position t predicts t+1: positions 2,3,4 predict the response tokens 7, 8, eos
+  np.testing.assert_array_equal(mask, [[0, 0, 1, 1, 1, 0, 0, 0]])
+
+
+# ------------------------------------------------------------------ the run
+
+QUADRANTS = ["fwd_teacher.py", "fwd_student.py", "rev_teacher.py", "rev_student.py"]
+
+
+def _losses(workdir):
+  rows = {}
+  with open(os.path.join(workdir, "metrics.jsonl")) as f:
+    for line in f:
+      d = json.loads(line)
+      rows[d["step"]] = d
+  return [rows[s] for s in sorted(rows)]
+
+
+@pytest.mark.parametrize("name", QUADRANTS)
+def test_loss_falls_for_each_quadrant(name, tmp_path, teacher_dir):
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  c = config(name, **{"train.steps": 30, "optim.warmup_steps": 5, "optim.lr": 3e-3})
+  summary = run_lib.run(c, work)
+  losses = [r["loss"] for r in _losses(work)]
+  assert len(losses) == 30
+  assert np.mean(losses[-5:]) < 0.8 * np.mean(losses[:5]), losses
+  assert set(summary["eval"]["arithmetic"]) >= {"avg_at_k", "pass_at_k", "mean_entropy",
+                                               "mean_response_len", "fkl", "rkl"}
+
+
+def _launch(work, *extra):
+  cmd = [sys.executable, "-m", "dkd_jax.launch", f"--workdir={work}", *extra]
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+  return cmd, env
+
+
+def test_launch_cli_runs_tiny_config(tmp_path):
+  work = str(tmp_path / "cli")
+  cmd, env = _launch(work, "--config=configs/rev_student.py:tiny")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  summary = json.load(open(os.path.join(work, "summary.json")))
+  assert summary["objective"] == {"prefix": "student", "kl": "reverse", "alpha": 0.5,
+                                  "estimator": "full_vocab"}
+  assert "summary:" in out.stderr and "Pass@" in out.stderr
+  assert os.path.isdir(os.path.join(work, "tb"))
+
+
+def _final(work, step):
+  from dkd_jax import checkpointing
+  ck = checkpointing.RunCheckpointer(os.path.join(work, "checkpoints"), every=1)
+  mngr = ck._mngr
+  out = mngr.restore(step)
+  return out
+
+
+RESUME_ARGS = ["--config=configs/rev_student.py:tiny", "--config.train.steps=6",
+               "--config.train.ckpt_every=3", "--config.teacher.bootstrap_steps=30",
+               "--config.eval.num_problems=2", "--config.data.arithmetic.num_train=512"]
+
+
+def test_kill_and_resume_matches_straight_run(tmp_path, teacher_dir):
+  straight = workdir_with_teacher(tmp_path / "a", teacher_dir)
+  cmd, env = _launch(straight, *RESUME_ARGS)
+  assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True).returncode == 0
+  killed = workdir_with_teacher(tmp_path / "b", teacher_dir)
+  cmd, env = _launch(killed, *RESUME_ARGS)
+  proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                          stderr=subprocess.DEVNULL)
+  ckpt3 = os.path.join(killed, "checkpoints", "3")
+  deadline = time.time() + 300
+  while not os.path.isdir(ckpt3) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  assert os.path.isdir(ckpt3)
+  assert subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True).returncode == 0
+  a, b = _losses(straight), _losses(killed)
+  assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+  skip = {"step_time", "train_time", "gen_time", "tokens_per_s", "mfu"}
+  for ra, rb in zip(a, b):
+    for k in ra:
+      if k not in skip and not k.startswith("gen_seconds"):
+        assert ra[k] == rb[k], (ra["step"], k, ra[k], rb[k])
+  pa = jax.tree.leaves(json.load(open(os.path.join(straight, "summary.json")))["eval"])
+  pb = jax.tree.leaves(json.load(open(os.path.join(killed, "summary.json")))["eval"])
+  assert pa == pb
+
+
+# ------------------------------------------------------------------ bad input
+
+def test_nan_loss_stops_naming_step_and_metric(tmp_path, monkeypatch, teacher_dir):
+  real = bootstrap.cached_teacher
+
+  def poisoned(*args, **kw):
+    graphdef, params = real(*args, **kw)
+    return graphdef, jax.tree.map(lambda x: x * jnp.nan, params)
+
+  monkeypatch.setattr(bootstrap, "cached_teacher", poisoned)
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  with pytest.raises(metrics_log.NonFiniteMetric, match=r"step 1: metric '\w+'"):
+    run_lib.run(config("fwd_teacher.py", **{"train.steps": 3}), work)
+  assert not os.path.exists(os.path.join(work, "checkpoints", "1"))
+
+
+def test_malformed_dataset_line_named(tmp_path):
+  path = tmp_path / "bad.jsonl"
+  path.write_text('{"question": "1+1?", "answer": "#### 2"}\n{"question": 3\n')
+  c = config("fwd_teacher.py", **{"data.task": "gsm8k", "data.path": str(path)})
+  with pytest.raises(sources.DataError, match=r"bad\.jsonl:2"):
+    run_lib.run(c, str(tmp_path / "w"))
+
+
+def test_missing_teacher_checkpoint(tmp_path):
+  c = config("rev_teacher.py", **{"teacher.checkpoint": str(tmp_path / "nope")})
+  with pytest.raises(FileNotFoundError, match="config.teacher.checkpoint"):
+    run_lib.run(c, str(tmp_path / "w"))
