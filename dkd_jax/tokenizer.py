@@ -1,0 +1,212 @@
+"""Hugging Face tokenizers for real checkpoints, offline.
+
+`HFTokenizer` wraps a local `tokenizer.json` (the `tokenizers` library) plus the chat
+template of `tokenizer_config.json` / `chat_template.jinja` (rendered with jinja2) and
+satisfies `dkd_jax.data.tokenizer_api.Tokenizer`. `write_gguf_tokenizer` rebuilds a
+byte-level BPE `tokenizer.json` from a GGUF file's tokenizer metadata, so a GGUF
+checkpoint becomes a HF directory that transformers and we both read.
+`check_same_vocab` refuses a teacher/student pair whose vocabularies differ.
+"""
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import json
+import os
+from typing import Sequence
+
+from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+
+# llama.cpp token types (gguf.TokenType): CONTROL tokens are specials such as
+# <|im_end|>; USER_DEFINED ones are added tokens matched whole in the text.
+_CONTROL, _USER_DEFINED = 3, 4
+
+
+@dataclasses.dataclass(frozen=True)
+class GGUFTokenizerInfo:
+  """The tokenizer metadata of a GGUF file (`tokenizer.ggml.*`, `tokenizer.chat_template`)."""
+  model: str                       # "gpt2" = byte-level BPE
+  pre: str                         # llama.cpp pre-tokenizer name, e.g. "smollm"
+  tokens: list[str]
+  token_types: list[int] | None
+  merges: list[str]
+  bos_id: int | None
+  eos_id: int
+  pad_id: int | None
+  unk_id: int | None
+  add_bos: bool
+  chat_template: str | None
+
+
+def _pre_tokenizer(pre: str):
+  """The split rules llama.cpp uses for a `tokenizer.ggml.pre` name."""
+  byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+  if pre in ("default", "gpt2"):
+    return byte_level
+  if pre == "smollm":
+    # SmolLM splits every digit on its own before the GPT-2 regex.
+    return pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+  raise ValueError(f"GGUF pre-tokenizer {pre!r} unsupported; supported: default, gpt2, smollm")
+
+
+def tokenizer_from_gguf(info: GGUFTokenizerInfo) -> Tokenizer:
+  """A `tokenizers.Tokenizer` equal to the GGUF's byte-level BPE tokenizer."""
+  if info.model != "gpt2":
+    raise ValueError(f"GGUF tokenizer model {info.model!r} unsupported; supported: gpt2 "
+                     "(byte-level BPE)")
+  vocab = {tok: i for i, tok in enumerate(info.tokens)}
+  if len(vocab) != len(info.tokens):
+    raise ValueError("GGUF vocabulary has duplicate token strings")
+  merges = [tuple(m.split(" ")) for m in info.merges]
+  if any(len(m) != 2 for m in merges):
+    raise ValueError("a GGUF merge is not two space-separated byte-level tokens")
+  tok = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False))
+  tok.pre_tokenizer = _pre_tokenizer(info.pre)
+  tok.decoder = decoders.ByteLevel()
+  types = info.token_types or [1] * len(info.tokens)
+  tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
+                          for t, ty in zip(info.tokens, types) if ty == _CONTROL])
+  tok.add_tokens([AddedToken(t, special=False, normalized=False)
+                  for t, ty in zip(info.tokens, types) if ty == _USER_DEFINED])
+  if info.add_bos and info.bos_id is not None:
+    bos = info.tokens[info.bos_id]
+    tok.post_processor = processors.TemplateProcessing(
+        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, info.bos_id)])
+  return tok
+
+
+def write_gguf_tokenizer(info: GGUFTokenizerInfo, out_dir: str, max_len: int) -> None:
+  """Writes tokenizer.json + tokenizer_config.json + special_tokens_map.json."""
+  tokenizer_from_gguf(info).save(os.path.join(out_dir, "tokenizer.json"))
+  name = lambda i: None if i is None else info.tokens[i]
+  specials = {"bos_token": name(info.bos_id), "eos_token": name(info.eos_id),
+              "pad_token": name(info.pad_id), "unk_token": name(info.unk_id)}
+  specials = {k: v for k, v in specials.items() if v is not None}
+  config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials,
+            "add_bos_token": info.add_bos, "add_eos_token": False,
+            "clean_up_tokenization_spaces": False, "model_max_length": max_len}
+  if info.chat_template:
+    config["chat_template"] = info.chat_template
+  with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+    json.dump(config, f, indent=2, ensure_ascii=False)
+  with open(os.path.join(out_dir, "special_tokens_map.json"), "w") as f:
+    json.dump(specials, f, indent=2, ensure_ascii=False)
+
+
+def _token_text(value) -> str | None:
+  """tokenizer_config.json spells a special token as a string or an AddedToken dict."""
+  return value.get("content") if isinstance(value, dict) else value
+
+
+def _read_config(path: str) -> dict:
+  config_file = os.path.join(path, "tokenizer_config.json")
+  config = {}
+  if os.path.exists(config_file):
+    with open(config_file) as f:
+      config = json.load(f)
+  jinja_file = os.path.join(path, "chat_template.jinja")   # transformers >= 4.50 layout
+  if os.path.exists(jinja_file) and not config.get("chat_template"):
+    with open(jinja_file) as f:
+      config["chat_template"] = f.read()
+  return config
+
+
+class HFTokenizer:
+  """A HF tokenizer directory (or a bare tokenizer.json) as a `Tokenizer`.
+
+  `bos_id` follows the pipeline's contract: it is the BOS id only when the model
+  wants one added (the tokenizer's own post-processor or `add_bos_token` adds it)
+  and the rendered prompt does not already start with it; otherwise None.
+  `pad_id` is the configured pad token, else EOS (positions are masked anyway).
+  """
+
+  def __init__(self, path: str, *, eos_token: str | None = None, pad_token: str | None = None,
+               bos_token: str | None = None):
+    tok_dir = os.path.dirname(path) if path.endswith(".json") else path
+    tok_file = path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
+    if not os.path.exists(tok_file):
+      raise FileNotFoundError(f"no tokenizer.json at {tok_file}")
+    self._tok = Tokenizer.from_file(tok_file)
+    config = _read_config(tok_dir)
+    self.chat_template: str | None = config.get("chat_template")
+    if isinstance(self.chat_template, list):   # named templates: take the default one
+      self.chat_template = {t["name"]: t["template"] for t in self.chat_template}.get("default")
+    self._bos_text = bos_token or _token_text(config.get("bos_token"))
+    self._eos_text = eos_token or _token_text(config.get("eos_token"))
+    self.eos_id = self._id(self._eos_text, "eos_token")
+    pad_text = pad_token or _token_text(config.get("pad_token"))
+    self.pad_id = self._id(pad_text, "pad_token") if pad_text else self.eos_id
+    self._vocab = self._build_vocab()
+    self.vocab_size = len(self._vocab)
+    self.bos_id = self._bos_to_prepend(config)
+
+  def _id(self, text: str | None, field: str) -> int:
+    if not text:
+      raise ValueError(f"tokenizer has no {field}; pass {field}= to HFTokenizer")
+    i = self._tok.token_to_id(text)
+    if i is None:
+      raise ValueError(f"{field}={text!r} is not in the vocabulary")
+    return i
+
+  def _build_vocab(self) -> list[str]:
+    by_id = {i: t for t, i in self._tok.get_vocab(with_added_tokens=True).items()}
+    # Ids a tokenizer never assigns stay "" so tokens()[i] is still the string of id i.
+    return [by_id.get(i, "") for i in range(max(by_id) + 1)]
+
+  def _bos_to_prepend(self, config: dict) -> int | None:
+    if not self._bos_text or self._tok.token_to_id(self._bos_text) is None:
+      return None
+    bos = self._tok.token_to_id(self._bos_text)
+    adds = config.get("add_bos_token") or self._tok.encode("a").ids[:1] == [bos]
+    if not adds or self.render_prompt("a").startswith(self._bos_text):
+      return None
+    return bos
+
+  def encode(self, text: str) -> list[int]:
+    return self._tok.encode(text, add_special_tokens=False).ids
+
+  def decode(self, ids: Sequence[int]) -> str:
+    return self._tok.decode(list(ids), skip_special_tokens=False)
+
+  def tokens(self) -> list[str]:
+    return list(self._vocab)
+
+  def render_prompt(self, question: str) -> str:
+    if not self.chat_template:
+      return question
+    return render_chat(self.chat_template, [{"role": "user", "content": question}],
+                       bos_token=self._bos_text or "", eos_token=self._eos_text or "")
+
+
+def render_chat(template: str, messages: list[dict], *, add_generation_prompt: bool = True,
+                **context) -> str:
+  """Renders a HF chat template the way transformers does (sandboxed jinja2,
+  trim_blocks + lstrip_blocks, raise_exception / strftime_now helpers)."""
+  try:
+    from jinja2 import exceptions as jinja_exceptions
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+  except ImportError as e:
+    raise ImportError("rendering a chat template needs jinja2 (pip install jinja2)") from e
+
+  def raise_exception(message):
+    raise jinja_exceptions.TemplateError(message)
+
+  env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+                                      extensions=["jinja2.ext.loopcontrols"])
+  env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
+  env.globals["raise_exception"] = raise_exception
+  env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
+  return env.from_string(template).render(messages=messages,
+                                          add_generation_prompt=add_generation_prompt, **context)
+
+
+def check_same_vocab(teacher_tok, student_tok) -> None:
+  """Refuses a pair whose vocabularies differ (ids would mean different strings)."""
+  t, s = teacher_tok.tokens(), student_tok.tokens()
+  if t == s:
+    return
+  first = next((i for i, (a, b) in enumerate(zip(t, s)) if a != b), min(len(t), len(s)))
+  get = lambda v: repr(v[first]) if first < len(v) else "<absent>"
+  raise ValueError(f"teacher and student vocabularies differ: teacher has {len(t)} tokens, "
+                   f"student {len(s)}; first difference at id {first}: teacher {get(t)} vs "
+                   f"student {get(s)}")
