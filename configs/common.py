@@ -37,15 +37,15 @@ def base(arg: str = "") -> mlc.ConfigDict:
       alpha_schedule=mlc.ConfigDict(dict(kind="constant", alpha_end=0.5, target_entropy=0.5,
                                          rate=0.05, alpha_min=0.0, alpha_max=1.0))))
   c.curriculum = mlc.ConfigDict(dict(
-      enabled=False, lengths=(32, 64, 96), check_every=10, window=10, min_steps=20,
+      enabled=False, lengths=(16, 32, 48), check_every=10, window=10, min_steps=20,
       gate_entropy=0.05, floor_entropy=0.01, max_truncation=0.5,
       on_collapse="raise_forward", alpha_step=0.1, alpha_max=0.9))
 
   # Data: the built-in arithmetic chain-of-thought task, or local math files.
   c.data = mlc.ConfigDict(dict(
       task="arithmetic", path="", teacher_source="dataset",  # dataset | rollout | rollout_cached
-      batch_size=16, max_prompt_len=32, max_response_len=96, truncate_prompts=False,
-      arithmetic=mlc.ConfigDict(dict(min_operands=2, max_operands=4, max_digits=2,
+      batch_size=16, max_prompt_len=16, max_response_len=48, truncate_prompts=False,
+      arithmetic=mlc.ConfigDict(dict(min_operands=2, max_operands=3, max_digits=2,
                                      num_train=20000, num_eval=64))))
   c.rollout = mlc.ConfigDict(dict(temperature=1.0, top_p=1.0, top_k=0, sync_every=8))
 
@@ -53,7 +53,7 @@ def base(arg: str = "") -> mlc.ConfigDict:
                                 b1=0.9, b2=0.98, end_lr_frac=0.1))
   c.train = mlc.ConfigDict(dict(steps=300, log_every=10, ckpt_every=100, kl_chunk=256,
                                 max_ckpts=2))
-  c.eval = mlc.ConfigDict(dict(k=4, num_problems=64, temperature=1.0, max_response_len=96,
+  c.eval = mlc.ConfigDict(dict(k=4, num_problems=64, temperature=0.7, max_response_len=48,
                                datasets=("arithmetic",), data_dir=""))
 
   if "tiny" in presets:
@@ -61,12 +61,9 @@ def base(arg: str = "") -> mlc.ConfigDict:
     c.teacher.bootstrap_steps = 150
     c.student.model = tiny_model(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1)
     c.data.batch_size = 8
-    c.data.max_response_len = 64
-    c.data.arithmetic.max_operands = 3
-    c.curriculum.lengths = (32, 64)
+    c.curriculum.lengths = (24, 48)
     c.train.steps = 40
     c.train.ckpt_every = 20
     c.eval.num_problems = 16
     c.eval.k = 2
-    c.eval.max_response_len = 64
   return c

@@ -111,7 +111,7 @@ class Loop:
              "student_frac": float(np.mean(rows))}
     if parts.get("student_entropy") is not None:
       stats["rollout_entropy"] = parts["student_entropy"]
-    return {"tokens": tokens, "loss_mask": mask}, stats
+    return train.make_batch(tokens, mask, rows, 0.0, c.seed * 15485863 + step), stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, seed):
     return rollout_lib.rollout(
@@ -176,9 +176,7 @@ class Loop:
     max_len = curriculum_lib.max_length(self.cur_cfg, self.cur_state)
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
-    put = lambda x: jax.device_put(x, sharding.batch_sharding(self.mesh, 2))
-    batch = {"tokens": put(batch["tokens"]), "loss_mask": put(batch["loss_mask"]),
-             "alpha": jax.device_put(batch["alpha"], sharding.replicated(self.mesh))}
+    batch = jax.device_put(batch, train.batch_shardings(self.mesh))
     t1 = time.perf_counter()
     self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -244,8 +242,8 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
       prefix=c.objective.prefix, kl=c.objective.kl, alpha=c.objective.alpha,
       estimator=c.objective.estimator), generation_cost=loop.cost.state(),
       curriculum=loop.cur_state.get("decisions", []))
-  logger.finish(summary)
   print_summary(summary, log)
+  logger.finish(summary)
   return summary
 
 

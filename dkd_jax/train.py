@@ -15,6 +15,7 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from dkd_jax import kl as kl_lib
@@ -48,6 +49,26 @@ def _masked_mean(x_N, mask_N):
   return jnp.sum(x_N * mask_N) / jnp.maximum(jnp.sum(mask_N), 1.0)
 
 
+def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: int):
+  """v ~ softmax(h W / τ) per token by Gumbel-max, C tokens at a time (no [N, V] tensor).
+
+  The sampled-token reverse estimator needs actions drawn from q at every state; on
+  teacher prefixes there is no student rollout to take them from (DESIGN.md §3).
+  """
+  N, D = hidden_NxD.shape
+  pad = (-N) % chunk
+  h = jnp.pad(hidden_NxD, ((0, pad), (0, 0))).reshape(-1, chunk, D)
+  keys = jax.random.split(key, h.shape[0])
+
+  def one(args):
+    h_CxD, k = args
+    logits_CxV = jnp.dot(h_CxD, head_DxV.astype(h_CxD.dtype),
+                         preferred_element_type=jnp.float32) / temperature
+    return jnp.argmax(logits_CxV + jax.random.gumbel(k, logits_CxV.shape), axis=-1)
+
+  return jax.lax.map(one, (jax.lax.stop_gradient(h), keys)).reshape(-1)[:N].astype(jnp.int32)
+
+
 def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
   """Scalar loss and token metrics for one batch (student params are the variable)."""
   tokens_BxT = batch["tokens"]
@@ -58,11 +79,19 @@ def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
   hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, tokens_BxT)
   head_s = model_lib.head(static.student_graphdef, student_params)
   # Position t predicts token t+1; the last position's target is masked out.
-  targets_BxT = jnp.roll(tokens_BxT, -1, axis=1)
+  targets_N = jnp.roll(tokens_BxT, -1, axis=1).reshape(-1)
   mask_N = batch["loss_mask"].reshape(-1).astype(jnp.float32)
+  hidden_s = hidden_s.reshape(B * T, -1)
+  if static.spec.estimator == "sampled_token":
+    # Student rows already hold actions sampled from q (their rollout); teacher rows
+    # get fresh actions v ~ q at each teacher state.
+    sampled_N = sample_from_student(hidden_s, jax.lax.stop_gradient(head_s), batch["key"],
+                                    static.spec.temperature, static.spec.chunk)
+    own_N = jnp.repeat(batch["student_row"], T)
+    targets_N = jnp.where(own_N, targets_N, sampled_N)
   loss, tok = kl_lib.distill_loss(
-      hidden_s.reshape(B * T, -1), head_s, hidden_t.reshape(B * T, -1), head_t, mask_N,
-      static.spec, tokens_N=targets_BxT.reshape(-1), alpha=batch["alpha"], mesh=static.mesh)
+      hidden_s, head_s, hidden_t.reshape(B * T, -1), head_t, mask_N,
+      static.spec, tokens_N=targets_N, alpha=batch["alpha"], mesh=static.mesh)
   metrics = {k: _masked_mean(tok[k], mask_N) for k in PER_TOKEN_METRICS if k in tok}
   metrics["loss_tokens"] = jnp.sum(mask_N)
   return loss, metrics
@@ -71,10 +100,11 @@ def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
 def train_step(static: StepStatic, state, batch, teacher_params):
   """One optimizer step. Pure: the same inputs give the same outputs."""
   grad_fn = jax.value_and_grad(functools.partial(distill_loss_fn, static), has_aux=True)
+  batch = dict(batch, key=jax.random.wrap_key_data(batch["key"]))
   (loss, metrics), grads = grad_fn(state["params"], teacher_params, batch)
   updates, opt_state = static.optimizer.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
-  metrics = dict(metrics, loss=loss, grad_norm=optax.global_norm(grads),
+  metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads),
                  alpha=batch["alpha"])
   return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
@@ -98,8 +128,16 @@ def state_shardings(mesh, optimizer, model_cfg):
 
 
 def batch_shardings(mesh):
-  b2 = sharding.batch_sharding(mesh, 2)
-  return {"tokens": b2, "loss_mask": b2, "alpha": sharding.replicated(mesh)}
+  b2, rep = sharding.batch_sharding(mesh, 2), sharding.replicated(mesh)
+  return {"tokens": b2, "loss_mask": b2, "student_row": sharding.batch_sharding(mesh, 1),
+          "alpha": rep, "key": rep}
+
+
+def make_batch(tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_seed: int):
+  """The step's batch dict (host numpy; `key` drives in-step sampling)."""
+  return {"tokens": tokens_BxT, "loss_mask": loss_mask_BxT,
+          "student_row": np.asarray(student_row_B, bool), "alpha": np.float32(alpha),
+          "key": np.asarray(jax.random.key_data(jax.random.key(key_seed)))}
 
 
 def jit_train_step(static: StepStatic, state_shard, teacher_shard):

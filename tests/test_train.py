@@ -65,6 +65,7 @@ OBJECTIVES = [
     ("teacher", kl_lib.KLSpec(kind="reverse", chunk=24)),
     ("student", kl_lib.KLSpec(kind="reverse", chunk=24)),
     ("student", kl_lib.KLSpec(kind="reverse", estimator="sampled_token", chunk=24)),
+    ("teacher", kl_lib.KLSpec(kind="mixed", estimator="sampled_token", chunk=24)),
     ("mixed", kl_lib.KLSpec(kind="mixed", alpha=0.3, chunk=24)),
     ("teacher", kl_lib.KLSpec(kind="jsd", beta=0.5, chunk=24)),
 ]
@@ -92,7 +93,7 @@ def test_one_step_per_quadrant_keeps_shardings(prefix, spec):
   tokens, mask = prefixes.pack(rng.integers(3, 64, (8, 6)), p_len, rng.integers(3, 64, (8, 10)),
                                r_len, 0)
   assert rows.dtype == bool
-  batch = {"tokens": tokens, "loss_mask": mask, "alpha": np.float32(spec.alpha)}
+  batch = train.make_batch(tokens, mask, rows, spec.alpha, 0)
   batch = jax.device_put(batch, train.batch_shardings(mesh))
   new_state, metrics = step(state, batch, t_params)
   assert int(new_state["step"]) == 1
@@ -100,6 +101,21 @@ def test_one_step_per_quadrant_keeps_shardings(prefix, spec):
   assert float(metrics["loss_tokens"]) == float(mask.sum())
   for a, s in zip(jax.tree.leaves(new_state), jax.tree.leaves(state_shard)):
     assert a.sharding.is_equivalent_to(s, a.ndim), (a.sharding, s)
+
+
+def test_in_step_student_sampling_matches_softmax():
+  """Gumbel-max over chunks draws v ~ softmax(hW/τ) (the teacher-prefix action sampler)."""
+  rng = np.random.default_rng(0)
+  h = jnp.asarray(rng.normal(size=(3, 8)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(8, 5)), jnp.float32)
+  n = 4000
+  h_rep = jnp.repeat(h, n, axis=0)
+  v = np.asarray(train.sample_from_student(h_rep, w, jax.random.key(1), 2.0, 256))
+  probs = np.asarray(jax.nn.softmax(h @ w / 2.0, axis=-1))
+  for i in range(3):
+    freq = np.bincount(v[i * n:(i + 1) * n], minlength=5) / n
+    # 4000 draws: binomial std <= 0.008; 5 sigma
+    np.testing.assert_allclose(freq, probs[i], atol=0.04)
 
 
 def test_pack_layout():
