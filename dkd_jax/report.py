@@ -77,10 +77,13 @@ def plot_compute(runs, out):
 
 
 def plot_horizon(runs, out):
+  """Runs sharing the curriculum runs' objective, by horizon, with / without curriculum."""
   fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
+  ref = [s["objective"] for s in runs if s.get("curriculum_enabled")]
+  same = [s for s in runs if not ref or s["objective"] == ref[0]]
   for cur in (False, True):
-    rows = sorted((s["steps"], _main_eval(s)) for s in runs
-                  if bool(s.get("curriculum_enabled")) == cur)
+    rows = sorted(((s["steps"], _main_eval(s)) for s in same
+                   if bool(s.get("curriculum_enabled")) == cur), key=lambda r: r[0])
     if not rows:
       continue
     name = "with curriculum" if cur else "without curriculum"
