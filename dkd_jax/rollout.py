@@ -1,0 +1,153 @@
+"""Rollouts for training: continuous batching over the generation engine.
+
+`rollout(engine, params, prompts, ...)` keeps every decode slot busy: when a
+sequence finishes (EOS or its length limit), the next prompt is prefilled and
+inserted into that slot. The host looks at the decode state only every
+`sync_every` decode steps (one jitted `lax.while_loop` in between), so a slot
+can idle for at most sync_every - 1 steps after its sequence ends.
+
+The same function rolls out the student and the teacher: an engine is just a
+graphdef + config, and params are passed per call (live student params included).
+
+Result layout (numpy, ready for the train step; same packing as `prefixes.pack`):
+  tokens      int32 [N, P+R]  prompt ++ response, right-padded with pad_id
+  loss_mask   f32   [N, P+R]  targets = tokens[:, 1:]; loss_mask[:, t] = 1 iff
+                              tokens[:, t+1] is a response token (position t predicts t+1)
+  logprobs    f32   [N, P+R]  aligned with loss_mask: log p_model(tokens[t+1] | tokens[:t+1])
+                              at temperature 1, 0 where loss_mask is 0
+  sampling_logprobs           same, under the distribution actually sampled from
+  entropies   f32   [N, P+R]  same alignment: entropy (nats, temperature 1) of the model's
+                              distribution over tokens[t+1]
+  prompt_tokens int32 [N, P], response_tokens int32 [N, R] (pad_id padded)
+  prompt_len, response_len int32 [N]; truncated bool [N] (hit max_new_tokens without EOS;
+  an EOS is part of the response); prompt_truncated bool [N]
+P is the input array's width (or the longest prompt for a list), R = max_new_tokens.
+"""
+from __future__ import annotations
+
+import collections
+from typing import Sequence
+
+import jax
+import numpy as np
+
+from dkd_jax import prefixes
+
+RESPONSE_KEYS = ("logprob", "sampling_logprob", "entropy")
+
+
+def prepare_prompts(prompts, prompt_lens, max_len: int, truncate: bool):
+  """(list of int32 arrays, prompt_truncated bool [N], width P) with validation.
+
+  Truncation (opt-in) keeps the first token (BOS) and the end of the prompt, like
+  the data pipeline: the chat template's assistant header lives at the end.
+  """
+  if isinstance(prompts, (np.ndarray, jax.Array)):
+    arr = np.asarray(prompts)
+    if arr.ndim != 2 or prompt_lens is None:
+      raise ValueError("array prompts must be [N, P] with prompt_lens [N]")
+    lens = np.asarray(prompt_lens).reshape(-1)
+    if len(lens) != arr.shape[0]:
+      raise ValueError(f"prompt_lens has {len(lens)} entries for {arr.shape[0]} prompts")
+    rows, width = [arr[i, :int(lens[i])] for i in range(arr.shape[0])], arr.shape[1]
+  else:
+    rows, width = [np.asarray(p, np.int32).reshape(-1) for p in prompts], None
+  out, cut = [], np.zeros((len(rows),), bool)
+  for i, row in enumerate(rows):
+    if len(row) == 0:
+      raise ValueError(f"prompt {i} is empty; a prompt needs at least one token (e.g. BOS)")
+    if len(row) > max_len:
+      if not truncate:
+        raise ValueError(f"prompt {i} has {len(row)} tokens > max_prefill_length={max_len}; "
+                         "raise it or pass truncate_prompts=True")
+      row, cut[i] = np.concatenate([row[:1], row[len(row) - max_len + 1:]]), True
+    out.append(np.asarray(row, np.int32))
+  if not out:
+    raise ValueError("no prompts given")
+  return out, cut, max(width or 0, max(len(r) for r in out))
+
+
+def request_keys(seed: int, n: int) -> np.ndarray:
+  """uint32 [n, 2]: request i's key is fold_in(key(seed), i), independent of scheduling."""
+  base = jax.random.key(seed)
+  fold = lambda i: jax.random.key_data(jax.random.fold_in(base, i))
+  return np.asarray(jax.jit(jax.vmap(fold))(np.arange(n, dtype=np.uint32)))
+
+
+def _harvest(state, slots: Sequence[int], eos_ids) -> dict[int, dict]:
+  """Host copies of the finished slots' responses (one transfer per buffer)."""
+  num_B = np.asarray(state.num_B)
+  out = {k: np.asarray(v) for k, v in state.out.items()}
+  got = {}
+  for s in slots:
+    n = int(num_B[s])
+    row = {k: out[k][s, :n].copy() for k in out}
+    row["truncated"] = not (n > 0 and int(row["token"][-1]) in eos_ids)
+    got[s] = row
+  return got
+
+
+def _assemble(prompts, cut, width, rows, max_new, pad_id) -> dict[str, np.ndarray]:
+  """Packs prompts and responses into the layout in the module docstring."""
+  N = len(prompts)
+  prompt_NxP = np.full((N, width), pad_id, np.int32)
+  resp_NxR = np.full((N, max_new), pad_id, np.int32)
+  p_len = np.array([len(p) for p in prompts], np.int32)
+  r_len = np.array([len(rows[i]["token"]) for i in range(N)], np.int32)
+  for i, p in enumerate(prompts):
+    prompt_NxP[i, :len(p)] = p
+    resp_NxR[i, :r_len[i]] = rows[i]["token"]
+  tokens, mask = prefixes.pack(prompt_NxP, p_len, resp_NxR, r_len, pad_id)
+  result = {"tokens": tokens, "loss_mask": mask, "prompt_tokens": prompt_NxP,
+            "response_tokens": resp_NxR, "prompt_len": p_len, "response_len": r_len,
+            "truncated": np.array([rows[i]["truncated"] for i in range(N)], bool),
+            "prompt_truncated": cut}
+  for key in RESPONSE_KEYS:
+    aligned = np.zeros(tokens.shape, np.float32)
+    for i in range(N):
+      aligned[i, p_len[i] - 1:p_len[i] + r_len[i] - 1] = rows[i][key]
+    result[key + "s" if key != "entropy" else "entropies"] = aligned
+  return result
+
+
+def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: int = 0,
+            max_new_tokens: int | None = None, sync_every: int = 8,
+            truncate_prompts: bool = False, pad_id: int = 0) -> dict[str, np.ndarray]:
+  """Generates one response per prompt (list of token lists, or [N, P] + prompt_lens)."""
+  if sync_every < 1:
+    raise ValueError(f"sync_every={sync_every} must be >= 1")
+  sampler = sampler or engine.default_sampler
+  max_new = engine.max_decode_length if max_new_tokens is None else int(max_new_tokens)
+  rows_in, cut, width = prepare_prompts(prompts, prompt_lens, engine.max_prefill_length,
+                                        truncate_prompts)
+  keys = request_keys(seed, len(rows_in))
+  pending = collections.deque(range(len(rows_in)))
+  owner = [-1] * engine.max_concurrent_decodes
+  done_rows: dict[int, dict] = {}
+
+  def fill(state):
+    for slot, who in enumerate(owner):
+      if who < 0 and pending:
+        i = pending.popleft()
+        padded, n = engine.pad_to_bucket(rows_in[i], pad_id)
+        prefix, _ = engine.prefill(params=params, padded_tokens=padded, true_length=n,
+                                   sampler=sampler, rng=keys[i], max_new_tokens=max_new)
+        state, owner[slot] = engine.insert(prefix, state, slot), i
+    return state
+
+  state = fill(engine.init_decode_state())
+  while any(o >= 0 for o in owner):
+    state = engine.generate_steps(params, state, sync_every, sampler)
+    done_B = np.asarray(state.done_B)  # the one host sync per sync_every steps
+    finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
+    if finished:
+      for s, row in _harvest(state, finished, engine.eos_ids).items():
+        done_rows[owner[s]], owner[s] = row, -1
+      state = fill(state)
+  return _assemble(rows_in, cut, width, done_rows, max_new, pad_id)
+
+
+def token_mean(result: dict, key: str = "entropies") -> float:
+  """Mean of a per-token field over response tokens (e.g. the curriculum's entropy)."""
+  mask = result["loss_mask"]
+  return float(np.sum(result[key] * mask) / max(np.sum(mask), 1.0))
