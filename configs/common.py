@@ -25,8 +25,8 @@ def base(arg: str = "") -> mlc.ConfigDict:
   # Models. An empty checkpoint means: build from `model` (the teacher is then
   # bootstrapped by supervised training on the task and cached in the workdir).
   c.teacher = mlc.ConfigDict(dict(checkpoint="", model=tiny_model(d_model=128, n_layers=4),
-                                  bootstrap_steps=400, bootstrap_lr=3e-3))
-  c.student = mlc.ConfigDict(dict(checkpoint="", model=tiny_model(d_model=64, n_layers=2),
+                                  bootstrap_steps=800, bootstrap_lr=3e-3))
+  c.student = mlc.ConfigDict(dict(checkpoint="", model=tiny_model(d_model=96, n_layers=2),
                                   init="random", keep_every=2))
   # student.init: random | teacher_layers (every keep_every-th teacher layer) | checkpoint
 
@@ -51,7 +51,7 @@ def base(arg: str = "") -> mlc.ConfigDict:
 
   c.optim = mlc.ConfigDict(dict(lr=2e-3, warmup_steps=20, weight_decay=0.01, clip_norm=1.0,
                                 b1=0.9, b2=0.98, end_lr_frac=0.1))
-  c.train = mlc.ConfigDict(dict(steps=300, log_every=10, ckpt_every=100, kl_chunk=256,
+  c.train = mlc.ConfigDict(dict(steps=600, log_every=10, ckpt_every=100, kl_chunk=256,
                                 max_ckpts=2))
   c.eval = mlc.ConfigDict(dict(k=4, num_problems=64, temperature=0.7, max_response_len=48,
                                datasets=("arithmetic",), data_dir=""))
