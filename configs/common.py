@@ -37,8 +37,8 @@ def base(arg: str = "") -> mlc.ConfigDict:
       alpha_schedule=mlc.ConfigDict(dict(kind="constant", alpha_end=0.5, target_entropy=0.5,
                                          rate=0.05, alpha_min=0.0, alpha_max=1.0))))
   c.curriculum = mlc.ConfigDict(dict(
-      enabled=False, lengths=(16, 32, 48), check_every=10, window=10, min_steps=20,
-      gate_entropy=0.05, floor_entropy=0.01, max_truncation=0.5,
+      enabled=False, lengths=(24, 36, 48), check_every=10, window=10, min_steps=40,
+      gate_entropy=0.05, floor_entropy=0.01, max_truncation=0.6,
       on_collapse="raise_forward", alpha_step=0.1, alpha_max=0.9))
 
   # Data: the built-in arithmetic chain-of-thought task, or local math files.

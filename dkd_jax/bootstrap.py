@@ -63,11 +63,12 @@ def train_teacher(cfg: model_lib.ModelConfig, batches, *, steps: int, lr: float,
 
 
 def cached_teacher(workdir: str, cfg: model_lib.ModelConfig, make_batches, *, steps: int,
-                   lr: float, mesh, seed: int, pad_id: int, log=print):
-  """Loads workdir/teacher if it matches `cfg` and `steps`, else trains and saves it."""
+                   lr: float, mesh, seed: int, pad_id: int, data: dict, log=print):
+  """Loads workdir/teacher if it was made with the same model, data and schedule,
+  else trains and saves it."""
   path = os.path.join(workdir, "teacher")
   meta = {"model": {k: v for k, v in vars(cfg).items() if k not in ("scan_layers", "remat")},
-          "steps": steps, "lr": lr, "seed": seed}
+          "steps": steps, "lr": lr, "seed": seed, "data": data}
   meta = json.loads(json.dumps(meta))
   meta_file = os.path.join(path, "teacher_meta.json")
   if os.path.exists(meta_file):

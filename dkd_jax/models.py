@@ -92,7 +92,9 @@ def load_teacher(c, mesh, tokenizer, workdir, log):
   graphdef, params = bootstrap.cached_teacher(
       workdir, cfg, lambda: tasks.bootstrap_batches(c, tokenizer),
       steps=c.teacher.bootstrap_steps, lr=c.teacher.bootstrap_lr, mesh=mesh, seed=c.seed + 1,
-      pad_id=tokenizer.pad_id, log=log)
+      pad_id=tokenizer.pad_id, log=log,
+      data={k: c.data[k] for k in ("task", "max_prompt_len", "max_response_len", "batch_size")}
+      | {"arithmetic": c.data.arithmetic.to_dict()})
   return cfg, graphdef, params
 
 
