@@ -44,6 +44,7 @@ def base(arg: str = "") -> mlc.ConfigDict:
   # Data: the built-in arithmetic chain-of-thought task, or local math files.
   c.data = mlc.ConfigDict(dict(
       task="arithmetic", path="", teacher_source="dataset",  # dataset | rollout | rollout_cached
+      reader="tfds",                     # local files: tfds (array_record via grain) | plain
       batch_size=16, max_prompt_len=16, max_response_len=48, truncate_prompts=False,
       arithmetic=mlc.ConfigDict(dict(min_operands=2, max_operands=3, max_digits=2,
                                      num_train=20000, num_eval=64))))

@@ -76,6 +76,7 @@ def validate(c: mlc.ConfigDict) -> None:
   _one_of("data.task", c.data.task, TASKS)
   _one_of("data.teacher_source", c.data.teacher_source, TEACHER_SOURCES)
   _one_of("student.init", c.student.init, STUDENT_INITS)
+  _one_of("data.reader", c.data.reader, ("tfds", "plain"))
   if c.data.task != "arithmetic" and not c.data.path:
     raise ValueError(f"config.data.path is empty but data.task={c.data.task!r} reads a local "
                      "file; set --config.data.path=/path/to/file or use data.task='arithmetic'")

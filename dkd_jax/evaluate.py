@@ -161,7 +161,7 @@ def main(argv):
   mesh = run.resolve_mesh(c.mesh)
   log = print
   tokenizer = models.load_tokenizer(c, workdir)
-  task = tasks.load_task(c, tokenizer)
+  task = tasks.load_task(c, tokenizer, workdir)
   pair = models.load_pair(c, mesh, tokenizer, workdir, log)
   params = run.restore_params(c, mesh, pair, workdir)
   results = evaluate_run(c, pair, task, params, mesh, log)

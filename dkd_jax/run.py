@@ -216,7 +216,7 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
   mesh = resolve_mesh(c.mesh)
   log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
   tokenizer = models.load_tokenizer(c, workdir)
-  task = tasks.load_task(c, tokenizer)
+  task = tasks.load_task(c, tokenizer, workdir)
   pair = models.load_pair(c, mesh, tokenizer, workdir, log)
   loop = Loop(c, mesh, pair, task, workdir, log)
   start = loop.restore()

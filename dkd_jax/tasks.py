@@ -7,6 +7,7 @@ the math verifier, tokenized by the models' own tokenizer.
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from typing import Any, Callable
 
@@ -51,22 +52,29 @@ def _arith_config(c) -> arithmetic.ArithmeticConfig:
                                      max_digits=a.max_digits)
 
 
-def records_for(c) -> tuple[list, list]:
-  """(train, eval) records. Eval problems come from a disjoint seed stream."""
+def records_for(c, workdir: str | None = None) -> tuple[list, list]:
+  """(train, eval) records. Arithmetic eval problems come from a disjoint seed stream;
+  a local file is prepared as a TFDS dataset in WORKDIR/tfds (data.reader='tfds') or
+  read directly (data.reader='plain'), and its first problems are held out."""
   if c.data.task == "arithmetic":
     cfg = _arith_config(c)
     a = c.data.arithmetic
     return (arithmetic.make_records(a.num_train, c.seed, cfg),
             arithmetic.make_records(a.num_eval, c.seed + 1_000_003, cfg))
-  records = sources.read_records(c.data.path, c.data.task)
+  if c.data.reader == "tfds" and workdir:
+    from dkd_jax.data import tfds_math   # tfds import is slow: only when used
+    records = tfds_math.records_from_file(c.data.path, c.data.task,
+                                          data_dir=os.path.join(workdir, "tfds"))
+  else:
+    records = sources.read_records(c.data.path, c.data.task)
   for r in records:   # GSM8K calculator annotations are not text a model should learn
     r["solution"] = _CALC_MARKS.sub("", r.get("solution", ""))
   n_eval = min(c.eval.num_problems, max(len(records) // 10, 1))
   return records[n_eval:], records[:n_eval]
 
 
-def load_task(c, tokenizer) -> Task:
-  train, held_out = records_for(c)
+def load_task(c, tokenizer, workdir: str | None = None) -> Task:
+  train, held_out = records_for(c, workdir)
   with_responses = c.data.teacher_source == "dataset" and c.objective.prefix != "student"
   encoded = pipeline.encode_records(
       train, tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=c.data.truncate_prompts,

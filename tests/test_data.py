@@ -340,3 +340,18 @@ def test_iterator_orbax_checkpoint(tmp_path):
     restored = iter(make())
     mgr.restore(1, args=ocp.args.Composite(data=grain.checkpoint.CheckpointRestore(restored)))
   np.testing.assert_array_equal(next(restored)["index"], want)
+
+
+def test_run_reads_local_file_through_tfds(shared_data, tmp_path):
+  """A run's --config.data.path goes through a TFDS (array_record) dataset."""
+  import sys
+  from configs import common
+  from dkd_jax import tasks
+  c = common.base("tiny")
+  c.data.task, c.data.path = "gsm8k", f"{shared_data}/gsm8k_test.jsonl"
+  train, held = tasks.records_for(c, str(tmp_path))
+  assert len(train) + len(held) == 1319 and len(held) == c.eval.num_problems
+  assert "<<" not in train[0]["solution"] and train[0]["answer"]
+  assert (tmp_path / "tfds").is_dir() and "tensorflow" not in sys.modules
+  c.data.reader = "plain"
+  assert tasks.records_for(c, str(tmp_path))[0] == train

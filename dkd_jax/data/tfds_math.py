@@ -119,3 +119,15 @@ def data_source(config: str, split: str, *, manual_dir: str, data_dir: str) -> T
       download_and_prepare_kwargs={
           "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)})
   return TfdsRecords(source)
+
+
+def records_from_file(path: str, fmt: str, *, data_dir: str) -> list[dict]:
+  """Any one local file as a TFDS dataset (prepared once under data_dir), read back
+  through `as_data_source` — the run's path from a `--config.data.path` to grain."""
+  stem = os.path.splitext(os.path.basename(path))[0].lower()
+  name = "".join(ch if ch.isalnum() else "_" for ch in f"{fmt}_{stem}")
+  config = LocalMathConfig(name=name, fmt=fmt, split_files=(("train", os.path.basename(path)),))
+  builder = LocalMath(config=config, data_dir=data_dir, file_format="array_record")
+  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+      manual_dir=os.path.dirname(os.path.abspath(path))))
+  return list(TfdsRecords(builder.as_data_source()["train"]))
