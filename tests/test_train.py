@@ -168,6 +168,16 @@ def test_launch_cli_runs_tiny_config(tmp_path):
                                   "estimator": "full_vocab"}
   assert "summary:" in out.stderr and "Pass@" in out.stderr
   assert os.path.isdir(os.path.join(work, "tb"))
+  # The evaluate CLI restores that run's checkpoint and gives the same numbers.
+  cmd = [sys.executable, "-m", "dkd_jax.evaluate", "--config=configs/rev_student.py:tiny",
+         f"--checkpoint={work}"]
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  evaluated = json.load(open(os.path.join(work, "eval.json")))
+  assert evaluated["arithmetic"]["avg_at_k"] == summary["eval"]["arithmetic"]["avg_at_k"]
+  assert evaluated["arithmetic"]["rkl"] == pytest.approx(summary["eval"]["arithmetic"]["rkl"],
+                                                         rel=1e-5)
+  assert "| arithmetic |" in open(os.path.join(work, "eval.md")).read()
 
 
 def _final(work, step):
