@@ -7,9 +7,10 @@
 #
 # Every run shares one bootstrapped teacher (trained once by the first run and copied
 # into the others' workdirs, where the teacher cache picks it up). About an hour on
-# 2 CPU cores at the defaults.
+# 2 CPU cores with STEPS=1200 (about 15 minutes with STEPS=300). The curriculum's
+# min_steps per stage scales with the horizon (1/6 of it: three stages in the first half).
 set -euo pipefail
-OUT=${1:-runs/study}; STEPS=${2:-300}; RESULTS=${3:-docs/results}
+OUT=${1:-runs/study}; STEPS=${2:-1200}; RESULTS=${3:-docs/results}
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" "$RESULTS"
 run() {  # run NAME CONFIG STEPS [overrides...]
@@ -26,13 +27,14 @@ run fwd_student fwd_student.py "$STEPS"
 run rev_teacher rev_teacher.py "$STEPS"
 run rev_student rev_student.py "$STEPS"
 run kl_mix kl_mix.py "$STEPS"
-run curriculum curriculum.py "$STEPS"
+run curriculum curriculum.py "$STEPS" --config.curriculum.min_steps=$((STEPS / 6))
 # Horizon sweep: the curriculum config's objective (on-policy, mixed KL) at 1/3x, 1x and
 # 2x the horizon, without the curriculum; with it at 1/3x and 2x (1x is the run above).
 run "horizon_${STEPS}_plain" curriculum.py "$STEPS" --config.curriculum.enabled=False
 for steps in $((STEPS / 3)) $((STEPS * 2)); do
   run "horizon_${steps}_plain" curriculum.py "$steps" --config.curriculum.enabled=False
-  run "horizon_${steps}_curriculum" curriculum.py "$steps"
+  run "horizon_${steps}_curriculum" curriculum.py "$steps" \
+      --config.curriculum.min_steps=$((steps / 6))
 done
 python -m dkd_jax.report "$OUT"/*/ --out="$RESULTS"
 {
