@@ -1,6 +1,5 @@
 """Tests for dkd_jax.data: arithmetic task, tokenizer, readers, TFDS builder, grain pipelines."""
 import json
-import os
 import sys
 
 import numpy as np
