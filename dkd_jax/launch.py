@@ -14,11 +14,19 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Checkpoints, logs and results.")
+_DISTRIBUTED = flags.DEFINE_enum(
+    "distributed", "auto", ["auto", "on", "off"],
+    "jax.distributed.initialize(): 'auto' when a multi-host environment is detected.")
+
+# Set on Cloud TPU VM slices / by multi-host launchers; absent on a single CPU/GPU host,
+# which must not block waiting for a coordinator.
+_MULTIHOST_ENV = ("TPU_WORKER_HOSTNAMES", "TPU_WORKER_ID", "CLOUD_TPU_TASK_ID",
+                  "MEGASCALE_COORDINATOR_ADDRESS", "JAX_COORDINATOR_ADDRESS")
 
 
 def _maybe_distributed():
-  # Multi-host TPU VMs set these; a single CPU/GPU host must not block on a coordinator.
-  if os.environ.get("TPU_WORKER_HOSTNAMES") or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+  mode = _DISTRIBUTED.value
+  if mode == "on" or (mode == "auto" and any(os.environ.get(k) for k in _MULTIHOST_ENV)):
     import jax
     jax.distributed.initialize()
 

@@ -17,5 +17,5 @@ gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command
   set -e
   cd ~/$REPO_DIR
   python3 -m pip install -q 'jax[tpu]' -e .
-  python3 -m dkd_jax.launch --config=$CONFIG --workdir=$WORKDIR $*
+  python3 -m dkd_jax.launch --distributed=on --config=$CONFIG --workdir=$WORKDIR $*
 "
