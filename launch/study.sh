@@ -3,7 +3,7 @@
 # KL mixing and the length curriculum on the embedded arithmetic task, plus a
 # training-horizon sweep with and without the curriculum; then the report.
 #
-#   launch/study.sh [OUT_DIR=runs/study] [STEPS=300] [RESULTS=docs/results]
+#   launch/study.sh [OUT_DIR=runs/study] [STEPS=1200] [RESULTS=docs/results]
 #
 # Every run shares one bootstrapped teacher (trained once by the first run and copied
 # into the others' workdirs, where the teacher cache picks it up). About an hour on
