@@ -46,9 +46,9 @@ def _kl_fn(pair, mesh, chunk):
   return jax.jit(fn)
 
 
-def heldout_kl(pair, s_params, tokens, mask, mesh, batch: int, chunk: int = 256):
-  """Token-mean teacher-student KL(p||q) and KL(q||p) over the masked tokens."""
-  fn = _kl_fn(pair, mesh, chunk)
+def heldout_kl(fn, pair, s_params, tokens, mask, mesh, batch: int):
+  """Token-mean teacher-student KL(p||q) and KL(q||p) over the masked tokens; `fn` is
+  `_kl_fn(...)`, built once per evaluation so every eval set reuses its compile."""
   n = tokens.shape[0]
   pad = (-n) % batch
   tokens = np.concatenate([tokens, np.zeros((pad, tokens.shape[1]), tokens.dtype)])
@@ -86,12 +86,9 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
     invalid += sum(t >= vocab for t in ids)
     texts.append(tokenizer.decode([t for t in ids if t < vocab]))
   golds = [a for a in enc.answers for _ in range(k)]
-  correct, reasons = [], collections.Counter()
-  for text, gold in zip(texts, golds):
-    ok = grade(text, gold)
-    correct.append(bool(ok))
-    if not ok:
-      reasons[math_eval.grade(text, gold).reason] += 1
+  grades = [grade(text, gold) for text, gold in zip(texts, golds)]
+  correct = [g.correct for g in grades]
+  reasons = collections.Counter(g.reason for g in grades if not g.correct)
   correct_PxK = np.asarray(correct).reshape(len(records), k)
   metrics = {
       "num_problems": len(records), "k": k,
@@ -118,6 +115,7 @@ def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dic
   eng = make_engine(cfg, graphdef, mesh, slots=slots, max_prompt_len=c.data.max_prompt_len,
                     max_new=e.max_response_len, eos_id=task.tokenizer.eos_id,
                     params_shard=model_lib.param_shardings(mesh, cfg))
+  kl_fn = _kl_fn(pair, mesh, c.train.kl_chunk)
   out = {}
   for name, records in task.eval_sets(e.datasets, e.data_dir or None).items():
     records = records[:e.num_problems]
@@ -126,8 +124,8 @@ def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dic
         max_new=e.max_response_len, max_prompt_len=c.data.max_prompt_len, seed=c.seed + 99,
         pad_id=task.tokenizer.pad_id)
     if role == "student":
-      metrics["fkl"], metrics["rkl"] = heldout_kl(pair, params, res["tokens"],
-                                                  res["loss_mask"], mesh, slots, c.train.kl_chunk)
+      metrics["fkl"], metrics["rkl"] = heldout_kl(kl_fn, pair, params, res["tokens"],
+                                                  res["loss_mask"], mesh, slots)
     else:
       metrics["fkl"] = metrics["rkl"] = 0.0
     out[name] = metrics

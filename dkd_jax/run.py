@@ -128,20 +128,20 @@ class Loop:
         out["response_len"][i] = min(n, max_len)
         out["truncated"][i] = n > max_len or bool(prompts["response_truncated"][i])
       return
-    todo = [i for i in idx if self.cache is None or
-            self.cache.get(prompts["index"][i]) is None]
+    cached = lambda i: None if self.cache is None else self.cache.get(prompts["index"][i])
+    todo = [i for i in idx if cached(i) is None]
+    fresh = {}
     if todo:
       res = self.cost.timed("teacher", self._rollout, self.teacher_engine,
                             self.pair.teacher_params, prompts, np.asarray(todo),
                             self.c.data.max_response_len, seed=self.c.seed * 7919 + step)
-      rows = [{"index": int(prompts["index"][i]),
-               "tokens": res["response_tokens"][j, :res["response_len"][j]].tolist(),
-               "truncated": bool(res["truncated"][j])} for j, i in enumerate(todo)]
+      fresh = {i: {"index": int(prompts["index"][i]),
+                   "tokens": res["response_tokens"][j, :res["response_len"][j]].tolist(),
+                   "truncated": bool(res["truncated"][j])} for j, i in enumerate(todo)}
       if self.cache is not None:
-        self.cache.put(rows)
+        self.cache.put(list(fresh.values()))
     for i in idx:
-      row = self.cache.get(prompts["index"][i]) if self.cache is not None else \
-          rows[todo.index(i)]
+      row = fresh.get(i) or cached(i)
       toks = row["tokens"][:max_len]
       out["response_tokens"][i, :len(toks)] = toks
       out["response_len"][i] = len(toks)

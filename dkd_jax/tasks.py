@@ -26,7 +26,7 @@ class Task:
   train_records: list
   eval_records: list
   train_batches: Any                    # grain IterDataset of prompt (+response) batches
-  grade: Callable[[str, str], bool]     # (response text, gold answer) -> correct
+  grade: Callable[[str, str], math_eval.Grade]   # (response text, gold) -> Grade
 
   def eval_sets(self, names, data_dir: str | None = None) -> dict[str, list]:
     """Named eval sets: this task's held-out split, or local benchmark files."""
@@ -42,8 +42,13 @@ class Task:
     return out
 
 
-def _grade_math(response: str, gold: str) -> bool:
-  return math_eval.grade(response, gold).correct
+def _grade_arithmetic(response: str, gold: str) -> math_eval.Grade:
+  """Exact integer match on the final `#### N` line (no symbolic checking needed)."""
+  extracted = math_eval.extract_answer(response)
+  if arithmetic.score(response, gold):
+    return math_eval.Grade(True, extracted, math_eval.CORRECT)
+  reason = math_eval.NO_ANSWER if extracted is None else math_eval.MISMATCH
+  return math_eval.Grade(False, extracted, reason)
 
 
 def _arith_config(c) -> arithmetic.ArithmeticConfig:
@@ -80,7 +85,7 @@ def load_task(c, tokenizer, workdir: str | None = None) -> Task:
       train, tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=c.data.truncate_prompts,
       with_responses=with_responses, max_response_len=c.data.max_response_len)
   batches = pipeline.batch_dataset(encoded, seed=c.seed, batch_size=c.data.batch_size)
-  grade = arithmetic.score if c.data.task == "arithmetic" else _grade_math
+  grade = _grade_arithmetic if c.data.task == "arithmetic" else math_eval.grade
   return Task(c.data.task, tokenizer, train, held_out, batches, grade)
 
 

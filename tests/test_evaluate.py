@@ -68,3 +68,12 @@ def test_markdown_table():
        "rkl": 0.4}
   md = evaluate.markdown({"gsm8k": m})
   assert "| gsm8k | 3 | 2 | 0.500 | 0.500 | 0.750 |" in md
+
+
+def test_arithmetic_grades_carry_reasons():
+  from dkd_jax import tasks
+  ok = tasks._grade_arithmetic("2+3=5\n#### 5", "5")
+  assert ok.correct and ok.reason == math_eval.CORRECT
+  wrong = tasks._grade_arithmetic("2+3=6\n#### 6", "5")
+  assert not wrong.correct and wrong.reason == math_eval.MISMATCH and wrong.extracted == "6"
+  assert tasks._grade_arithmetic("", "5").reason == math_eval.NO_ANSWER

@@ -269,3 +269,18 @@ def test_smollm2_self_distillation_config_runs(tmp_path, shared_data):
   assert rows[0]["student_frac"] == 1.0 and rows[0]["response_len"] > 0
   m = summary["eval"]["gsm8k"]
   assert m["num_problems"] == 2 and math.isfinite(m["rkl"]) and m["rkl"] > 0
+
+
+def test_mixed_prefixes_with_cached_teacher_rollouts(tmp_path, teacher_dir):
+  """prefix=mixed: student rollouts for λB rows, teacher rollouts (cached on disk) for the
+  rest; a resumed or repeated prompt reuses the cached teacher rollout."""
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  c = config("rev_teacher.py", **{"objective.prefix": "mixed",
+                                  "objective.student_prefix_frac": 0.5,
+                                  "data.teacher_source": "rollout_cached", "train.steps": 3})
+  run_lib.run(c, work)
+  rows = _losses(work)
+  assert [r["student_frac"] for r in rows] == [0.5, 0.5, 0.5]
+  assert all(r["gen_tokens_teacher"] > 0 and r["gen_tokens_student"] > 0 for r in rows)
+  lines = open(os.path.join(work, "teacher_rollouts.jsonl")).read().splitlines()
+  assert len(lines) == 3 * 4 and len({json.loads(l)["index"] for l in lines}) == len(lines)
