@@ -160,7 +160,7 @@ def main(argv):
   log = print
   tokenizer = models.load_tokenizer(c, workdir)
   task = tasks.load_task(c, tokenizer, workdir)
-  pair = models.load_pair(c, mesh, tokenizer, workdir, log)
+  pair = models.load_pair(c, mesh, task, workdir, log)
   params = run.restore_params(c, mesh, pair, workdir)
   results = evaluate_run(c, pair, task, params, mesh, log)
   with open(os.path.join(workdir, "eval.json"), "w") as f:

@@ -80,7 +80,7 @@ def _check_vocab(teacher_cfg, student_cfg, tokenizer):
                      f"is {student_cfg.vocab_size}; raise config.*.model.vocab_size")
 
 
-def load_teacher(c, mesh, tokenizer, workdir, log):
+def load_teacher(c, mesh, task, workdir, log):
   if c.teacher.checkpoint:
     from dkd_jax import checkpoints
     path = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher")
@@ -90,9 +90,9 @@ def load_teacher(c, mesh, tokenizer, workdir, log):
     return cfg, graphdef, params
   cfg = configuration.model_config(c.teacher.model, "teacher.model")
   graphdef, params = bootstrap.cached_teacher(
-      workdir, cfg, lambda: tasks.bootstrap_batches(c, tokenizer),
+      workdir, cfg, lambda: tasks.bootstrap_batches(c, task),
       steps=c.teacher.bootstrap_steps, lr=c.teacher.bootstrap_lr, mesh=mesh, seed=c.seed + 1,
-      pad_id=tokenizer.pad_id, log=log,
+      pad_id=task.tokenizer.pad_id, log=log,
       data={k: c.data[k] for k in ("task", "max_prompt_len", "max_response_len", "batch_size")}
       | {"arithmetic": c.data.arithmetic.to_dict()})
   return cfg, graphdef, params
@@ -121,8 +121,9 @@ def load_student(c, mesh, teacher_cfg, teacher_params, workdir):
   return cfg, graphdef, params
 
 
-def load_pair(c, mesh, tokenizer, workdir, log) -> Pair:
-  t_cfg, t_graphdef, t_params = load_teacher(c, mesh, tokenizer, workdir, log)
+def load_pair(c, mesh, task, workdir, log) -> Pair:
+  tokenizer = task.tokenizer
+  t_cfg, t_graphdef, t_params = load_teacher(c, mesh, task, workdir, log)
   s_cfg, s_graphdef, s_params = load_student(c, mesh, t_cfg, t_params, workdir)
   _check_vocab(t_cfg, s_cfg, tokenizer)
   log(f"teacher: {t_cfg.n_layers} layers, d_model {t_cfg.d_model}; "

@@ -218,7 +218,7 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
   log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
   tokenizer = models.load_tokenizer(c, workdir)
   task = tasks.load_task(c, tokenizer, workdir)
-  pair = models.load_pair(c, mesh, tokenizer, workdir, log)
+  pair = models.load_pair(c, mesh, task, workdir, log)
   loop = Loop(c, mesh, pair, task, workdir, log)
   start = loop.restore()
   peak = metrics_log.peak_flops(mesh)

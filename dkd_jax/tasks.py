@@ -89,10 +89,10 @@ def load_task(c, tokenizer, workdir: str | None = None) -> Task:
   return Task(c.data.task, tokenizer, train, held_out, batches, grade)
 
 
-def bootstrap_batches(c, tokenizer):
-  """Prompt+solution batches for the teacher bootstrap (its own shuffle seed)."""
-  train, _ = records_for(c)
+def bootstrap_batches(c, task: Task):
+  """Prompt+solution batches of the task's train records for the teacher bootstrap
+  (its own shuffle seed)."""
   return iter(pipeline.prompt_dataset(
-      train, tokenizer, max_prompt_len=c.data.max_prompt_len, seed=c.seed + 7,
+      task.train_records, task.tokenizer, max_prompt_len=c.data.max_prompt_len, seed=c.seed + 7,
       batch_size=c.data.batch_size * 2, with_responses=True,
       max_response_len=c.data.max_response_len))
