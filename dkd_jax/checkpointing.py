@@ -53,6 +53,24 @@ class RunCheckpointer:
     self._mngr.close()
 
 
+def restore_params(workdir: str, state_like):
+  """The params of a run's latest checkpoint (WORKDIR/checkpoints), restored into the
+  shardings of `state_like` (a train state of the same structure)."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"no checkpoint under {directory}; train first with "
+                            f"python -m dkd_jax.launch --workdir={workdir} ...")
+  ckpt = RunCheckpointer(directory, every=1)
+  try:
+    out = ckpt.restore(state_like)
+  finally:
+    ckpt.close()
+  if out is None:
+    raise FileNotFoundError(f"no checkpoint under {directory}; train first with "
+                            f"python -m dkd_jax.launch --workdir={workdir} ...")
+  return out[0]["params"]
+
+
 def save_params(directory: str, params) -> None:
   """Params alone (e.g. the bootstrapped teacher), atomically."""
   ckptr = ocp.StandardCheckpointer()

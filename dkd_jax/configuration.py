@@ -5,17 +5,21 @@ naming the field and the allowed values.
 """
 from __future__ import annotations
 
+import json
+import os
+
 import ml_collections as mlc
 
 from dkd_jax import curriculum as curriculum_lib
 from dkd_jax import kl as kl_lib
-from dkd_jax import model as model_lib
+from dkd_jax import prefixes
 from dkd_jax import schedules
+from dkd_jax.models import decoder as model_lib
 
-PREFIXES = ("teacher", "student", "mixed")
-KLS = ("forward", "reverse", "mixed", "jsd")
-ESTIMATORS = ("full_vocab", "sampled_token")
-TEACHER_SOURCES = ("dataset", "rollout", "rollout_cached")
+PREFIXES = prefixes.PREFIXES
+KLS = kl_lib.KINDS
+ESTIMATORS = kl_lib.ESTIMATORS
+TEACHER_SOURCES = prefixes.TEACHER_SOURCES
 TASKS = ("arithmetic", "gsm8k", "math", "aime", "amc")
 STUDENT_INITS = ("random", "teacher_layers", "checkpoint")
 ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
@@ -38,18 +42,8 @@ def _positive(field: str, value, allow_zero=False):
 
 
 def model_config(c: mlc.ConfigDict, field: str) -> model_lib.ModelConfig:
-  """ModelConfig from config.<field>.model, naming the full field on error."""
-  d = dict(c.to_dict()) if hasattr(c, "to_dict") else dict(c)
-  known = {f.name for f in model_lib.dataclasses.fields(model_lib.ModelConfig)}
-  unknown = sorted(set(d) - known)
-  if unknown:
-    raise ValueError(f"config.{field}: unknown fields {unknown}; known: {sorted(known)}")
-  if d.get("rope_scaling") is not None:
-    d["rope_scaling"] = tuple(d["rope_scaling"])
-  try:
-    return model_lib.ModelConfig(**d).validate()
-  except ValueError as e:
-    raise ValueError(f"config.{field}: {e}") from None
+  """ModelConfig from config.<field>, naming the full field on error."""
+  return model_lib.config_from_dict(c, field)
 
 
 def validate_objective(o: mlc.ConfigDict):
@@ -139,3 +133,23 @@ def curriculum_config(c: mlc.ConfigDict, vocab_size: int) -> curriculum_lib.Curr
       alpha_max=cur.alpha_max, enabled=cur.enabled)
   cfg.validate(vocab_size)
   return cfg
+
+
+def load_run_config(workdir: str) -> mlc.ConfigDict:
+  """The config a run saved (WORKDIR/config.json), so its checkpoint can be read back
+  without the experiment file; JSON lists become the tuples the configs use."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(f"{path} is missing: is {workdir!r} a run directory? "
+                            "Pass --config=configs/X.py to evaluate it under a config file")
+  with open(path) as f:
+    d = json.load(f)
+  return mlc.ConfigDict(_tuples(d))
+
+
+def _tuples(x):
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x

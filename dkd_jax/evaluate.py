@@ -1,179 +1,61 @@
-"""Evaluation: k samples per problem through the engine -> Avg@k, Pass@k, length, entropy, KL.
+"""`python -m dkd_jax.evaluate --workdir=RUN_DIR [--config=configs/X.py[:arg]]`: evaluate a run.
 
-`python -m dkd_jax.evaluate --config=configs/X.py[:arg] --checkpoint=RUN_DIR` restores the
-latest student checkpoint of a run and evaluates it on `config.eval.datasets` (the
-built-in arithmetic held-out set, or local GSM8K / MATH500 / AIME24 / AMC23 files from
-`config.eval.data_dir`). Results go to RUN_DIR/eval.json and eval.md.
-
-Per dataset: Avg@k (mean correctness of all samples), unbiased Pass@k for every k <= n,
-mean response length, truncation rate, mean token entropy (nats, temperature 1) and the
-held-out teacher-student forward and reverse KL on the student's own samples.
-Unreadable answers count as wrong and are tallied by reason, never a crash.
+Restores the student of the run's latest checkpoint and evaluates it on
+`config.eval.datasets` (Avg@k, Pass@k, length, truncation, entropy, held-out KL; see
+`evals.harness`). The config defaults to the one the run saved (RUN_DIR/config.json);
+`--config` (with `--config.eval.k=8` style overrides) evaluates under another.
+Results go to RUN_DIR/eval.json and RUN_DIR/eval.md.
 """
-from __future__ import annotations
-
-import collections
 import json
 import os
 
-import jax
-import jax.numpy as jnp
-import numpy as np
+from absl import app
+from absl import flags
+from ml_collections import config_flags
 
-from dkd_jax import engine as engine_lib
-from dkd_jax import kl as kl_lib
-from dkd_jax import math_eval
-from dkd_jax import model as model_lib
-from dkd_jax import rollout as rollout_lib
-from dkd_jax import sampling
+from dkd_jax import checkpointing
+from dkd_jax import configuration
 from dkd_jax import sharding
-from dkd_jax.data import pipeline
+from dkd_jax import tasks
+from dkd_jax import train
+from dkd_jax.evals import harness
+from dkd_jax.models import pair as pair_lib
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Experiment config file (default: the run's saved config.json).",
+    lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "The run directory to evaluate.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Alias of --workdir.")
 
 
-def _kl_fn(pair, mesh, chunk):
-  spec = kl_lib.KLSpec(kind="forward", chunk=chunk)
-
-  def fn(s_params, t_params, tokens_BxT, mask_BxT):
-    B, T = tokens_BxT.shape
-    h_s, _ = model_lib.apply(pair.student_graphdef, s_params, tokens_BxT)
-    h_t, _ = model_lib.apply(pair.teacher_graphdef, t_params, tokens_BxT)
-    _, tok = kl_lib.distill_loss(
-        h_s.reshape(B * T, -1), model_lib.head(pair.student_graphdef, s_params),
-        h_t.reshape(B * T, -1), model_lib.head(pair.teacher_graphdef, t_params),
-        mask_BxT.reshape(-1), spec, mesh=mesh)
-    m = mask_BxT.reshape(-1)
-    return jnp.sum(tok["fkl"] * m), jnp.sum(tok["rkl"] * m), jnp.sum(m)
-  return jax.jit(fn)
-
-
-def heldout_kl(fn, pair, s_params, tokens, mask, mesh, batch: int):
-  """Token-mean teacher-student KL(p||q) and KL(q||p) over the masked tokens; `fn` is
-  `_kl_fn(...)`, built once per evaluation so every eval set reuses its compile."""
-  n = tokens.shape[0]
-  pad = (-n) % batch
-  tokens = np.concatenate([tokens, np.zeros((pad, tokens.shape[1]), tokens.dtype)])
-  mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), mask.dtype)])
-  put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, 2))
-  f = r = m = 0.0
-  for i in range(0, len(tokens), batch):
-    a, b, c = fn(s_params, pair.teacher_params, put(tokens[i:i + batch]),
-                 put(mask[i:i + batch]))
-    f, r, m = f + float(a), r + float(b), m + float(c)
-  return f / max(m, 1.0), r / max(m, 1.0)
-
-
-def make_engine(cfg, graphdef, mesh, *, slots, max_prompt_len, max_new, eos_id, params_shard):
-  return engine_lib.Engine(cfg, graphdef, max_concurrent_decodes=slots,
-                           max_prefill_length=max_prompt_len, max_decode_length=max_new,
-                           mesh=mesh, eos_ids=(eos_id,), param_shardings=params_shard)
-
-
-def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, max_new,
-                 max_prompt_len, seed, pad_id):
-  """Rollouts (k per problem) and their grades; returns (metrics, rollout result)."""
-  enc = pipeline.encode_records(records, tokenizer, max_prompt_len=max_prompt_len,
-                                truncate=True)
-  prompts = [p for p in enc.prompt_ids for _ in range(k)]
-  res = rollout_lib.rollout(engine, params, prompts, sampler=sampling.Sampler(temperature),
-                            seed=seed, max_new_tokens=max_new, pad_id=pad_id)
-  eos, vocab = tokenizer.eos_id, tokenizer.vocab_size
-  texts, invalid = [], 0
-  for row, n in zip(res["response_tokens"], res["response_len"]):
-    ids = [int(t) for t in row[:n]]
-    ids = ids[:-1] if ids and ids[-1] == eos else ids
-    # Model vocabularies are padded (for sharding) past the tokenizer's: such ids
-    # have no text. They are counted, and the answer is graded without them.
-    invalid += sum(t >= vocab for t in ids)
-    texts.append(tokenizer.decode([t for t in ids if t < vocab]))
-  golds = [a for a in enc.answers for _ in range(k)]
-  grades = [grade(text, gold) for text, gold in zip(texts, golds)]
-  correct = [g.correct for g in grades]
-  reasons = collections.Counter(g.reason for g in grades if not g.correct)
-  correct_PxK = np.asarray(correct).reshape(len(records), k)
-  metrics = {
-      "num_problems": len(records), "k": k,
-      "avg_at_k": math_eval.avg_at_k(correct_PxK),
-      "pass_at_k": {str(kk): v for kk, v in math_eval.pass_at_k_table(correct_PxK).items()},
-      "mean_response_len": float(np.mean(res["response_len"])),
-      "truncation_rate": float(np.mean(res["truncated"])),
-      "mean_entropy": rollout_lib.token_mean(res, "entropies"),
-      "wrong_by_reason": dict(reasons),
-      "prompts_truncated": int(enc.num_truncated_prompts),
-      "invalid_tokens": int(invalid),
-      "example": texts[0][:200],
-  }
-  return metrics, res
-
-
-def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dict:
-  """Evaluates `params` (the student's, or with role='teacher' the teacher's) on every
-  `config.eval.datasets`; {name: metrics}. KL is always teacher vs `params`."""
-  e = c.eval
-  slots = c.data.batch_size
-  cfg, graphdef = ((pair.student_cfg, pair.student_graphdef) if role == "student"
-                   else (pair.teacher_cfg, pair.teacher_graphdef))
-  eng = make_engine(cfg, graphdef, mesh, slots=slots, max_prompt_len=c.data.max_prompt_len,
-                    max_new=e.max_response_len, eos_id=task.tokenizer.eos_id,
-                    params_shard=model_lib.param_shardings(mesh, cfg))
-  kl_fn = _kl_fn(pair, mesh, c.train.kl_chunk)
-  out = {}
-  for name, records in task.eval_sets(e.datasets, e.data_dir or None).items():
-    records = records[:e.num_problems]
-    metrics, res = evaluate_set(
-        eng, params, task.tokenizer, records, task.grade, k=e.k, temperature=e.temperature,
-        max_new=e.max_response_len, max_prompt_len=c.data.max_prompt_len, seed=c.seed + 99,
-        pad_id=task.tokenizer.pad_id)
-    if role == "student":
-      metrics["fkl"], metrics["rkl"] = heldout_kl(kl_fn, pair, params, res["tokens"],
-                                                  res["loss_mask"], mesh, slots)
-    else:
-      metrics["fkl"] = metrics["rkl"] = 0.0
-    out[name] = metrics
-    log(f"eval {role} {name}: Avg@{e.k}={metrics['avg_at_k']:.3f} "
-        f"Pass@{e.k}={metrics['pass_at_k'][str(e.k)]:.3f} "
-        f"len={metrics['mean_response_len']:.1f} trunc={metrics['truncation_rate']:.2f} "
-        f"H={metrics['mean_entropy']:.3f} KL(p||q)={metrics['fkl']:.4f} "
-        f"KL(q||p)={metrics['rkl']:.4f}")
-  return out
-
-
-def markdown(results: dict) -> str:
-  lines = ["| dataset | n | k | Avg@k | Pass@1 | Pass@k | length | trunc | entropy | "
-           "KL(p‖q) | KL(q‖p) |", "|" + "---|" * 11]
-  for name, m in results.items():
-    k = str(m["k"])
-    lines.append(f"| {name} | {m['num_problems']} | {k} | {m['avg_at_k']:.3f} | "
-                 f"{m['pass_at_k']['1']:.3f} | {m['pass_at_k'][k]:.3f} | "
-                 f"{m['mean_response_len']:.1f} | {m['truncation_rate']:.2f} | "
-                 f"{m['mean_entropy']:.3f} | {m['fkl']:.4f} | {m['rkl']:.4f} |")
-  return "\n".join(lines) + "\n"
+def evaluate_checkpoint(c, workdir: str, log=print) -> dict:
+  """{eval set: metrics} for the student of `workdir`'s latest checkpoint."""
+  configuration.validate(c)
+  mesh = sharding.resolve_mesh(c.mesh)
+  tokenizer = pair_lib.load_tokenizer(c, workdir)
+  task = tasks.load_task(c, tokenizer, workdir)
+  pair = pair_lib.load_pair(c, mesh, task, workdir, log)
+  like, _ = train.sharded_init_state(train.make_optimizer(c.optim, c.train.steps), mesh,
+                                     pair.student_cfg, pair.student_params)
+  params = checkpointing.restore_params(workdir, like)
+  return harness.evaluate_run(c, pair, task, params, mesh, log)
 
 
 def main(argv):
-  del argv
-  from absl import flags
-  from dkd_jax import configuration, models, run, tasks
-  c = flags.FLAGS.config
-  workdir = flags.FLAGS.checkpoint
-  configuration.validate(c)
-  mesh = run.resolve_mesh(c.mesh)
-  log = print
-  tokenizer = models.load_tokenizer(c, workdir)
-  task = tasks.load_task(c, tokenizer, workdir)
-  pair = models.load_pair(c, mesh, task, workdir, log)
-  params = run.restore_params(c, mesh, pair, workdir)
-  results = evaluate_run(c, pair, task, params, mesh, log)
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  workdir = _WORKDIR.value or _CHECKPOINT.value
+  if not workdir:
+    raise app.UsageError("give the run directory: --workdir=RUN_DIR")
+  c = _CONFIG.value if _CONFIG.value is not None else configuration.load_run_config(workdir)
+  results = evaluate_checkpoint(c, workdir)
+  markdown = harness.markdown(results)
   with open(os.path.join(workdir, "eval.json"), "w") as f:
     json.dump(results, f, indent=2)
   with open(os.path.join(workdir, "eval.md"), "w") as f:
-    f.write(markdown(results))
-  print(markdown(results))
+    f.write(markdown)
+  print(markdown)
 
 
 if __name__ == "__main__":
-  from absl import app, flags
-  from ml_collections import config_flags
-  config_flags.DEFINE_config_file("config", None, "Experiment config file.", lock_config=True)
-  flags.DEFINE_string("checkpoint", None, "A run's workdir (its latest checkpoint is used).")
-  flags.mark_flags_as_required(["config", "checkpoint"])
   app.run(main)

@@ -31,28 +31,33 @@ teacher (the loss is scaled by τ²; metrics are always at τ = 1, full vocab):
   ∇KL(q̃‖p̃) under y ∼ q. jsd uses M = βp̃ + (1−β)q. Sharded: per-shard top-k, then an
   all_gather of k candidates per token finds the global threshold.
 
-The naive [N, V] oracle of these definitions is `kl_reference.reference_loss`
-(re-exported here as `kl.reference_loss`).
+The naive [N, V] oracle of these definitions is `naive_kl.reference_loss`.
 """
 from __future__ import annotations
 
 import dataclasses
 import functools
 import math
+from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
-import numpy as np
 from jax import lax
+import jax.numpy as jnp
 from jax.sharding import PartitionSpec as P
-
-from dkd_jax.kl_reference import reference_loss  # noqa: F401  (kl.reference_loss)
+import numpy as np
 
 KINDS = ("forward", "reverse", "mixed", "jsd")
 ESTIMATORS = ("full_vocab", "sampled_token")
 VOCAB_AXIS = "tensor"
 BATCH_AXES = ("data", "fsdp")
 METRICS = ("fkl", "rkl", "ent_s", "ent_t")
+
+
+class Terms(NamedTuple):
+  """Which KL terms a spec's per-token loss contains (static switches)."""
+  forward: bool
+  reverse: bool
+  jsd: bool
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,12 +94,12 @@ class KLSpec:
                        f"kind in ('reverse', 'mixed'), not {self.kind!r}")
     return self
 
-  def weights(self):
-    """Static (forward, reverse, jsd) switches; jsd's ends are forward / reverse."""
+  def weights(self) -> Terms:
+    """Static switches of the loss terms; jsd's ends are forward / reverse."""
     if self.kind == "jsd" and self.beta in (0.0, 1.0):
-      return (self.beta == 0.0, self.beta == 1.0, False)
-    return (self.kind in ("forward", "mixed"), self.kind in ("reverse", "mixed"),
-            self.kind == "jsd")
+      return Terms(forward=self.beta == 0.0, reverse=self.beta == 1.0, jsd=False)
+    return Terms(forward=self.kind in ("forward", "mixed"),
+                 reverse=self.kind in ("reverse", "mixed"), jsd=self.kind == "jsd")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,7 +155,44 @@ def _at_token(x_CxV, idx_C, on_shard_C):
   return jnp.where(on_shard_C, jnp.take_along_axis(x_CxV, safe, -1)[:, 0], 0.0)
 
 
-def _distributions(plan, z_CxV, traw_CxV):
+class _Dists(NamedTuple):
+  """One chunk's distributions. Loss terms use τ-scaled logits (lq, lp, q, p); the
+  'r' fields are the top-k restricted pair (== unrestricted without top-k); the '1'
+  fields are at τ = 1 for the metrics. Fields that a spec does not need are None."""
+  lq_CxV: jax.Array
+  lp_CxV: jax.Array
+  q_CxV: jax.Array
+  p_CxV: jax.Array
+  lqr_CxV: jax.Array
+  lpr_CxV: jax.Array
+  qr_CxV: jax.Array
+  pr_CxV: jax.Array
+  dr_CxV: jax.Array            # log q̃ − log p̃ (0 outside the top-k support)
+  lq1_CxV: jax.Array
+  lp1_CxV: jax.Array
+  q1_CxV: jax.Array
+  p1_CxV: jax.Array
+  valid_CxV: jax.Array | None = None   # top-k support S
+  q_S_C: jax.Array | None = None       # q(S), the restricted student's normaliser
+  lM_CxV: jax.Array | None = None      # log of the jsd mixture M
+
+
+class _Sums(NamedTuple):
+  """Per-token sums over the vocabulary (psummed over shards); None = not needed."""
+  fkl: jax.Array
+  rkl: jax.Array
+  ent_s: jax.Array
+  ent_t: jax.Array
+  F: jax.Array | None = None           # forward loss term / τ²
+  R: jax.Array | None = None           # reverse loss term / τ² (the k1 estimate if sampled)
+  KLpM: jax.Array | None = None
+  KLqM: jax.Array | None = None
+  logp_s: jax.Array | None = None      # student log-prob of the given token (τ = 1)
+  r_y: jax.Array | None = None         # log p̃_y − log q̃_y of the given token
+  in_S: jax.Array | None = None        # 1 if the given token is in the top-k support
+
+
+def _distributions(plan, z_CxV, traw_CxV) -> _Dists:
   """All log-prob / prob arrays the loss, its gradient and the metrics need."""
   tau, axis = plan.spec.temperature, plan.vocab_axis
   s_CxV, t_CxV = (z_CxV, traw_CxV) if tau == 1 else (z_CxV / tau, traw_CxV / tau)
@@ -161,87 +203,92 @@ def _distributions(plan, z_CxV, traw_CxV):
   if tau != 1:
     xs += [z_CxV, traw_CxV]
   logp, prob, lse = _log_softmax_group(xs, axis)
-  d = dict(lq=logp[0], lp=logp[1], q=prob[0], p=prob[1], valid=valid)
   if valid is not None:  # restricted pair; its log-ratio is 0 (not nan) outside S
-    d.update(lqr=logp[2], pr=prob[3], qr=prob[2], lpr=logp[3],
-             dr=jnp.where(valid, logp[2] - logp[3], 0.0), q_S=jnp.exp(lse[:, 2] - lse[:, 0]))
+    restricted = dict(lqr_CxV=logp[2], lpr_CxV=logp[3], qr_CxV=prob[2], pr_CxV=prob[3],
+                      dr_CxV=jnp.where(valid, logp[2] - logp[3], 0.0),
+                      q_S_C=jnp.exp(lse[:, 2] - lse[:, 0]))
   else:
-    d.update(lqr=d["lq"], pr=d["p"], qr=d["q"], lpr=d["lp"], dr=d["lq"] - d["lp"])
-  if tau != 1:  # metrics are at tau = 1: the raw logits' own normalisers
-    i = 4 if valid is not None else 2
-    d.update(lq1=logp[i], lp1=logp[i + 1], q1=prob[i], p1=prob[i + 1])
-  else:
-    d.update(lq1=d["lq"], lp1=d["lp"], q1=d["q"], p1=d["p"])
-  return d
+    restricted = dict(lqr_CxV=logp[0], lpr_CxV=logp[1], qr_CxV=prob[0], pr_CxV=prob[1],
+                      dr_CxV=logp[0] - logp[1])
+  i = (4 if valid is not None else 2) if tau != 1 else 0  # metrics: τ = 1 normalisers
+  lM = None
+  if plan.spec.weights().jsd:  # log M from log-probs: finite wherever q is
+    b = plan.spec.beta
+    lM = jnp.logaddexp(math.log(b) + restricted["lpr_CxV"], math.log(1 - b) + logp[0])
+  return _Dists(lq_CxV=logp[0], lp_CxV=logp[1], q_CxV=prob[0], p_CxV=prob[1],
+                lq1_CxV=logp[i], lp1_CxV=logp[i + 1], q1_CxV=prob[i], p1_CxV=prob[i + 1],
+                valid_CxV=valid, lM_CxV=lM, **restricted)
 
 
-def _token_sums(plan, d, tok_C, v_off):
-  """Per-token partial sums over this shard's vocab: {name: [C]}, summed over shards."""
+def _token_sums(plan, d: _Dists, tok_C, v_off):
+  """Per-token partial sums over this shard's vocab, summed over shards."""
   spec = plan.spec
-  use_f, use_r, use_j = spec.weights()
+  terms = spec.weights()
   same = spec.temperature == 1 and not plan.top_k  # loss terms == tau=1 metrics
-  sums = dict(fkl=jnp.sum(d["p1"] * (d["lp1"] - d["lq1"]), -1),
-              rkl=jnp.sum(d["q1"] * (d["lq1"] - d["lp1"]), -1),
-              ent_s=-jnp.sum(d["q1"] * d["lq1"], -1),
-              ent_t=-jnp.sum(d["p1"] * d["lp1"], -1))
-  if use_f and not same:
-    sums["F"] = jnp.sum(jnp.where(d["pr"] > 0, d["pr"] * (d["lpr"] - d["lq"]), 0.0), -1)
-  if use_r and spec.estimator == "full_vocab" and not same:
-    sums["R"] = jnp.sum(d["qr"] * d["dr"], -1)
-  if use_j:
-    b = spec.beta
-    # log M from log-probs: finite wherever q is, even where q underflows to 0.
-    d["lM"] = jnp.logaddexp(math.log(b) + d["lpr"], math.log(1 - b) + d["lq"])
-    sums["KLpM"] = jnp.sum(jnp.where(d["pr"] > 0, d["pr"] * (d["lpr"] - d["lM"]), 0.0), -1)
-    sums["KLqM"] = jnp.sum(d["q"] * (d["lq"] - d["lM"]), -1)
+  sums = dict(fkl=jnp.sum(d.p1_CxV * (d.lp1_CxV - d.lq1_CxV), -1),
+              rkl=jnp.sum(d.q1_CxV * (d.lq1_CxV - d.lp1_CxV), -1),
+              ent_s=-jnp.sum(d.q1_CxV * d.lq1_CxV, -1),
+              ent_t=-jnp.sum(d.p1_CxV * d.lp1_CxV, -1))
+  if terms.forward and not same:
+    sums["F"] = jnp.sum(jnp.where(d.pr_CxV > 0, d.pr_CxV * (d.lpr_CxV - d.lq_CxV), 0.0), -1)
+  if terms.reverse and spec.estimator == "full_vocab" and not same:
+    sums["R"] = jnp.sum(d.qr_CxV * d.dr_CxV, -1)
+  if terms.jsd:
+    sums["KLpM"] = jnp.sum(jnp.where(d.pr_CxV > 0, d.pr_CxV * (d.lpr_CxV - d.lM_CxV), 0.0), -1)
+    sums["KLqM"] = jnp.sum(d.q_CxV * (d.lq_CxV - d.lM_CxV), -1)
   idx_C = tok_C - v_off
-  on_shard = (idx_C >= 0) & (idx_C < d["lq"].shape[-1])
+  on_shard = (idx_C >= 0) & (idx_C < d.lq_CxV.shape[-1])
   if plan.has_tokens:
-    sums["logp_s"] = _at_token(d["lq1"], idx_C, on_shard)
-  if use_r and spec.estimator == "sampled_token":
-    sums["r_y"] = -_at_token(d["dr"], idx_C, on_shard)  # log p̃_y − log q̃_y
+    sums["logp_s"] = _at_token(d.lq1_CxV, idx_C, on_shard)
+  sampled = terms.reverse and spec.estimator == "sampled_token"
+  if sampled:
+    sums["r_y"] = -_at_token(d.dr_CxV, idx_C, on_shard)  # log p̃_y − log q̃_y
     if plan.top_k:
-      sums["in_S"] = _at_token(d["valid"].astype(jnp.float32), idx_C, on_shard)
-  names = sorted(sums)
+      sums["in_S"] = _at_token(d.valid_CxV.astype(jnp.float32), idx_C, on_shard)
+  names = sorted(sums)  # one psum of every per-token scalar
   total = _psum(jnp.stack([sums[n] for n in names], -1), plan.vocab_axis)
-  out = {n: total[:, i] for i, n in enumerate(names)}
+  out = _Sums(**{n: total[:, i] for i, n in enumerate(names)})
   if same:
-    out["F"], out["R"] = out["fkl"], out["rkl"]
-  if use_r and spec.estimator == "sampled_token":  # the k1 estimate; r_y = 0 off S
-    w_C = out["in_S"] / d["q_S"] if plan.top_k else 1.0  # importance weight, no grad
-    out["R"] = -w_C * out["r_y"]
+    out = out._replace(F=out.fkl, R=out.rkl)
+  if sampled:  # the k1 estimate; r_y = 0 off S
+    w_C = out.in_S / d.q_S_C if plan.top_k else 1.0  # importance weight, no grad
+    out = out._replace(R=-w_C * out.r_y)
   return out, (idx_C, on_shard)
 
 
 def _mix(spec, alpha):
   """(forward, reverse) weights of the per-token loss; alpha is traced for 'mixed'."""
-  use_f, use_r, _ = spec.weights()
-  return (alpha, 1 - alpha) if use_f and use_r else (float(use_f), float(use_r))
+  terms = spec.weights()
+  if terms.forward and terms.reverse:
+    return alpha, 1 - alpha
+  return float(terms.forward), float(terms.reverse)
 
 
-def _token_loss(plan, sums, alpha):
+def _token_loss(plan, sums: _Sums, alpha):
   """Per-token loss / τ² and its derivative wrt alpha."""
   spec = plan.spec
-  if spec.weights()[2]:
-    return spec.beta * sums["KLpM"] + (1 - spec.beta) * sums["KLqM"], 0.0
+  if spec.weights().jsd:
+    return spec.beta * sums.KLpM + (1 - spec.beta) * sums.KLqM, 0.0
   a_f, a_r = _mix(spec, alpha)
-  loss_C = a_f * sums.get("F", 0.0) + a_r * sums.get("R", 0.0)
-  return loss_C, (sums["F"] - sums["R"] if spec.kind == "mixed" else 0.0)
+  loss_C = (a_f * sums.F if sums.F is not None else 0.0) + \
+      (a_r * sums.R if sums.R is not None else 0.0)
+  return loss_C, (sums.F - sums.R if spec.kind == "mixed" else 0.0)
 
 
-def _logit_grad(plan, d, sums, alpha, tok_loc):
+def _logit_grad(plan, d: _Dists, sums: _Sums, alpha, tok_loc):
   """d(per-token loss / τ²) / d(z/τ) for one chunk: the DESIGN §3 closed forms."""
   spec = plan.spec
-  if spec.weights()[2]:
-    return (1 - spec.beta) * d["q"] * (d["lq"] - d["lM"] - sums["KLqM"][:, None])
+  terms = spec.weights()
+  if terms.jsd:
+    return (1 - spec.beta) * d.q_CxV * (d.lq_CxV - d.lM_CxV - sums.KLqM[:, None])
   a_f, a_r = _mix(spec, alpha)
-  g_CxV = a_f * (d["q"] - d["pr"]) if spec.weights()[0] else 0.0
-  if spec.weights()[1] and spec.estimator == "full_vocab":
-    g_CxV = g_CxV + a_r * d["qr"] * (d["dr"] - sums["R"][:, None])
-  elif spec.weights()[1]:  # -w·r·(onehot_y − q̃); sums["R"] holds -w·r
+  g_CxV = a_f * (d.q_CxV - d.pr_CxV) if terms.forward else 0.0
+  if terms.reverse and spec.estimator == "full_vocab":
+    g_CxV = g_CxV + a_r * d.qr_CxV * (d.dr_CxV - sums.R[:, None])
+  elif terms.reverse:  # -w·r·(onehot_y − q̃); sums.R holds -w·r
     idx_C, on_shard = tok_loc
-    onehot = (jnp.arange(d["q"].shape[-1]) == idx_C[:, None]) & on_shard[:, None]
-    g_CxV = g_CxV + a_r * sums["R"][:, None] * (onehot - d["qr"])
+    onehot = (jnp.arange(d.q_CxV.shape[-1]) == idx_C[:, None]) & on_shard[:, None]
+    g_CxV = g_CxV + a_r * sums.R[:, None] * (onehot - d.qr_CxV)
   return g_CxV
 
 
@@ -252,7 +299,7 @@ def _chunk(plan, with_grad, Ws, Wt, alpha, v_off, xs):
   sums, tok_loc = _token_sums(plan, d, tok_C, v_off)
   loss_C, dalpha_C = _token_loss(plan, sums, alpha)
   tau = plan.spec.temperature
-  out = {k: sums[k] for k in METRICS + ("logp_s",) if k in sums}
+  out = {k: getattr(sums, k) for k in METRICS + ("logp_s",) if getattr(sums, k) is not None}
   out["loss"] = tau ** 2 * loss_C
   out["dalpha"] = tau ** 2 * dalpha_C + jnp.zeros_like(loss_C)
   if not with_grad:

@@ -11,9 +11,11 @@ import math
 import os
 import sys
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import tqdm
 
 # bf16 dense peaks per chip (FLOP/s) for MFU; unknown kinds fall back to a measurement.
@@ -92,3 +94,29 @@ class Logger:
     self.tb.close()
     self._jsonl.close()
     self._log.close()
+
+
+class GenerationCost:
+  """Counts the generation compute of each prefix source (the quality-compute axis)."""
+
+  def __init__(self):
+    self.seconds = {"student": 0.0, "teacher": 0.0}
+    self.tokens = {"student": 0, "teacher": 0}
+
+  def timed(self, source: str, fn: Callable, *args, **kw):
+    t0 = time.perf_counter()
+    out = fn(*args, **kw)
+    self.seconds[source] += time.perf_counter() - t0
+    self.tokens[source] += int(np.sum(out["response_len"]))
+    return out
+
+  def as_metrics(self) -> dict[str, float]:
+    return {f"gen_{k}_{s}": float(v[s]) for k, v in (("seconds", self.seconds),
+                                                     ("tokens", self.tokens)) for s in v}
+
+  def state(self) -> dict:
+    return {"seconds": dict(self.seconds), "tokens": dict(self.tokens)}
+
+  def load(self, state: dict):
+    self.seconds.update(state["seconds"])
+    self.tokens.update(state["tokens"])

@@ -1,35 +1,62 @@
-"""Prefix sources: which sequences fill a training batch (DESIGN.md §1, §5).
+"""The prefix axis (DESIGN.md §1, §5): which sequences fill a training batch.
 
-The prefix axis is decided here, on the host, per sequence: teacher prefixes come
-from a dataset of responses or from teacher rollouts (optionally generated once and
-cached on disk); student prefixes are rollouts of the live student params. Either
-way the train step sees the same packed layout, so one step serves all quadrants.
-
-Packed layout: tokens[b] = prompt ++ response, right-padded to P + R;
-loss_mask[b, t] = 1 iff tokens[b, t+1] is a response token (position t predicts t+1).
+Per sequence, on the host: teacher prefixes come from a dataset of responses or from
+teacher rollouts (optionally generated once and cached on disk); student prefixes are
+rollouts of the live student params. These are pure functions over numpy arrays that
+return frozen dataclasses; the run loop only calls the engines they ask for and hands
+the rollouts back. Whatever the source, the train step sees one packed layout
+(`data.packing`), so one step serves all quadrants.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
-import time
-from typing import Callable
 
 import numpy as np
 
+from dkd_jax.data import packing
 
-def pack(prompt_tokens_BxP, prompt_len_B, response_tokens_BxR, response_len_B, pad_id: int):
-  """(tokens [B, P+R] int32, loss_mask [B, P+R] float32) in the packed layout."""
-  B, P = prompt_tokens_BxP.shape
-  R = response_tokens_BxR.shape[1]
-  tokens = np.full((B, P + R), pad_id, np.int32)
-  mask = np.zeros((B, P + R), np.float32)
-  for b in range(B):
-    p, r = int(prompt_len_B[b]), int(response_len_B[b])
-    tokens[b, :p] = prompt_tokens_BxP[b, :p]
-    tokens[b, p:p + r] = response_tokens_BxR[b, :r]
-    mask[b, p - 1:p + r - 1] = 1.0
-  return tokens, mask
+# objective.prefix: where the prefixes of a batch come from.
+TEACHER, STUDENT, MIXED = "teacher", "student", "mixed"
+PREFIXES = (TEACHER, STUDENT, MIXED)
+# data.teacher_source: what a teacher prefix is.
+DATASET, ROLLOUT, ROLLOUT_CACHED = "dataset", "rollout", "rollout_cached"
+TEACHER_SOURCES = (DATASET, ROLLOUT, ROLLOUT_CACHED)
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+  """This step's split of the batch: student rows, teacher rows, response budget."""
+  student_B: np.ndarray        # bool [B]
+  max_len: int                 # response tokens kept per prefix (curriculum stage)
+  teacher_source: str
+
+  @property
+  def student_idx(self) -> np.ndarray:
+    return np.flatnonzero(self.student_B)
+
+  @property
+  def teacher_idx(self) -> np.ndarray:
+    return np.flatnonzero(~self.student_B)
+
+
+@dataclasses.dataclass(frozen=True)
+class Responses:
+  """Responses of some rows of a batch: rows `idx` get `tokens_NxR[:, :len_N]`."""
+  idx: np.ndarray              # int [N] batch rows
+  tokens_NxR: np.ndarray       # int32, pad-padded
+  len_N: np.ndarray            # int32
+  truncated_N: np.ndarray      # bool: hit the budget (or the source's limit) without EOS
+
+
+@dataclasses.dataclass(frozen=True)
+class Batch:
+  """A packed batch and the host statistics of its prefixes."""
+  tokens_BxT: np.ndarray
+  loss_mask_BxT: np.ndarray
+  student_B: np.ndarray
+  stats: dict
 
 
 def student_rows(rng: np.random.Generator, batch: int, prefix: str, frac: float) -> np.ndarray:
@@ -38,13 +65,75 @@ def student_rows(rng: np.random.Generator, batch: int, prefix: str, frac: float)
   'mixed' picks exactly round(frac * B) sequences at random each step (lower
   variance than independent coin flips; the expectation is the same).
   """
-  if prefix == "teacher":
+  if prefix == TEACHER:
     return np.zeros((batch,), bool)
-  if prefix == "student":
+  if prefix == STUDENT:
     return np.ones((batch,), bool)
   rows = np.zeros((batch,), bool)
   rows[rng.permutation(batch)[:int(round(frac * batch))]] = True
   return rows
+
+
+def plan(rng: np.random.Generator, batch: int, *, prefix: str, student_frac: float,
+         teacher_source: str, max_len: int) -> Plan:
+  return Plan(student_rows(rng, batch, prefix, student_frac), int(max_len), teacher_source)
+
+
+def _cut(idx, rows_tokens, rows_truncated, max_len: int, width: int, pad_id: int) -> Responses:
+  """Responses of `idx` cut to `max_len`; a cut response counts as truncated."""
+  tokens = np.full((len(idx), width), pad_id, np.int32)
+  lens = np.zeros((len(idx),), np.int32)
+  trunc = np.zeros((len(idx),), bool)
+  for j, (toks, was_cut) in enumerate(zip(rows_tokens, rows_truncated)):
+    n = min(len(toks), max_len)
+    tokens[j, :n] = toks[:n]
+    lens[j], trunc[j] = n, bool(was_cut) or len(toks) > max_len
+  return Responses(np.asarray(idx), tokens, lens, trunc)
+
+
+def dataset_responses(prompts: dict, idx, max_len: int, width: int, pad_id: int) -> Responses:
+  """Teacher prefixes from the dataset's responses (cut to the stage's `max_len`)."""
+  toks = [prompts["response_tokens"][i, :int(prompts["response_len"][i])] for i in idx]
+  return _cut(idx, toks, [bool(prompts["response_truncated"][i]) for i in idx], max_len,
+              width, pad_id)
+
+
+def rollout_responses(idx, result: dict) -> Responses:
+  """Responses of a rollout (its length limit was the budget already)."""
+  return Responses(np.asarray(idx), result["response_tokens"], result["response_len"],
+                   result["truncated"])
+
+
+def cache_rows(indices, result: dict) -> list[dict]:
+  """Rollout results as `RolloutCache` rows keyed by training-record index."""
+  return [{"index": int(ix), "tokens": result["response_tokens"][j, :result["response_len"][j]]
+           .tolist(), "truncated": bool(result["truncated"][j])} for j, ix in enumerate(indices)]
+
+
+def cached_responses(idx, rows: list[dict], max_len: int, width: int, pad_id: int) -> Responses:
+  """Teacher prefixes from cached full-length teacher rollouts, cut to `max_len`."""
+  return _cut(idx, [r["tokens"] for r in rows], [r["truncated"] for r in rows], max_len,
+              width, pad_id)
+
+
+def assemble(prompts: dict, parts: list[Responses], plan_: Plan, width: int, pad_id: int,
+             student_entropy: float | None = None) -> Batch:
+  """Packs prompts with the responses of every part (together they cover the batch)."""
+  B = len(plan_.student_B)
+  tokens = np.full((B, width), pad_id, np.int32)
+  lens = np.zeros((B,), np.int32)
+  trunc = np.zeros((B,), bool)
+  for part in parts:
+    if len(part.idx):
+      tokens[part.idx, :part.tokens_NxR.shape[1]] = part.tokens_NxR
+      lens[part.idx], trunc[part.idx] = part.len_N, part.truncated_N
+  toks, mask = packing.pack(prompts["prompt_tokens"], prompts["prompt_len"], tokens, lens,
+                            pad_id)
+  stats = {"response_len": float(np.mean(lens)), "truncation_rate": float(np.mean(trunc)),
+           "student_frac": float(np.mean(plan_.student_B))}
+  if student_entropy is not None:
+    stats["rollout_entropy"] = student_entropy
+  return Batch(toks, mask, plan_.student_B, stats)
 
 
 class RolloutCache:
@@ -76,29 +165,3 @@ class RolloutCache:
       for row in rows:
         self._rows[int(row["index"])] = row
         f.write(json.dumps(row) + "\n")
-
-
-class GenerationCost:
-  """Counts the generation compute of each prefix source (the quality-compute axis)."""
-
-  def __init__(self):
-    self.seconds = {"student": 0.0, "teacher": 0.0}
-    self.tokens = {"student": 0, "teacher": 0}
-
-  def timed(self, source: str, fn: Callable, *args, **kw):
-    t0 = time.perf_counter()
-    out = fn(*args, **kw)
-    self.seconds[source] += time.perf_counter() - t0
-    self.tokens[source] += int(np.sum(out["response_len"]))
-    return out
-
-  def as_metrics(self) -> dict[str, float]:
-    return {f"gen_{k}_{s}": float(v[s]) for k, v in (("seconds", self.seconds),
-                                                     ("tokens", self.tokens)) for s in v}
-
-  def state(self) -> dict:
-    return {"seconds": dict(self.seconds), "tokens": dict(self.tokens)}
-
-  def load(self, state: dict):
-    self.seconds.update(state["seconds"])
-    self.tokens.update(state["tokens"])

@@ -3,9 +3,12 @@
 `run(config, workdir)` is what `python -m dkd_jax.launch` calls. It validates the
 config (nothing compiles before that), builds the mesh once, loads or bootstraps
 the teacher, initialises the student, restores the latest checkpoint in the
-workdir when there is one, then loops: prompts (grain) -> prefixes (dataset or
-rollouts of the live params) -> the one jitted train step -> metrics, NaN check,
-curriculum gate, logging, checkpoint. It ends with an evaluation and a summary.
+workdir when there is one, then loops: prompts (grain) -> prefixes (`prefixes` plans
+them; the loop runs the rollouts they need with the live params) -> the one jitted
+train step -> metrics, NaN check, curriculum gate, logging, checkpoint. It ends with
+an evaluation and a summary. This module orchestrates only: which prefixes, which
+alpha and which random stream are decided by `prefixes`, `schedules`/`curriculum`
+and `rng`.
 """
 from __future__ import annotations
 
@@ -20,26 +23,17 @@ import numpy as np
 from dkd_jax import checkpointing
 from dkd_jax import configuration
 from dkd_jax import curriculum as curriculum_lib
-from dkd_jax import evaluate as evaluate_lib
 from dkd_jax import metrics_log
-from dkd_jax import models
 from dkd_jax import prefixes
+from dkd_jax import rng
 from dkd_jax import schedules
 from dkd_jax import sharding
-from dkd_jax import rollout as rollout_lib
-from dkd_jax import sampling
 from dkd_jax import tasks
 from dkd_jax import train
-
-
-def resolve_mesh(shape) -> jax.sharding.Mesh:
-  shape = [int(s) for s in shape]
-  if shape.count(-1) > 1:
-    raise ValueError(f"config.mesh={tuple(shape)}: at most one -1")
-  if -1 in shape:
-    rest = int(np.prod([s for s in shape if s != -1]))
-    shape[shape.index(-1)] = max(jax.device_count() // rest, 1)
-  return sharding.make_mesh(shape)
+from dkd_jax.evals import harness
+from dkd_jax.generate import rollout as rollout_lib
+from dkd_jax.generate import sampling
+from dkd_jax.models import pair as pair_lib
 
 
 class Loop:
@@ -53,22 +47,21 @@ class Loop:
     self.optimizer = train.make_optimizer(c.optim, c.train.steps)
     static = train.StepStatic(pair.student_graphdef, pair.teacher_graphdef, self.spec,
                               self.optimizer, mesh)
-    self.state_shard = train.state_shardings(mesh, self.optimizer, pair.student_cfg)
+    self.state, self.state_shard = train.sharded_init_state(
+        self.optimizer, mesh, pair.student_cfg, pair.student_params)
     self.step_fn = train.jit_train_step(static, self.state_shard, pair.teacher_shardings)
-    self.state = jax.jit(lambda p: train.init_state(self.optimizer, p),
-                         out_shardings=self.state_shard)(pair.student_params)
     self.iterator = iter(task.train_batches)
     self.cur_state = curriculum_lib.init_state()
     self.sched_state = schedules.init_state(self.schedule)
-    self.cost = prefixes.GenerationCost()
+    self.cost = metrics_log.GenerationCost()
     self.cache = (prefixes.RolloutCache(os.path.join(workdir, "teacher_rollouts.jsonl"))
-                  if c.data.teacher_source == "rollout_cached" else None)
+                  if c.data.teacher_source == prefixes.ROLLOUT_CACHED else None)
     self.ckpt = checkpointing.RunCheckpointer(os.path.join(workdir, "checkpoints"),
                                               every=c.train.ckpt_every,
                                               max_to_keep=c.train.max_ckpts)
     self.last_entropy = None
     self.sampler = sampling.Sampler(c.rollout.temperature, c.rollout.top_p, c.rollout.top_k)
-    eng = functools.partial(evaluate_lib.make_engine, mesh=mesh, slots=c.data.batch_size,
+    eng = functools.partial(harness.make_engine, mesh=mesh, slots=c.data.batch_size,
                             max_prompt_len=c.data.max_prompt_len,
                             max_new=c.data.max_response_len, eos_id=task.tokenizer.eos_id)
     self.student_engine = eng(pair.student_cfg, pair.student_graphdef,
@@ -98,73 +91,47 @@ class Loop:
   # -- one step ---------------------------------------------------------------------------
   def make_batch(self, step: int, prompts: dict, max_len: int) -> tuple[dict, dict]:
     """Prefixes for this step's prompts, packed; plus host-side rollout stats."""
-    c = self.c
-    rng = np.random.default_rng([c.seed, step, 1])
-    rows = prefixes.student_rows(rng, len(prompts["prompt_len"]), c.objective.prefix,
-                                 c.objective.student_prefix_frac)
-    parts = self.prefix_parts(step, prompts, rows, max_len)
-    tokens, mask = prefixes.pack(prompts["prompt_tokens"], prompts["prompt_len"],
-                                 parts["response_tokens"], parts["response_len"],
-                                 self.task.tokenizer.pad_id)
-    stats = {"response_len": float(np.mean(parts["response_len"])),
-             "truncation_rate": float(np.mean(parts["truncated"])),
-             "student_frac": float(np.mean(rows))}
-    if parts.get("student_entropy") is not None:
-      stats["rollout_entropy"] = parts["student_entropy"]
-    return train.make_batch(tokens, mask, rows, 0.0, c.seed * 15485863 + step), stats
+    c, pad = self.c, self.task.tokenizer.pad_id
+    plan = prefixes.plan(rng.numpy_rng(c.seed, "prefix_rows", step), len(prompts["prompt_len"]),
+                         prefix=c.objective.prefix, student_frac=c.objective.student_prefix_frac,
+                         teacher_source=c.data.teacher_source, max_len=max_len)
+    parts, entropy = [], None
+    if len(plan.student_idx):
+      res = self.cost.timed("student", self._rollout, self.student_engine,
+                            self.state["params"], prompts, plan.student_idx, max_len,
+                            rng.key(c.seed, "student_rollout", step))
+      parts.append(prefixes.rollout_responses(plan.student_idx, res))
+      entropy = rollout_lib.token_mean(res, "entropies")
+    if len(plan.teacher_idx):
+      parts.append(self._teacher_responses(step, prompts, plan))
+    batch = prefixes.assemble(prompts, parts, plan, c.data.max_response_len, pad, entropy)
+    return train.make_batch(batch.tokens_BxT, batch.loss_mask_BxT, batch.student_B, 0.0,
+                            rng.key_data(c.seed, "train_step", step)), batch.stats
 
-  def _rollout(self, engine, params, prompts, idx, max_len, seed):
+  def _rollout(self, engine, params, prompts, idx, max_len, key):
     return rollout_lib.rollout(
         engine, params, prompts["prompt_tokens"][idx], prompt_lens=prompts["prompt_len"][idx],
-        sampler=self.sampler, seed=seed, max_new_tokens=max_len,
+        sampler=self.sampler, seed=key, max_new_tokens=max_len,
         sync_every=self.c.rollout.sync_every, pad_id=self.task.tokenizer.pad_id)
 
-  def _teacher_rows(self, step, prompts, idx, max_len, out):
-    """Teacher prefixes: dataset responses (cut to max_len) or teacher rollouts."""
-    if self.c.data.teacher_source == "dataset":
-      for i in idx:
-        n = int(prompts["response_len"][i])
-        out["response_tokens"][i, :min(n, max_len)] = prompts["response_tokens"][i, :min(n, max_len)]
-        out["response_len"][i] = min(n, max_len)
-        out["truncated"][i] = n > max_len or bool(prompts["response_truncated"][i])
-      return
-    cached = lambda i: None if self.cache is None else self.cache.get(prompts["index"][i])
-    todo = [i for i in idx if cached(i) is None]
-    fresh = {}
+  def _teacher_responses(self, step, prompts, plan) -> prefixes.Responses:
+    """Teacher prefixes: dataset responses, or teacher rollouts (cached when asked)."""
+    c, idx, pad = self.c, plan.teacher_idx, self.task.tokenizer.pad_id
+    R = c.data.max_response_len
+    if plan.teacher_source == prefixes.DATASET:
+      return prefixes.dataset_responses(prompts, idx, plan.max_len, R, pad)
+    index = prompts["index"]
+    rows = {i: self.cache.get(index[i]) for i in idx} if self.cache else {}
+    todo = [i for i in idx if rows.get(i) is None]
     if todo:
       res = self.cost.timed("teacher", self._rollout, self.teacher_engine,
-                            self.pair.teacher_params, prompts, np.asarray(todo),
-                            self.c.data.max_response_len, seed=self.c.seed * 7919 + step)
-      fresh = {i: {"index": int(prompts["index"][i]),
-                   "tokens": res["response_tokens"][j, :res["response_len"][j]].tolist(),
-                   "truncated": bool(res["truncated"][j])} for j, i in enumerate(todo)}
+                            self.pair.teacher_params, prompts, np.asarray(todo), R,
+                            rng.key(c.seed, "teacher_rollout", step))
+      fresh = prefixes.cache_rows(index[todo], res)
       if self.cache is not None:
-        self.cache.put(list(fresh.values()))
-    for i in idx:
-      row = fresh.get(i) or cached(i)
-      toks = row["tokens"][:max_len]
-      out["response_tokens"][i, :len(toks)] = toks
-      out["response_len"][i] = len(toks)
-      out["truncated"][i] = row["truncated"] or len(row["tokens"]) > max_len
-
-  def prefix_parts(self, step, prompts, rows, max_len) -> dict:
-    """Responses [B, R] for this step: student rollouts where `rows`, teacher elsewhere."""
-    B, R = len(rows), self.c.data.max_response_len
-    out = {"response_tokens": np.full((B, R), self.task.tokenizer.pad_id, np.int32),
-           "response_len": np.zeros((B,), np.int32), "truncated": np.zeros((B,), bool),
-           "student_entropy": None}
-    s_idx, t_idx = np.flatnonzero(rows), np.flatnonzero(~rows)
-    if len(s_idx):
-      res = self.cost.timed("student", self._rollout, self.student_engine,
-                            self.state["params"], prompts, s_idx, max_len,
-                            seed=self.c.seed * 104729 + step)
-      out["response_tokens"][s_idx, :res["response_tokens"].shape[1]] = res["response_tokens"]
-      out["response_len"][s_idx] = res["response_len"]
-      out["truncated"][s_idx] = res["truncated"]
-      out["student_entropy"] = rollout_lib.token_mean(res, "entropies")
-    if len(t_idx):
-      self._teacher_rows(step, prompts, t_idx, max_len, out)
-    return out
+        self.cache.put(fresh)
+      rows.update(zip(todo, fresh))
+    return prefixes.cached_responses(idx, [rows[i] for i in idx], plan.max_len, R, pad)
 
   def current_alpha(self, step: int) -> float:
     alpha, self.sched_state = schedules.alpha_at(self.schedule, step, self.sched_state,
@@ -194,31 +161,17 @@ class Loop:
     return metrics
 
 
-def restore_params(c, mesh, pair, workdir: str):
-  """The student params of a run's latest checkpoint (for evaluate)."""
-  optimizer = train.make_optimizer(c.optim, c.train.steps)
-  shard = train.state_shardings(mesh, optimizer, pair.student_cfg)
-  like = jax.jit(lambda p: train.init_state(optimizer, p), out_shardings=shard)(
-      pair.student_params)
-  ckpt = checkpointing.RunCheckpointer(os.path.join(workdir, "checkpoints"), every=1)
-  out = ckpt.restore(like)
-  if out is None:
-    raise FileNotFoundError(f"no checkpoint under {workdir}/checkpoints; train first with "
-                            "python -m dkd_jax.launch --workdir=...")
-  return out[0]["params"]
-
-
 def run(c: mlc.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates and returns the summary dict (also written to workdir)."""
   configuration.validate(c)
   os.makedirs(workdir, exist_ok=True)
   logger = metrics_log.Logger(workdir, c)
   log = logger.text
-  mesh = resolve_mesh(c.mesh)
+  mesh = sharding.resolve_mesh(c.mesh)
   log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
-  tokenizer = models.load_tokenizer(c, workdir)
+  tokenizer = pair_lib.load_tokenizer(c, workdir)
   task = tasks.load_task(c, tokenizer, workdir)
-  pair = models.load_pair(c, mesh, task, workdir, log)
+  pair = pair_lib.load_pair(c, mesh, task, workdir, log)
   loop = Loop(c, mesh, pair, task, workdir, log)
   start = loop.restore()
   peak = metrics_log.peak_flops(mesh)
@@ -236,8 +189,8 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
                          force=step + 1 == c.train.steps)
   bar.close()
   loop.ckpt.close()
-  results = evaluate_lib.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
-  teacher = evaluate_lib.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
+  results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
+  teacher = harness.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
   summary = dict(eval=results, teacher_eval=teacher, steps=c.train.steps, curriculum_enabled=bool(c.curriculum.enabled),
                  objective=dict(
       prefix=c.objective.prefix, kl=c.objective.kl, alpha=c.objective.alpha,

@@ -7,11 +7,14 @@ silent replication.
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Mapping
+from typing import Sequence
 
 import jax
+from jax.sharding import Mesh
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 import numpy as np
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 MESH_AXES = ("data", "fsdp", "tensor")
 BATCH_AXES = ("data", "fsdp")
@@ -44,6 +47,17 @@ def make_mesh(shape: Sequence[int], devices=None) -> Mesh:
   if need == len(jax.devices()) and devices is None:
     return jax.make_mesh(shape, MESH_AXES)
   return Mesh(np.asarray(devices[:need]).reshape(shape), MESH_AXES)
+
+
+def resolve_mesh(shape: Sequence[int]) -> Mesh:
+  """The run's mesh from config.mesh (data, fsdp, tensor); one -1 takes the devices left."""
+  shape = [int(s) for s in shape]
+  if shape.count(-1) > 1:
+    raise ValueError(f"config.mesh={tuple(shape)}: at most one -1")
+  if -1 in shape:
+    rest = int(np.prod([s for s in shape if s != -1]))
+    shape[shape.index(-1)] = max(jax.device_count() // rest, 1)
+  return make_mesh(shape)
 
 
 def logical_to_spec(logical: Sequence[str | None]) -> P:

@@ -9,12 +9,15 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
-from typing import Any, Callable
+from typing import Any
+from typing import Callable
 
-from dkd_jax import math_eval
+from dkd_jax import prefixes
+from dkd_jax import rng
 from dkd_jax.data import arithmetic
 from dkd_jax.data import pipeline
 from dkd_jax.data import sources
+from dkd_jax.evals import math_eval
 
 _CALC_MARKS = re.compile(r"<<[^>]*>>")
 
@@ -64,10 +67,10 @@ def records_for(c, workdir: str | None = None) -> tuple[list, list]:
   if c.data.task == "arithmetic":
     cfg = _arith_config(c)
     a = c.data.arithmetic
-    return (arithmetic.make_records(a.num_train, c.seed, cfg),
-            arithmetic.make_records(a.num_eval, c.seed + 1_000_003, cfg))
+    return (arithmetic.make_records(a.num_train, rng.int_seed(c.seed, "train_problems"), cfg),
+            arithmetic.make_records(a.num_eval, rng.int_seed(c.seed, "eval_problems"), cfg))
   if c.data.reader == "tfds" and workdir:
-    from dkd_jax.data import tfds_math   # tfds import is slow: only when used
+    from dkd_jax.data import tfds_math  # tfds import is slow: only when used
     records = tfds_math.records_from_file(c.data.path, c.data.task,
                                           data_dir=os.path.join(workdir, "tfds"))
   else:
@@ -80,19 +83,12 @@ def records_for(c, workdir: str | None = None) -> tuple[list, list]:
 
 def load_task(c, tokenizer, workdir: str | None = None) -> Task:
   train, held_out = records_for(c, workdir)
-  with_responses = c.data.teacher_source == "dataset" and c.objective.prefix != "student"
+  with_responses = (c.data.teacher_source == prefixes.DATASET
+                    and c.objective.prefix != prefixes.STUDENT)
   encoded = pipeline.encode_records(
       train, tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=c.data.truncate_prompts,
       with_responses=with_responses, max_response_len=c.data.max_response_len)
-  batches = pipeline.batch_dataset(encoded, seed=c.seed, batch_size=c.data.batch_size)
+  batches = pipeline.batch_dataset(encoded, seed=rng.int_seed(c.seed, "train_shuffle"),
+                                   batch_size=c.data.batch_size)
   grade = _grade_arithmetic if c.data.task == "arithmetic" else math_eval.grade
   return Task(c.data.task, tokenizer, train, held_out, batches, grade)
-
-
-def bootstrap_batches(c, task: Task):
-  """Prompt+solution batches of the task's train records for the teacher bootstrap
-  (its own shuffle seed)."""
-  return iter(pipeline.prompt_dataset(
-      task.train_records, task.tokenizer, max_prompt_len=c.data.max_prompt_len, seed=c.seed + 7,
-      batch_size=c.data.batch_size * 2, with_responses=True,
-      max_response_len=c.data.max_response_len))

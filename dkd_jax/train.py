@@ -19,8 +19,8 @@ import numpy as np
 import optax
 
 from dkd_jax import kl as kl_lib
-from dkd_jax import model as model_lib
 from dkd_jax import sharding
+from dkd_jax.models import decoder as model_lib
 
 PER_TOKEN_METRICS = ("fkl", "rkl", "ent_s", "ent_t")
 
@@ -114,6 +114,12 @@ def init_state(optimizer, params):
           "opt_state": optimizer.init(params)}
 
 
+def sharded_init_state(optimizer, mesh, model_cfg, params):
+  """(train state placed in its shardings, those shardings)."""
+  shard = state_shardings(mesh, optimizer, model_cfg)
+  return jax.jit(lambda p: init_state(optimizer, p), out_shardings=shard)(params), shard
+
+
 def state_shardings(mesh, optimizer, model_cfg):
   """Shardings of the train state: optimizer moments follow their params."""
   p_shard = model_lib.param_shardings(mesh, model_cfg)
@@ -133,11 +139,12 @@ def batch_shardings(mesh):
           "alpha": rep, "key": rep}
 
 
-def make_batch(tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_seed: int):
-  """The step's batch dict (host numpy; `key` drives in-step sampling)."""
+def make_batch(tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data):
+  """The step's batch dict (host numpy; `key` (raw uint32 key data, e.g.
+  `rng.key_data(seed, "train_step", step)`) drives in-step sampling)."""
   return {"tokens": tokens_BxT, "loss_mask": loss_mask_BxT,
           "student_row": np.asarray(student_row_B, bool), "alpha": np.float32(alpha),
-          "key": np.asarray(jax.random.key_data(jax.random.key(key_seed)))}
+          "key": np.asarray(key_data, np.uint32)}
 
 
 def jit_train_step(static: StepStatic, state_shard, teacher_shard):

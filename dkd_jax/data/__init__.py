@@ -7,7 +7,7 @@ from dkd_jax.data.arithmetic import ArithmeticConfig, CharTokenizer, make_proble
 from dkd_jax.data.pipeline import EncodedRecords, batch_dataset, encode_records, prompt_dataset
 from dkd_jax.data.sources import (DataError, Record, extract_hash_answer, read_aime, read_amc,
                                   read_gsm8k, read_math, read_records, read_shared)
-from dkd_jax.data.tokenizer_api import Tokenizer
+from dkd_jax.data.protocols import Tokenizer
 
 __all__ = [
     "ArithmeticConfig", "CharTokenizer", "DataError", "EncodedRecords", "Record", "Tokenizer",

@@ -27,7 +27,7 @@ from typing import Any, Sequence
 import grain
 import numpy as np
 
-from dkd_jax.data.tokenizer_api import Tokenizer
+from dkd_jax.data.protocols import Tokenizer
 
 
 # eq=False: field-wise == on numpy arrays is ambiguous; identity is what matters.

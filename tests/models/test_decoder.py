@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dkd_jax import checkpoints
-from dkd_jax import model as M
 from dkd_jax import sharding
+from dkd_jax.models import decoder as M
+from dkd_jax.models import hf as hf_lib
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -50,7 +50,7 @@ def tiny_hf_model(arch, seed=0):
 
 def params_of(hf, cfg):
   sd = {k: v.float().numpy() for k, v in hf.state_dict().items()}
-  return jax.tree.map(jnp.asarray, checkpoints.params_from_hf(
+  return jax.tree.map(jnp.asarray, hf_lib.params_from_hf(
       cfg, {k: v.shape for k, v in sd.items()}, sd.__getitem__))
 
 
@@ -60,7 +60,7 @@ def tiny():
   out = {}
   for arch in TINY:
     hf = tiny_hf_model(arch)
-    cfg = checkpoints.config_from_hf(hf.config.to_dict())
+    cfg = hf_lib.config_from_hf(hf.config.to_dict())
     out[arch] = (cfg, params_of(hf, cfg), hf)
   return out
 

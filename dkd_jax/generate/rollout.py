@@ -9,7 +9,7 @@ can idle for at most sync_every - 1 steps after its sequence ends.
 The same function rolls out the student and the teacher: an engine is just a
 graphdef + config, and params are passed per call (live student params included).
 
-Result layout (numpy, ready for the train step; same packing as `prefixes.pack`):
+Result layout (numpy, ready for the train step; same packing as `data.packing.pack`):
   tokens      int32 [N, P+R]  prompt ++ response, right-padded with pad_id
   loss_mask   f32   [N, P+R]  targets = tokens[:, 1:]; loss_mask[:, t] = 1 iff
                               tokens[:, t+1] is a response token (position t predicts t+1)
@@ -31,7 +31,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
-from dkd_jax import prefixes
+from dkd_jax.data import packing
 
 RESPONSE_KEYS = ("logprob", "sampling_logprob", "entropy")
 
@@ -67,9 +67,12 @@ def prepare_prompts(prompts, prompt_lens, max_len: int, truncate: bool):
   return out, cut, max(width or 0, max(len(r) for r in out))
 
 
-def request_keys(seed: int, n: int) -> np.ndarray:
-  """uint32 [n, 2]: request i's key is fold_in(key(seed), i), independent of scheduling."""
-  base = jax.random.key(seed)
+def request_keys(seed, n: int) -> np.ndarray:
+  """uint32 [n, 2]: request i's key is fold_in(base, i), independent of scheduling;
+  `seed` is an int (base = key(seed)) or a typed PRNG key (e.g. from `dkd_jax.rng`)."""
+  is_key = isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype,
+                                                                 jax.dtypes.prng_key)
+  base = seed if is_key else jax.random.key(int(seed))
   fold = lambda i: jax.random.key_data(jax.random.fold_in(base, i))
   return np.asarray(jax.jit(jax.vmap(fold))(np.arange(n, dtype=np.uint32)))
 
@@ -97,7 +100,7 @@ def _assemble(prompts, cut, width, rows, max_new, pad_id) -> dict[str, np.ndarra
   for i, p in enumerate(prompts):
     prompt_NxP[i, :len(p)] = p
     resp_NxR[i, :r_len[i]] = rows[i]["token"]
-  tokens, mask = prefixes.pack(prompt_NxP, p_len, resp_NxR, r_len, pad_id)
+  tokens, mask = packing.pack(prompt_NxP, p_len, resp_NxR, r_len, pad_id)
   result = {"tokens": tokens, "loss_mask": mask, "prompt_tokens": prompt_NxP,
             "response_tokens": resp_NxR, "prompt_len": p_len, "response_len": r_len,
             "truncated": np.array([rows[i]["truncated"] for i in range(N)], bool),

@@ -5,7 +5,7 @@ import threading
 import numpy as np
 import pytest
 
-from dkd_jax import math_eval as me
+from dkd_jax.evals import math_eval as me
 
 
 def _brute_pass_at_k(n, c, k):

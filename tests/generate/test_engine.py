@@ -14,11 +14,11 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dkd_jax import engine as engine_lib
-from dkd_jax import model
-from dkd_jax import rollout as rollout_lib
-from dkd_jax import sampling
 from dkd_jax import sharding
+from dkd_jax.generate import engine as engine_lib
+from dkd_jax.generate import rollout as rollout_lib
+from dkd_jax.generate import sampling
+from dkd_jax.models import decoder as model
 
 CFG = model.ModelConfig(vocab_size=96, d_model=32, d_ff=64, n_layers=2, n_heads=4,
                         n_kv_heads=2, head_dim=8, tie_embeddings=False, max_seq_len=64)

@@ -9,14 +9,11 @@ kernel exists to avoid.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import jax
-import jax.numpy as jnp
 from jax import lax
+import jax.numpy as jnp
 
-if TYPE_CHECKING:  # only an annotation: kl imports this module to re-export it
-  from dkd_jax.kl import KLSpec
+from dkd_jax.kl import KLSpec
 
 
 def _dot32(a, b):
@@ -39,7 +36,8 @@ def reference_loss(hidden_s_NxD, head_s_DxV, hidden_t_NxE, head_t_ExV, mask_N, s
     restrict = lambda x: jnp.where(valid, jax.nn.log_softmax(jnp.where(valid, x, -jnp.inf)), 0.)
     lqr, lpr = restrict(s), restrict(t)
   qr, pr = [jnp.exp(x) if valid is None else jnp.where(valid, jnp.exp(x), 0.) for x in (lqr, lpr)]
-  use_f, use_r, use_j = spec.weights()
+  terms = spec.weights()
+  use_f, use_r, use_j = terms.forward, terms.reverse, terms.jsd
   if use_j:
     b = spec.beta
     lM = jnp.log(b * pr + (1 - b) * q)

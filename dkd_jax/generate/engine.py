@@ -24,19 +24,29 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Any, Sequence
+from typing import Any
+from typing import Sequence
 
 import jax
 import numpy as np
 
-from dkd_jax import model as model_lib
-from dkd_jax import sampling
 from dkd_jax import sharding as sharding_lib
+from dkd_jax.generate import sampling
 
-# The pytrees and pure functions live in dkd_jax.decode; re-exported here for callers.
-from dkd_jax.decode import (STATS, DecodeState, Prefix, ResultTokens,  # noqa: F401
-                            SlotData, decode_step, default_buckets, generate_fn,
-                            generate_steps_fn, init_state_fn, insert_fn, prefill_fn)
+# The pytrees and pure functions live in generate.decode_state; re-exported here for callers.
+from dkd_jax.generate.decode_state import STATS  # noqa: F401
+from dkd_jax.generate.decode_state import DecodeState  # noqa: F401
+from dkd_jax.generate.decode_state import Prefix  # noqa: F401
+from dkd_jax.generate.decode_state import ResultTokens  # noqa: F401
+from dkd_jax.generate.decode_state import SlotData  # noqa: F401
+from dkd_jax.generate.decode_state import decode_step  # noqa: F401
+from dkd_jax.generate.decode_state import default_buckets  # noqa: F401
+from dkd_jax.generate.decode_state import generate_fn  # noqa: F401
+from dkd_jax.generate.decode_state import generate_steps_fn  # noqa: F401
+from dkd_jax.generate.decode_state import init_state_fn  # noqa: F401
+from dkd_jax.generate.decode_state import insert_fn  # noqa: F401
+from dkd_jax.generate.decode_state import prefill_fn  # noqa: F401
+from dkd_jax.models import decoder as model_lib
 
 
 def _import_jetstream():

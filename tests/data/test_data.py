@@ -5,10 +5,13 @@ import sys
 import numpy as np
 import pytest
 
-from dkd_jax.data import arithmetic, pipeline, sources
-from dkd_jax.data.arithmetic import ArithmeticConfig, CharTokenizer
+from dkd_jax.data import arithmetic
+from dkd_jax.data import pipeline
+from dkd_jax.data import sources
+from dkd_jax.data.arithmetic import ArithmeticConfig
+from dkd_jax.data.arithmetic import CharTokenizer
 from dkd_jax.data.sources import DataError
-from dkd_jax.data.tokenizer_api import Tokenizer
+from dkd_jax.data.protocols import Tokenizer
 
 
 class ByteTokenizer:
@@ -344,6 +347,7 @@ def test_iterator_orbax_checkpoint(tmp_path):
 def test_run_reads_local_file_through_tfds(shared_data, tmp_path):
   """A run's --config.data.path goes through a TFDS (array_record) dataset."""
   import sys
+
   from configs import common
   from dkd_jax import tasks
   c = common.base("tiny")

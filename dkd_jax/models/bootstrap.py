@@ -19,9 +19,11 @@ import numpy as np
 import optax
 
 from dkd_jax import checkpointing
-from dkd_jax import model as model_lib
-from dkd_jax import prefixes
+from dkd_jax import rng
 from dkd_jax import sharding
+from dkd_jax.data import packing
+from dkd_jax.data import pipeline
+from dkd_jax.models import decoder as model_lib
 
 
 def _ce_loss(graphdef, params, tokens_BxT, mask_BxT):
@@ -52,7 +54,7 @@ def train_teacher(cfg: model_lib.ModelConfig, batches, *, steps: int, lr: float,
   t0, loss = time.time(), float("nan")
   for i in range(steps):
     b = next(batches)
-    tokens, mask = prefixes.pack(b["prompt_tokens"], b["prompt_len"], b["response_tokens"],
+    tokens, mask = packing.pack(b["prompt_tokens"], b["prompt_len"], b["response_tokens"],
                                  b["response_len"], pad_id)
     put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, 2))
     params, opt_state, loss = step(params, opt_state, put(tokens), put(mask.astype(np.float32)))
@@ -85,3 +87,12 @@ def cached_teacher(workdir: str, cfg: model_lib.ModelConfig, make_batches, *, st
     json.dump(meta, f)
   os.replace(meta_file + ".tmp", meta_file)   # the meta file marks the cache complete
   return graphdef, params
+
+
+def bootstrap_batches(c, train_records, tokenizer):
+  """Prompt+solution batches of the task's train records for the teacher bootstrap
+  (its own shuffle stream)."""
+  return iter(pipeline.prompt_dataset(
+      train_records, tokenizer, max_prompt_len=c.data.max_prompt_len,
+      seed=rng.int_seed(c.seed, "bootstrap_shuffle"), batch_size=c.data.batch_size * 2,
+      with_responses=True, max_response_len=c.data.max_response_len))

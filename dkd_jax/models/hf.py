@@ -1,14 +1,13 @@
-"""Checkpoint I/O: Hugging Face directories and GGUF files <-> our params dict.
+"""Hugging Face checkpoint I/O: HF directories <-> our params dict.
 
 Every path goes through one HF-name table (`hf_tensor_specs`): a HF state dict is
 checked against it (missing, unexpected and wrong-shaped tensors are errors, all
 listed at once) and converted leaf by leaf into the stacked layout of
-`model.param_shapes`. A GGUF file is first turned into a HF state dict (dequantized,
+`decoder.param_shapes`. A GGUF file is first turned into a HF state dict (dequantized,
 Q/K rows un-permuted from llama.cpp's interleaved RoPE layout to HF's half-split
 one), so the GGUF path reuses the same checks and conversion.
 
-The GGUF half lives in `gguf_io` (which imports this module); its public names are
-re-exported here lazily (`checkpoints.load_gguf` etc.), so there is no import cycle.
+GGUF files live in `models.gguf`, which builds on this module (never the reverse).
 
 Safetensors are read with a small header parser (not `safetensors.numpy`) because
 numpy has no bfloat16 and most released checkpoints are bf16; `ml_dtypes` (a jax
@@ -23,14 +22,16 @@ import os
 import shutil
 import struct
 import tempfile
-from typing import Any, Callable, Mapping
+from typing import Any
+from typing import Callable
+from typing import Mapping
 
 import jax
 import ml_dtypes
 import numpy as np
 
-from dkd_jax import model as model_lib
-from dkd_jax.model import ModelConfig
+from dkd_jax.models import decoder as model_lib
+from dkd_jax.models.decoder import ModelConfig
 
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "Qwen2ForCausalLM": "qwen2",
                  "Qwen3ForCausalLM": "qwen3"}
@@ -322,7 +323,7 @@ def _replace_dir(tmp: str, path: str) -> None:
     os.rename(tmp, path)
 
 
-def _write_hf(path: str, cfg: ModelConfig, params, extra_config: dict | None,
+def write_hf(path: str, cfg: ModelConfig, params, extra_config: dict | None,
               write_extra: Callable[[str], None] | None) -> None:
   from safetensors.numpy import save_file
   path = os.path.abspath(path)
@@ -351,19 +352,4 @@ def export_hf(path: str, cfg: ModelConfig, params, tokenizer_dir: str | None = N
                               f"looked for {TOKENIZER_FILES}")
     for n in found:
       shutil.copy2(os.path.join(tokenizer_dir, n), os.path.join(tmp, n))
-  _write_hf(path, cfg, params, None, copy_tokenizer if tokenizer_dir else None)
-
-
-# ----------------------------------------------------------------------------- GGUF (re-export)
-
-_GGUF_NAMES = ("SMOLLM2_FILE", "gguf_to_hf_dir", "load_gguf", "read_gguf_tokenizer",
-               "smollm2_gguf_path", "unpermute_rope_rows")
-
-
-def __getattr__(name: str):
-  """`checkpoints.load_gguf` etc. resolve to `gguf_io` on first use (PEP 562): gguf_io
-  imports this module, so importing it here at module level would be a cycle."""
-  if name in _GGUF_NAMES:
-    from dkd_jax import gguf_io  # pylint: disable=import-outside-toplevel
-    return getattr(gguf_io, name)
-  raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  write_hf(path, cfg, params, None, copy_tokenizer if tokenizer_dir else None)

