@@ -20,7 +20,7 @@ PREFIXES = prefixes.PREFIXES
 KLS = kl_lib.KINDS
 ESTIMATORS = kl_lib.ESTIMATORS
 TEACHER_SOURCES = prefixes.TEACHER_SOURCES
-TASKS = ("arithmetic", "gsm8k", "math", "aime", "amc")
+TASKS = ("arithmetic", "chain", "gsm8k", "math", "aime", "amc")
 STUDENT_INITS = ("random", "teacher_layers", "checkpoint")
 ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
 
@@ -64,14 +64,60 @@ def validate_objective(o: mlc.ConfigDict):
     _in_unit(f"objective.alpha_schedule.{f}", s[f])
 
 
+def alpha_can_change(c: mlc.ConfigDict) -> bool:
+  """True when α moves during the run: a non-constant schedule or the curriculum's
+  collapse response raising the forward weight."""
+  cur = c.curriculum
+  raises = cur.enabled and cur.on_collapse == "raise_forward" and cur.alpha_step > 0
+  return raises or c.objective.alpha_schedule.kind != "constant"
+
+
+def base_alpha(c: mlc.ConfigDict) -> float:
+  """The forward weight α the objective starts from: 0 for reverse KL, 1 for forward
+  KL, objective.alpha for mixed (DESIGN §6: a reverse run whose α is raised becomes a
+  mixed run from α = 0)."""
+  return {"reverse": 0.0, "forward": 1.0}.get(c.objective.kl, float(c.objective.alpha))
+
+
+def _validate_alpha_use(c: mlc.ConfigDict) -> None:
+  """α must change the loss wherever it is logged: refuse what would ignore it."""
+  o, cur = c.objective, c.curriculum
+  if o.alpha_schedule.kind != "constant" and o.kl != "mixed":
+    raise ValueError(f"config.objective.alpha_schedule.kind={o.alpha_schedule.kind!r} moves "
+                     f"α, which config.objective.kl={o.kl!r} ignores; use "
+                     "objective.kl='mixed' (α is the forward weight) or kind='constant'")
+  if cur.enabled and cur.on_collapse == "raise_forward" and cur.alpha_step > 0 \
+      and o.kl == "jsd":
+    raise ValueError("config.curriculum.on_collapse='raise_forward' raises the forward-KL "
+                     "weight α, which config.objective.kl='jsd' has not; use "
+                     "on_collapse='hold' or objective.kl in ('forward', 'reverse', 'mixed')")
+
+
+def _validate_sampler(c: mlc.ConfigDict) -> None:
+  """The sampled-token estimator assumes y ~ softmax(z/τ) with τ = objective.temperature:
+  student rollouts drawn otherwise would bias it (DESIGN §3), so refuse them."""
+  o, r = c.objective, c.rollout
+  if o.estimator != "sampled_token" or o.prefix == "teacher":
+    return
+  if r.temperature != o.temperature or r.top_p < 1.0 or r.top_k > 0:
+    raise ValueError(
+        f"config.objective.estimator='sampled_token' on student prefixes needs rollouts "
+        f"drawn from the loss distribution softmax(z/τ), τ=config.objective.temperature="
+        f"{o.temperature}; got config.rollout.temperature={r.temperature}, "
+        f"rollout.top_p={r.top_p}, rollout.top_k={r.top_k}. Set rollout.temperature="
+        f"{o.temperature}, top_p=1.0, top_k=0, or use objective.estimator='full_vocab'")
+
+
 def validate(c: mlc.ConfigDict) -> None:
   """Raises ValueError naming the first bad field. Call before any compile."""
   validate_objective(c.objective)
+  _validate_alpha_use(c)
+  _validate_sampler(c)
   _one_of("data.task", c.data.task, TASKS)
   _one_of("data.teacher_source", c.data.teacher_source, TEACHER_SOURCES)
   _one_of("student.init", c.student.init, STUDENT_INITS)
   _one_of("data.reader", c.data.reader, ("tfds", "plain"))
-  if c.data.task != "arithmetic" and not c.data.path:
+  if c.data.task not in ("arithmetic", "chain") and not c.data.path:
     raise ValueError(f"config.data.path is empty but data.task={c.data.task!r} reads a local "
                      "file; set --config.data.path=/path/to/file or use data.task='arithmetic'")
   if c.data.teacher_source == "dataset" and c.objective.prefix != "student" \
@@ -107,8 +153,11 @@ def validate(c: mlc.ConfigDict) -> None:
 
 
 def kl_spec(c: mlc.ConfigDict) -> kl_lib.KLSpec:
+  """The step's static KLSpec. A reverse run whose α can rise is run as 'mixed' from
+  α = 0 (the same loss until α moves; without this the raise would be a silent no-op)."""
   o = c.objective
-  spec = kl_lib.KLSpec(kind=o.kl, alpha=o.alpha, beta=o.beta, temperature=o.temperature,
+  kind = "mixed" if o.kl == "reverse" and alpha_can_change(c) else o.kl
+  spec = kl_lib.KLSpec(kind=kind, alpha=base_alpha(c), beta=o.beta, temperature=o.temperature,
                        estimator=o.estimator, teacher_top_k=o.teacher_top_k,
                        chunk=c.train.kl_chunk)
   spec.validate()
@@ -118,7 +167,7 @@ def kl_spec(c: mlc.ConfigDict) -> kl_lib.KLSpec:
 def alpha_schedule(c: mlc.ConfigDict) -> schedules.AlphaSchedule:
   s = c.objective.alpha_schedule
   sched = schedules.AlphaSchedule(
-      kind=s.kind, alpha=c.objective.alpha, alpha_end=s.alpha_end, steps=c.train.steps,
+      kind=s.kind, alpha=base_alpha(c), alpha_end=s.alpha_end, steps=c.train.steps,
       target_entropy=s.target_entropy, rate=s.rate, alpha_min=s.alpha_min, alpha_max=s.alpha_max)
   sched.validate()
   return sched
@@ -130,7 +179,7 @@ def curriculum_config(c: mlc.ConfigDict, vocab_size: int) -> curriculum_lib.Curr
       lengths=tuple(cur.lengths), check_every=cur.check_every, window=cur.window,
       min_steps=cur.min_steps, gate_entropy=cur.gate_entropy, floor_entropy=cur.floor_entropy,
       max_truncation=cur.max_truncation, on_collapse=cur.on_collapse, alpha_step=cur.alpha_step,
-      alpha_max=cur.alpha_max, enabled=cur.enabled)
+      alpha_max=cur.alpha_max, enabled=cur.enabled, reference=cur.reference)
   cfg.validate(vocab_size)
   return cfg
 

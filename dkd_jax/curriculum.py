@@ -31,6 +31,8 @@ import math
 from typing import Any
 
 ON_COLLAPSE = ("hold", "raise_forward")
+REFERENCES = ("absolute", "teacher", "student_start")
+MAX_RATIO = 10.0
 ACTIONS = ("advance", "hold", "collapse_hold", "raise_alpha", "final_stage")
 
 State = dict[str, Any]
@@ -52,6 +54,11 @@ class CurriculumConfig:
   alpha_step: bonus added to α per collapsing check.
   alpha_max: cap on α after the bonus (and so on the bonus itself).
   enabled: False = always train at lengths[-1], no decisions.
+  reference: 'absolute' (gate_entropy / floor_entropy in nats), 'teacher' (ratios of
+    the teacher's rollout entropy, measured once by the run: `set_reference`) or
+    'student_start' (ratios of the student's windowed entropy at the first check).
+    Entropies differ by orders of magnitude between a 32-symbol task and a 150k-token
+    vocabulary (DESIGN §6), so ratios carry over where nats do not.
   """
   lengths: tuple[int, ...] = (512, 1024, 2048)
   check_every: int = 50
@@ -64,6 +71,7 @@ class CurriculumConfig:
   alpha_step: float = 0.1
   alpha_max: float = 1.0
   enabled: bool = True
+  reference: str = "absolute"
 
   def validate(self, vocab_size: int) -> "CurriculumConfig":
     """Raise ValueError naming the field; returns self to chain."""
@@ -102,12 +110,16 @@ def _validate_entropies(cfg: CurriculumConfig, vocab_size: int) -> None:
   if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) \
       or vocab_size < 2:
     raise ValueError(f"vocab_size={vocab_size!r}; allowed: an int >= 2")
+  if cfg.reference not in REFERENCES:
+    raise ValueError(f"curriculum.reference={cfg.reference!r}; allowed: {REFERENCES}")
   h_max = math.log(vocab_size)  # entropy of the uniform distribution
+  top, unit = (h_max, f"[0, log(vocab_size)={h_max:.4f}] nats") \
+      if cfg.reference == "absolute" else (MAX_RATIO, f"a ratio in [0, {MAX_RATIO}] of the "
+                                                      f"{cfg.reference} entropy")
   for name in ("gate_entropy", "floor_entropy"):
     v = getattr(cfg, name)
-    if not (isinstance(v, (int, float)) and 0.0 <= v <= h_max):
-      raise ValueError(f"curriculum.{name}={v!r}; allowed: [0, log(vocab_size)"
-                       f"={h_max:.4f}] nats")
+    if not (isinstance(v, (int, float)) and 0.0 <= v <= top):
+      raise ValueError(f"curriculum.{name}={v!r}; allowed: {unit}")
   if cfg.floor_entropy > cfg.gate_entropy:
     raise ValueError(f"curriculum.floor_entropy={cfg.floor_entropy} must be <= "
                      f"gate_entropy={cfg.gate_entropy}")
@@ -117,7 +129,27 @@ def _validate_entropies(cfg: CurriculumConfig, vocab_size: int) -> None:
 
 def init_state() -> State:
   return {"stage": 0, "stage_start_step": 0, "entropy_window": [],
-          "trunc_window": [], "alpha_bonus": 0.0, "decisions": []}
+          "trunc_window": [], "alpha_bonus": 0.0, "decisions": [],
+          "reference_entropy": None}
+
+
+def set_reference(state: State, entropy: float) -> State:
+  """Records the measured reference entropy (nats) the ratios multiply."""
+  h = float(entropy)
+  if not math.isfinite(h) or h <= 0:
+    raise ValueError(f"curriculum reference entropy must be a positive number, got {h}")
+  return dict(state, reference_entropy=h)
+
+
+def thresholds(cfg: CurriculumConfig, state: State) -> tuple[float, float]:
+  """(gate, floor) in nats for the current state."""
+  if cfg.reference == "absolute":
+    return cfg.gate_entropy, cfg.floor_entropy
+  ref = state.get("reference_entropy")
+  if ref is None:
+    raise ValueError(f"curriculum.reference={cfg.reference!r} but no reference entropy "
+                     "was measured (set_reference)")
+  return cfg.gate_entropy * ref, cfg.floor_entropy * ref
 
 
 def max_length(cfg: CurriculumConfig, state: State) -> int:
@@ -148,8 +180,9 @@ def _gate(cfg: CurriculumConfig, state: State, step: int, h: float,
   """(action, reason) for one check on windowed means h, trunc."""
   ran = step - state["stage_start_step"]
   last = state["stage"] >= len(cfg.lengths) - 1
-  if h < cfg.floor_entropy:
-    why = f"collapse: H={h:.4f} < floor_entropy={cfg.floor_entropy:.4f}"
+  gate, floor = thresholds(cfg, state)
+  if h < floor:
+    why = f"collapse: H={h:.4f} < {_named(cfg, 'floor_entropy', floor)}"
     bonus = state["alpha_bonus"]
     if cfg.on_collapse == "hold":
       return "collapse_hold", f"{why}; on_collapse='hold'"
@@ -164,16 +197,24 @@ def _gate(cfg: CurriculumConfig, state: State, step: int, h: float,
                            f"is the last; H={h:.4f}, trunc={trunc:.4f}")
   if ran < cfg.min_steps:
     return "hold", f"stage ran {ran} < min_steps={cfg.min_steps} steps"
-  if h < cfg.gate_entropy:
-    return "hold", f"H={h:.4f} < gate_entropy={cfg.gate_entropy:.4f}"
+  if h < gate:
+    return "hold", f"H={h:.4f} < {_named(cfg, 'gate_entropy', gate)}"
   if trunc > cfg.max_truncation:
     return "hold", (f"trunc={trunc:.4f} > "
                     f"max_truncation={cfg.max_truncation:.4f}")
   nxt = cfg.lengths[state["stage"] + 1]
-  return "advance", (f"H={h:.4f} >= gate_entropy={cfg.gate_entropy:.4f}, "
+  return "advance", (f"H={h:.4f} >= {_named(cfg, 'gate_entropy', gate)}, "
                      f"trunc={trunc:.4f} <= max_truncation="
                      f"{cfg.max_truncation:.4f}, ran {ran} >= min_steps="
                      f"{cfg.min_steps}; max_len {max_length(cfg, state)} -> {nxt}")
+
+
+def _named(cfg: CurriculumConfig, name: str, nats: float) -> str:
+  """'gate_entropy=0.3000', or with a reference 'gate_entropy=0.7 x teacher entropy
+  = 0.2100' (the field the user sets, and the threshold it gave)."""
+  if cfg.reference == "absolute":
+    return f"{name}={nats:.4f}"
+  return f"{name}={getattr(cfg, name)} x {cfg.reference} entropy = {nats:.4f}"
 
 
 def _apply(cfg: CurriculumConfig, state: State, step: int, action: str) -> State:
@@ -216,6 +257,8 @@ def update(cfg: CurriculumConfig, state: State, step: int, entropy: float,
     return state, None
   h_mean = sum(state["entropy_window"]) / len(state["entropy_window"])
   t_mean = sum(state["trunc_window"]) / len(state["trunc_window"])
+  if cfg.reference == "student_start" and state.get("reference_entropy") is None:
+    state = set_reference(state, max(h_mean, 1e-6))
   action, reason = _gate(cfg, state, step, h_mean, t_mean)
   state = _apply(cfg, state, step, action)
   decision = {"step": step, "action": action, "stage": state["stage"],

@@ -14,6 +14,9 @@ from ml_collections import config_flags
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Experiment config file.",
                                           lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", "runs/default", "Checkpoints, logs and results.")
+_ALLOW_CONFIG_CHANGE = flags.DEFINE_bool(
+    "allow_config_change", False,
+    "Resume a workdir's checkpoints under a config that differs from the saved one.")
 _DISTRIBUTED = flags.DEFINE_enum(
     "distributed", "auto", ["auto", "on", "off"],
     "jax.distributed.initialize(): 'auto' when a multi-host environment is detected.")
@@ -37,7 +40,7 @@ def main(argv):
   logging.set_verbosity(logging.WARNING)   # orbax logs every file op at INFO
   _maybe_distributed()
   from dkd_jax import run   # after distributed init: importing jax devices must wait
-  run.run(_CONFIG.value, _WORKDIR.value)
+  run.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":

@@ -58,18 +58,73 @@ def progress(start: int, total: int):
                    dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
 
 
+def _flat(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def check_config_unchanged(workdir: str, config, allow: bool) -> None:
+  """Refuses to resume a run's checkpoints under a different config (its LR and α
+  schedules, data and objective would change mid-run) unless `allow`."""
+  saved_path = os.path.join(workdir, "config.json")
+  has_ckpt = os.path.isdir(os.path.join(workdir, "checkpoints")) and \
+      any(n.isdigit() for n in os.listdir(os.path.join(workdir, "checkpoints")))
+  if not has_ckpt or not os.path.exists(saved_path) or allow:
+    return
+  with open(saved_path) as f:
+    saved = _flat(json.load(f))
+  now = _flat(json.loads(config.to_json_best_effort()))
+  diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  if diff:
+    shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
+    raise ValueError(f"{workdir} holds checkpoints of a run with another config ({shown}"
+                     f"{' ...' if len(diff) > 8 else ''}); resume with the same config, use "
+                     "a new --workdir, or pass --allow_config_change")
+
+
+def _truncate_jsonl(path: str, last_step: int) -> int:
+  """Keeps rows with step <= last_step (atomically); returns how many were dropped."""
+  if not os.path.exists(path):
+    return 0
+  with open(path) as f:
+    rows = [line for line in f if line.strip()]
+  keep = [r for r in rows if json.loads(r)["step"] <= last_step]
+  if len(keep) != len(rows):
+    with open(path + ".tmp", "w") as f:
+      f.writelines(keep)
+    os.replace(path + ".tmp", path)
+  return len(rows) - len(keep)
+
+
 class Logger:
   """TensorBoard + metrics.jsonl + log.txt in the workdir."""
 
   def __init__(self, workdir: str, config):
-    from tensorboardX import SummaryWriter
-    self.workdir = workdir
-    self.tb = SummaryWriter(os.path.join(workdir, "tb"))
-    self.tb.add_text("config", "```\n" + str(config) + "\n```", 0)
+    self.workdir, self.config = workdir, config
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
     self._log = open(os.path.join(workdir, "log.txt"), "a")
+    self.tb = self._jsonl = None
+
+  def start(self, step: int) -> None:
+    """Opens the metric sinks at the run's (restored) step: rows a killed run wrote past
+    its last checkpoint are dropped from metrics.jsonl, and TensorBoard is told to
+    purge its events past `step`, so a resumed run never holds a step twice."""
+    from tensorboardX import SummaryWriter
+    path = os.path.join(self.workdir, "metrics.jsonl")
+    dropped = _truncate_jsonl(path, step)
+    if dropped:
+      self.text(f"resume: dropped {dropped} metric rows past step {step}")
+    self.tb = SummaryWriter(os.path.join(self.workdir, "tb"),
+                            purge_step=step + 1 if step else None)
+    if not step:
+      self.tb.add_text("config", "```\n" + str(self.config) + "\n```", 0)
+    self._jsonl = open(path, "a")
 
   def text(self, msg: str) -> None:
     line = f"[{time.strftime('%H:%M:%S')}] {msg}"

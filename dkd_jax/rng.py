@@ -25,6 +25,8 @@ STREAMS = {
     "bootstrap_shuffle": 9,  # grain shuffle of the teacher bootstrap's batches
     "train_problems": 10,    # the embedded task's training problems
     "eval_problems": 11,     # the embedded task's held-out problems
+    "heldout_kl": 12,        # the one fixed set of teacher responses for held-out KL
+    "curriculum_reference": 13,  # teacher rollouts measuring the gate's reference entropy
 }
 
 

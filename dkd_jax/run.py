@@ -30,10 +30,14 @@ from dkd_jax import schedules
 from dkd_jax import sharding
 from dkd_jax import tasks
 from dkd_jax import train
+from dkd_jax.data import pipeline
 from dkd_jax.evals import harness
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.models import pair as pair_lib
+
+
+REFERENCE_PROMPTS = 64   # training prompts the teacher's reference entropy is measured on
 
 
 class Loop:
@@ -133,6 +137,25 @@ class Loop:
       rows.update(zip(todo, fresh))
     return prefixes.cached_responses(idx, [rows[i] for i in idx], plan.max_len, R, pad)
 
+  def measure_reference(self) -> None:
+    """The teacher's rollout entropy, once per run (checkpointed): what the curriculum's
+    gate and floor ratios multiply when curriculum.reference='teacher'."""
+    if not self.cur_cfg.enabled or self.cur_cfg.reference != "teacher" \
+        or self.cur_state.get("reference_entropy") is not None:
+      return
+    recs = self.task.train_records[:REFERENCE_PROMPTS]
+    enc = pipeline.encode_records(recs, self.task.tokenizer, max_prompt_len=self.c.data.max_prompt_len,
+                                  truncate=True)
+    res = rollout_lib.rollout(self.teacher_engine, self.pair.teacher_params, enc.prompt_ids,
+                              sampler=self.sampler, seed=rng.key(self.c.seed, "curriculum_reference"),
+                              max_new_tokens=self.c.data.max_response_len,
+                              sync_every=self.c.rollout.sync_every, pad_id=self.task.tokenizer.pad_id)
+    h = rollout_lib.token_mean(res, "entropies")
+    self.cur_state = curriculum_lib.set_reference(self.cur_state, h)
+    gate, floor = curriculum_lib.thresholds(self.cur_cfg, self.cur_state)
+    self.log(f"curriculum: teacher rollout entropy {h:.4f} nats on {len(recs)} prompts; "
+             f"gate {gate:.4f}, floor {floor:.4f}")
+
   def current_alpha(self, step: int) -> float:
     alpha, self.sched_state = schedules.alpha_at(self.schedule, step, self.sched_state,
                                                  entropy=self.last_entropy)
@@ -161,10 +184,13 @@ class Loop:
     return metrics
 
 
-def run(c: mlc.ConfigDict, workdir: str) -> dict:
-  """Trains, evaluates and returns the summary dict (also written to workdir)."""
+def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> dict:
+  """Trains, evaluates and returns the summary dict (also written to workdir). Resuming
+  under a different config is refused unless `allow_config_change` (it would change
+  the LR and α schedules mid-run)."""
   configuration.validate(c)
   os.makedirs(workdir, exist_ok=True)
+  metrics_log.check_config_unchanged(workdir, c, allow_config_change)
   logger = metrics_log.Logger(workdir, c)
   log = logger.text
   mesh = sharding.resolve_mesh(c.mesh)
@@ -174,9 +200,35 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
   pair = pair_lib.load_pair(c, mesh, task, workdir, log)
   loop = Loop(c, mesh, pair, task, workdir, log)
   start = loop.restore()
+  logger.start(start)   # drops metric rows past the restored step (a killed run's tail)
+  loop.measure_reference()
+  _train(c, loop, logger, pair, mesh, start)
+  results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
+  teacher = (harness.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
+             if c.eval.teacher else {})
+  summary = dict(
+      eval=results, teacher_eval=teacher, steps=c.train.steps, seed=c.seed,
+      curriculum_enabled=bool(c.curriculum.enabled),
+      objective=dict(prefix=c.objective.prefix, kl=c.objective.kl,
+                     alpha=configuration.base_alpha(c), estimator=c.objective.estimator),
+      alpha_schedule=c.objective.alpha_schedule.kind, generation_cost=loop.cost.state(),
+      compute=dict(generated_tokens=sum(loop.cost.tokens.values()),
+                   train_flops=c.train.steps * _step_flops(c, pair)),
+      curriculum=loop.cur_state.get("decisions", []))
+  print_summary(summary, log)
+  logger.finish(summary)
+  return summary
+
+
+def _step_flops(c, pair) -> float:
+  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
+  return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
+
+
+def _train(c, loop: Loop, logger, pair, mesh, start: int) -> None:
   peak = metrics_log.peak_flops(mesh)
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
-  flops = train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
+  flops = _step_flops(c, pair)
   bar = metrics_log.progress(start, c.train.steps)
   for step in range(start, c.train.steps):
     metrics = loop.step(step)
@@ -189,16 +241,6 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
                          force=step + 1 == c.train.steps)
   bar.close()
   loop.ckpt.close()
-  results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
-  teacher = harness.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
-  summary = dict(eval=results, teacher_eval=teacher, steps=c.train.steps, curriculum_enabled=bool(c.curriculum.enabled),
-                 objective=dict(
-      prefix=c.objective.prefix, kl=c.objective.kl, alpha=c.objective.alpha,
-      estimator=c.objective.estimator), generation_cost=loop.cost.state(),
-      curriculum=loop.cur_state.get("decisions", []))
-  print_summary(summary, log)
-  logger.finish(summary)
-  return summary
 
 
 def print_summary(summary: dict, log) -> None:

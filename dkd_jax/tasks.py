@@ -1,8 +1,9 @@
 """The task of a run: tokenizer, train/eval records, the prompt pipeline and the grader.
 
-`arithmetic` is the built-in synthetic chain-of-thought task (char tokenizer, exact
-integer answers); `gsm8k` / `math` / `aime` / `amc` read local files and grade with
-the math verifier, tokenized by the models' own tokenizer.
+`chain` (arithmetic chains with self-checks and redos: response length is up to the
+policy; the study's task) and `arithmetic` (fixed-length worked solutions) are built in
+(char tokenizer, exact integer answers); `gsm8k` / `math` / `aime` / `amc` read local
+files and grade with the math verifier, tokenized by the models' own tokenizer.
 """
 from __future__ import annotations
 
@@ -15,11 +16,13 @@ from typing import Callable
 from dkd_jax import prefixes
 from dkd_jax import rng
 from dkd_jax.data import arithmetic
+from dkd_jax.data import chain
 from dkd_jax.data import pipeline
 from dkd_jax.data import sources
 from dkd_jax.evals import math_eval
 
 _CALC_MARKS = re.compile(r"<<[^>]*>>")
+BUILT_IN = ("arithmetic", "chain")   # synthetic tasks: char tokenizer, exact answers
 
 
 @dataclasses.dataclass
@@ -35,7 +38,7 @@ class Task:
     """Named eval sets: this task's held-out split, or local benchmark files."""
     out = {}
     for name in names:
-      if name in ("arithmetic", self.name):
+      if name in BUILT_IN or name == self.name:
         out[name] = self.eval_records
       else:
         if not data_dir:
@@ -64,6 +67,13 @@ def records_for(c, workdir: str | None = None) -> tuple[list, list]:
   """(train, eval) records. Arithmetic eval problems come from a disjoint seed stream;
   a local file is prepared as a TFDS dataset in WORKDIR/tfds (data.reader='tfds') or
   read directly (data.reader='plain'), and its first problems are held out."""
+  if c.data.task == "chain":
+    ch = c.data.chain
+    cfg = chain.ChainConfig(min_ops=ch.min_ops, max_ops=ch.max_ops, check_prob=ch.check_prob,
+                            error_prob=ch.error_prob, max_redos=ch.max_redos)
+    # One fixed problem set for every seed and arm: runs are compared on the same
+    # held-out problems (paired), which are disjoint in content from training.
+    return chain.make_splits(ch.num_train, ch.num_eval, cfg, data_seed=ch.data_seed)
   if c.data.task == "arithmetic":
     cfg = _arith_config(c)
     a = c.data.arithmetic
@@ -90,5 +100,5 @@ def load_task(c, tokenizer, workdir: str | None = None) -> Task:
       with_responses=with_responses, max_response_len=c.data.max_response_len)
   batches = pipeline.batch_dataset(encoded, seed=rng.int_seed(c.seed, "train_shuffle"),
                                    batch_size=c.data.batch_size)
-  grade = _grade_arithmetic if c.data.task == "arithmetic" else math_eval.grade
+  grade = _grade_arithmetic if c.data.task in BUILT_IN else math_eval.grade
   return Task(c.data.task, tokenizer, train, held_out, batches, grade)

@@ -1,46 +1,85 @@
 #!/usr/bin/env bash
-# The small-scale study (issue: tradeoffs of DESIGN.md §1, §6): the four quadrants,
-# KL mixing and the length curriculum on the embedded arithmetic task, plus a
-# training-horizon sweep with and without the curriculum; then the report.
+# The study (DESIGN.md §8) on the chain task (`:chain` preset: length is up to the policy):
+# the four quadrants, KL mixing (α ∈ {0, .25, .5, .75, 1} and entropy-adaptive; α=0 and
+# α=1 on student prefixes are rev_student and fwd_student), and the training horizon
+# (short vs long) without and with the entropy-gated length curriculum; each arm with
+# SEEDS seeds, every run evaluated on the same 1,000 held-out problems x k=8.
 #
-#   launch/study.sh [OUT_DIR=runs/study] [STEPS=1200] [RESULTS=docs/results]
+#   launch/study.sh [OUT=runs/study] [STEPS=300] [RESULTS=docs/results] [SEEDS="0 1 2"]
 #
-# Every run shares one bootstrapped teacher (trained once by the first run and copied
-# into the others' workdirs, where the teacher cache picks it up). About an hour on
-# 2 CPU cores with STEPS=1200 (about 15 minutes with STEPS=300). The curriculum's
-# min_steps per stage scales with the horizon (1/6 of it: three stages in the first half).
+# One teacher is bootstrapped (its seed does not depend on the run seed) and copied into
+# every run's workdir; teacher prefixes are that teacher's own rollouts, cached per run.
+# Finished arms (summary.json) are skipped and interrupted ones resume from their last
+# checkpoint, so the study may span sessions. The report goes to RESULTS (results.md,
+# claims.md, plots); RESULTS/FINDINGS.md is hand-written and never touched here.
 set -euo pipefail
-OUT=${1:-runs/study}; STEPS=${2:-1200}; RESULTS=${3:-docs/results}
+OUT=${1:-runs/study}; STEPS=${2:-300}; RESULTS=${3:-docs/results}; SEEDS=${4:-"0 1 2"}
+SHORT=$((STEPS / 3))
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" "$RESULTS"
-run() {  # run NAME CONFIG STEPS [overrides...]
-  local name=$1 cfg=$2 steps=$3; shift 3
-  if [ -d "$OUT/fwd_teacher/teacher" ] && [ ! -d "$OUT/$name/teacher" ]; then
-    mkdir -p "$OUT/$name" && cp -r "$OUT/fwd_teacher/teacher" "$OUT/$name/"
+TEACHER="$OUT/_teacher/teacher"
+run() {  # run ARM SEED CONFIG STEPS [overrides...]
+  local arm=$1 seed=$2 cfg=$3 steps=$4; shift 4
+  local dir="$OUT/${arm}_s${seed}"
+  [ -f "$dir/summary.json" ] && return 0
+  if [ -d "$TEACHER" ] && [ ! -d "$dir/teacher" ]; then
+    mkdir -p "$dir" && cp -r "$TEACHER" "$dir/"
   fi
-  [ -f "$OUT/$name/summary.json" ] && return 0   # finished earlier: the study resumes
-  python -m dkd_jax.launch --config="configs/$cfg" --workdir="$OUT/$name" \
-      --config.train.steps="$steps" "$@"
+  python -m dkd_jax.launch --config="configs/$cfg:chain" --workdir="$dir" \
+      --config.seed="$seed" --config.train.steps="$steps" --config.eval.teacher=False \
+      "$@" > "$dir.log" 2>&1 \
+      || { echo "FAILED: $dir (see $dir.log)"; return 1; }
+  echo "done: $dir"
 }
-run fwd_teacher fwd_teacher.py "$STEPS"
-run fwd_student fwd_student.py "$STEPS"
-run rev_teacher rev_teacher.py "$STEPS"
-run rev_student rev_student.py "$STEPS"
-run kl_mix kl_mix.py "$STEPS"
-run curriculum curriculum.py "$STEPS" --config.curriculum.min_steps=$((STEPS / 6))
-# Horizon sweep: the curriculum config's objective (on-policy, mixed KL) at 1/3x, 1x and
-# 2x the horizon, without the curriculum; with it at 1/3x and 2x (1x is the run above).
-run "horizon_${STEPS}_plain" curriculum.py "$STEPS" --config.curriculum.enabled=False
-for steps in $((STEPS / 3)) $((STEPS * 2)); do
-  run "horizon_${steps}_plain" curriculum.py "$steps" --config.curriculum.enabled=False
-  run "horizon_${steps}_curriculum" curriculum.py "$steps" \
-      --config.curriculum.min_steps=$((steps / 6))
+# The shared teacher: bootstrapped by a 1-step run whose workdir then serves as the cache.
+if [ ! -f "$TEACHER/teacher_meta.json" ]; then
+  mkdir -p "$OUT/_teacher"
+  python -m dkd_jax.launch --config=configs/fwd_teacher.py:chain --workdir="$OUT/_teacher" \
+      --config.train.steps=1 > "$OUT/_teacher.log" 2>&1   # also evaluates the teacher
+fi
+# The entropy-adaptive α targets 0.7x the teacher's measured entropy (the curriculum
+# gate's ratio), read from the teacher's evaluation.
+H_T=$(python -c "import json,sys; e=json.load(open(sys.argv[1]))['teacher_eval']; \
+print(next(iter(e.values()))['mean_entropy'])" "$OUT/_teacher/summary.json")
+TARGET=$(python -c "print(round(0.7 * $H_T, 4))")
+CUR="--config.curriculum.enabled=True"
+for seed in $SEEDS; do
+  run fwd_teacher "$seed" fwd_teacher.py "$STEPS"
+  run rev_teacher "$seed" rev_teacher.py "$STEPS"
+  run fwd_student "$seed" fwd_student.py "$STEPS"
+  run rev_student "$seed" rev_student.py "$STEPS"
+  for a in 25 50 75; do
+    run "mix_a$a" "$seed" kl_mix.py "$STEPS" --config.objective.alpha_schedule.kind=constant \
+        --config.objective.alpha="0.$a"
+  done
+  run mix_adaptive "$seed" kl_mix.py "$STEPS" --config.objective.alpha=0.0 \
+      --config.objective.alpha_schedule.kind=entropy_adaptive \
+      --config.objective.alpha_schedule.target_entropy="$TARGET"
+  run horizon_short_plain "$seed" rev_student.py "$SHORT"
+  run horizon_short_curriculum "$seed" rev_student.py "$SHORT" $CUR \
+      --config.curriculum.min_steps=$((SHORT / 4))
+  run horizon_long_curriculum "$seed" rev_student.py "$STEPS" $CUR \
+      --config.curriculum.min_steps=$((STEPS / 4))
 done
-python -m dkd_jax.report "$OUT"/*/ --out="$RESULTS"
+python -m dkd_jax.report --study "$OUT"/*_s*/ --out="$RESULTS" > "$OUT/report.txt"
 {
-  echo "# Small-scale study"
+  echo "# Study: the paper's tradeoffs and remedies on the chain task"
   echo
-  echo "Produced by \`launch/study.sh $OUT $STEPS $RESULTS\` on $(nproc) CPU cores, $(date -u +%F)."
+  echo "Produced by \`launch/study.sh $OUT $STEPS $RESULTS \"$SEEDS\"\` on $(nproc) CPU cores,"
+  echo "$(date -u +%F). Each arm: seeds $SEEDS; every run evaluated on the same 1,000"
+  echo "held-out problems (disjoint from training) x k=8 samples at T=1 under a 112-token"
+  echo "budget (a truncated answer is wrong). Figures: seed mean [95% bootstrap interval over"
+  echo "problems]; claims: paired differences on the same problems. Findings: FINDINGS.md."
+  echo
+  echo "## Arms"
   echo
   cat "$RESULTS/results.md"
+  echo
+  echo "## The paper's claims"
+  echo
+  cat "$RESULTS/claims.md"
+  echo
+  echo "Plots: tradeoffs.png (accuracy vs entropy, accuracy vs generation compute),"
+  echo "training_curves.png (length and entropy over training), horizon.png."
 } > "$RESULTS/README.md"
+echo "report: $RESULTS/README.md"

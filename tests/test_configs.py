@@ -84,3 +84,52 @@ def test_math_task_needs_path():
   c.data.task = "gsm8k"
   with pytest.raises(ValueError, match="data.path"):
     configuration.validate(c)
+
+
+def test_alpha_schedule_on_a_non_mixed_kl_is_refused():
+  c = load(os.path.join(ROOT, "configs", "rev_student.py"), "tiny")
+  c.objective.alpha_schedule.kind = "cosine"
+  with pytest.raises(ValueError, match=r"alpha_schedule\.kind.*objective\.kl='reverse'"):
+    configuration.validate(c)
+
+
+def test_reverse_run_with_alpha_raise_runs_as_mixed_from_zero():
+  c = load(os.path.join(ROOT, "configs", "rev_student.py"), "tiny")
+  assert configuration.kl_spec(c).kind == "reverse"
+  c.curriculum.enabled = True
+  spec = configuration.kl_spec(c)
+  assert spec.kind == "mixed" and spec.alpha == 0.0
+  assert configuration.alpha_schedule(c).alpha == 0.0
+
+
+def test_jsd_with_alpha_raise_is_refused():
+  c = load(os.path.join(ROOT, "configs", "rev_student.py"), "tiny")
+  c.objective.kl, c.curriculum.enabled = "jsd", True
+  with pytest.raises(ValueError, match="on_collapse"):
+    configuration.validate(c)
+
+
+@pytest.mark.parametrize("field,value", [("temperature", 2.0), ("top_p", 0.9), ("top_k", 5)])
+def test_sampled_token_with_a_different_rollout_sampler_is_refused(field, value):
+  """y must be drawn from softmax(z/τ) with the loss's τ: a mismatch biases the estimator."""
+  c = load(os.path.join(ROOT, "configs", "rev_student.py"), "tiny")
+  c.objective.estimator = "sampled_token"
+  configuration.validate(c)
+  c.rollout[field] = value
+  with pytest.raises(ValueError, match=f"rollout\\.{field}"):
+    configuration.validate(c)
+
+
+def test_unknown_preset_lists_the_known_ones():
+  with pytest.raises(ValueError, match=r"tinny.*'tiny'"):
+    load(os.path.join(ROOT, "configs", "rev_student.py"), "tinny")
+
+
+EMBEDDED = [p for p in CONFIGS if load(p, "tiny").data.task == "arithmetic"]
+
+
+@pytest.mark.parametrize("path", EMBEDDED, ids=os.path.basename)
+def test_every_embedded_config_builds_on_the_chain_task(path):
+  c = load(path, "chain,tiny")
+  configuration.validate(c)
+  assert c.data.task == "chain"

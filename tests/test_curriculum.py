@@ -173,3 +173,42 @@ def test_non_finite_metric_names_step():
 def test_config_validation_names_field(kw, field):
   with pytest.raises(ValueError, match=rf"curriculum\.{field}="):
     _cfg(**kw)
+
+
+# ------------------------------------------------------------------ the gate as a ratio
+
+def _ratio_cfg(reference, **kw):
+  base = dict(lengths=(8, 16), check_every=1, window=1, min_steps=0, gate_entropy=0.5,
+              floor_entropy=0.2, max_truncation=1.0, reference=reference)
+  return cur.CurriculumConfig(**{**base, **kw}).validate(32)
+
+
+def test_teacher_reference_scales_the_thresholds():
+  cfg = _ratio_cfg("teacher")
+  state = cur.set_reference(cur.init_state(), 2.0)
+  assert cur.thresholds(cfg, state) == (1.0, 0.4)
+  state, d = cur.update(cfg, state, 1, 0.9, 0.0)      # 0.4 <= 0.9 < 1.0: hold
+  assert d["action"] == "hold" and "gate_entropy=0.5 x teacher entropy = 1.0000" in d["reason"]
+  state, d = cur.update(cfg, state, 2, 1.2, 0.0)
+  assert d["action"] == "advance"
+  state, d = cur.update(cfg, state, 3, 0.3, 0.0)
+  assert d["action"] == "raise_alpha"
+
+
+def test_teacher_reference_must_be_measured():
+  with pytest.raises(ValueError, match="reference entropy"):
+    cur.update(_ratio_cfg("teacher"), cur.init_state(), 1, 0.5, 0.0)
+
+
+def test_student_start_reference_is_the_first_window():
+  cfg = _ratio_cfg("student_start")
+  state, d = cur.update(cfg, cur.init_state(), 1, 1.5, 0.0)
+  assert state["reference_entropy"] == 1.5 and d["action"] == "advance"
+
+
+def test_ratio_thresholds_validate_as_ratios():
+  _ratio_cfg("teacher", gate_entropy=5.0, floor_entropy=1.0)   # > log(32) nats, fine as a ratio
+  with pytest.raises(ValueError, match="gate_entropy"):
+    _ratio_cfg("teacher", gate_entropy=11.0)
+  with pytest.raises(ValueError, match="reference"):
+    _ratio_cfg("nats")

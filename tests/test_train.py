@@ -134,12 +134,13 @@ QUADRANTS = ["fwd_teacher.py", "fwd_student.py", "rev_teacher.py", "rev_student.
 
 
 def _losses(workdir):
-  rows = {}
+  """The metric rows in file order; a step written twice (e.g. by a resumed run that
+  re-ran the steps past its last checkpoint) fails here instead of being merged."""
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
-    for line in f:
-      d = json.loads(line)
-      rows[d["step"]] = d
-  return [rows[s] for s in sorted(rows)]
+    rows = [json.loads(line) for line in f if line.strip()]
+  steps = [r["step"] for r in rows]
+  assert steps == sorted(set(steps)), f"duplicate or unordered metric rows: {steps}"
+  return rows
 
 
 @pytest.mark.parametrize("name", QUADRANTS)
@@ -166,7 +167,7 @@ def test_launch_cli_runs_tiny_config(tmp_path):
   out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
   assert out.returncode == 0, out.stderr[-3000:]
   summary = json.load(open(os.path.join(work, "summary.json")))
-  assert summary["objective"] == {"prefix": "student", "kl": "reverse", "alpha": 0.5,
+  assert summary["objective"] == {"prefix": "student", "kl": "reverse", "alpha": 0.0,
                                   "estimator": "full_vocab"}
   assert "summary:" in out.stderr and "Pass@" in out.stderr
   assert os.path.isdir(os.path.join(work, "tb"))
@@ -286,3 +287,38 @@ def test_mixed_prefixes_with_cached_teacher_rollouts(tmp_path, teacher_dir):
   assert all(r["gen_tokens_teacher"] > 0 and r["gen_tokens_student"] > 0 for r in rows)
   lines = open(os.path.join(work, "teacher_rollouts.jsonl")).read().splitlines()
   assert len(lines) == 3 * 4 and len({json.loads(l)["index"] for l in lines}) == len(lines)
+
+
+# ------------------------------------------------------------------ alpha reaches the loss
+
+def test_curriculum_alpha_raise_changes_a_reverse_runs_loss(tmp_path, teacher_dir):
+  """The curriculum's collapse response raises α; on a reverse run (run as mixed from
+  α = 0) that must change the loss, not only the logged α."""
+  over = {"train.steps": 16, "curriculum.enabled": True, "curriculum.reference": "absolute",
+          "curriculum.floor_entropy": 3.0, "curriculum.gate_entropy": 3.0,
+          "curriculum.check_every": 4, "curriculum.window": 4}
+  runs = {}
+  for name, step in (("raise", 0.2), ("flat", 0.0)):
+    work = workdir_with_teacher(tmp_path / name, teacher_dir)
+    run_lib.run(config("rev_student.py", **over, **{"curriculum.alpha_step": step}), work)
+    runs[name] = _losses(work)
+  raise_, flat = runs["raise"], runs["flat"]
+  assert [r["alpha"] for r in flat] == [0.0] * 16
+  assert max(r["alpha"] for r in raise_) > 0.0
+  first = next(i for i, r in enumerate(raise_) if r["alpha"] > 0)
+  # identical until α first moves (same data, same keys), different after
+  for a, b in zip(raise_[:first], flat[:first]):
+    assert a["loss"] == b["loss"], (a["step"], a["loss"], b["loss"])
+  assert raise_[first]["loss"] != flat[first]["loss"]
+
+
+def test_resume_under_another_config_is_refused(tmp_path, teacher_dir):
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  run_lib.run(config("fwd_teacher.py", **{"train.steps": 2, "train.ckpt_every": 1}), work)
+  changed = config("fwd_teacher.py", **{"train.steps": 4, "train.ckpt_every": 1,
+                                        "optim.lr": 0.5})
+  with pytest.raises(ValueError, match=r"optim\.lr.*--allow_config_change"):
+    run_lib.run(changed, work)
+  summary = run_lib.run(changed, work, allow_config_change=True)
+  assert summary["steps"] == 4
+  assert [r["step"] for r in _losses(work)] == [1, 2, 3, 4]

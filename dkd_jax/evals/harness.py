@@ -23,6 +23,7 @@ from dkd_jax import rng
 from dkd_jax import sharding
 from dkd_jax.data import pipeline
 from dkd_jax.evals import math_eval
+from dkd_jax.evals import stats
 from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
@@ -67,6 +68,37 @@ def make_engine(cfg, graphdef, mesh, *, slots, max_prompt_len, max_new, eos_id, 
                            mesh=mesh, eos_ids=(eos_id,), param_shardings=params_shard)
 
 
+def _grades(res, tokenizer, golds, grade):
+  """(texts, correct, reasons, invalid-token count); a response cut at the token budget
+  is wrong whatever it contains (DESIGN §7: the budget is part of the task)."""
+  eos, vocab = tokenizer.eos_id, tokenizer.vocab_size
+  texts, correct, reasons, invalid = [], [], collections.Counter(), 0
+  for row, n, cut, gold in zip(res["response_tokens"], res["response_len"], res["truncated"],
+                               golds):
+    ids = [int(t) for t in row[:n]]
+    ids = ids[:-1] if ids and ids[-1] == eos else ids
+    # Model vocabularies are padded (for sharding) past the tokenizer's: such ids
+    # have no text. They are counted, and the answer is graded without them.
+    invalid += sum(t >= vocab for t in ids)
+    texts.append(tokenizer.decode([t for t in ids if t < vocab]))
+    g = grade(texts[-1], gold)
+    ok = g.correct and not cut
+    correct.append(ok)
+    if not ok:
+      reasons["truncated" if cut else g.reason] += 1
+  return texts, correct, reasons, invalid
+
+
+def _per_problem(res, correct, P: int, k: int) -> dict[str, np.ndarray]:
+  """Per-problem arrays (means over its k samples): what intervals resample."""
+  mask = res["loss_mask"]
+  tok_H = np.sum(res["entropies"] * mask, 1) / np.maximum(np.sum(mask, 1), 1.0)
+  return {"correct": np.asarray(correct, np.float64).reshape(P, k).mean(1),
+          "length": np.asarray(res["response_len"], np.float64).reshape(P, k).mean(1),
+          "entropy": tok_H.reshape(P, k).mean(1),
+          "truncated": np.asarray(res["truncated"], np.float64).reshape(P, k).mean(1)}
+
+
 def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, max_new,
                  max_prompt_len, seed, pad_id):
   """Rollouts (k per problem) and their grades; returns (metrics, rollout result)."""
@@ -75,27 +107,26 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
   prompts = [p for p in enc.prompt_ids for _ in range(k)]
   res = rollout_lib.rollout(engine, params, prompts, sampler=sampling.Sampler(temperature),
                             seed=seed, max_new_tokens=max_new, pad_id=pad_id)
-  eos, vocab = tokenizer.eos_id, tokenizer.vocab_size
-  texts, invalid = [], 0
-  for row, n in zip(res["response_tokens"], res["response_len"]):
-    ids = [int(t) for t in row[:n]]
-    ids = ids[:-1] if ids and ids[-1] == eos else ids
-    # Model vocabularies are padded (for sharding) past the tokenizer's: such ids
-    # have no text. They are counted, and the answer is graded without them.
-    invalid += sum(t >= vocab for t in ids)
-    texts.append(tokenizer.decode([t for t in ids if t < vocab]))
   golds = [a for a in enc.answers for _ in range(k)]
-  grades = [grade(text, gold) for text, gold in zip(texts, golds)]
-  correct = [g.correct for g in grades]
-  reasons = collections.Counter(g.reason for g in grades if not g.correct)
-  correct_PxK = np.asarray(correct).reshape(len(records), k)
+  texts, correct, reasons, invalid = _grades(res, tokenizer, golds, grade)
+  P = len(records)
+  correct_PxK = np.asarray(correct).reshape(P, k)
+  per = _per_problem(res, correct, P, k)
+  pass_k = stats.per_problem_pass_at_k(correct_PxK, k)
   metrics = {
-      "num_problems": len(records), "k": k,
+      "num_problems": P, "k": k,
       "avg_at_k": math_eval.avg_at_k(correct_PxK),
       "pass_at_k": {str(kk): v for kk, v in math_eval.pass_at_k_table(correct_PxK).items()},
       "mean_response_len": float(np.mean(res["response_len"])),
       "truncation_rate": float(np.mean(res["truncated"])),
       "mean_entropy": rollout_lib.token_mean(res, "entropies"),
+      "ci95": {"avg_at_k": stats.bootstrap_ci(per["correct"]),
+               f"pass_at_{k}": stats.bootstrap_ci(pass_k),
+               "mean_response_len": stats.bootstrap_ci(per["length"]),
+               "mean_entropy": stats.bootstrap_ci(per["entropy"])},
+      "per_problem": {name: [round(float(x), 6) for x in v] for name, v in
+                      (*per.items(), (f"pass_at_{k}", pass_k))},
+      "generated_tokens": int(np.sum(res["response_len"])),
       "wrong_by_reason": dict(reasons),
       "prompts_truncated": int(enc.num_truncated_prompts),
       "invalid_tokens": int(invalid),
@@ -104,11 +135,29 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
   return metrics, res
 
 
+def teacher_responses(c, pair, task, records, mesh, slots: int) -> dict:
+  """The teacher's responses to `records`, drawn with one fixed key (not the run's seed):
+  the one set every student's held-out KL is measured on, so runs are scored on the
+  same states."""
+  e = c.eval
+  eng = make_engine(pair.teacher_cfg, pair.teacher_graphdef, mesh, slots=slots,
+                    max_prompt_len=c.data.max_prompt_len, max_new=e.max_response_len,
+                    eos_id=task.tokenizer.eos_id, params_shard=pair.teacher_shardings)
+  enc = pipeline.encode_records(records, task.tokenizer, max_prompt_len=c.data.max_prompt_len,
+                                truncate=True)
+  return rollout_lib.rollout(eng, pair.teacher_params, enc.prompt_ids,
+                             sampler=sampling.Sampler(e.temperature),
+                             seed=rng.key(0, "heldout_kl"), max_new_tokens=e.max_response_len,
+                             pad_id=task.tokenizer.pad_id)
+
+
 def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dict:
   """Evaluates `params` (the student's, or with role='teacher' the teacher's) on every
-  `config.eval.datasets`; {name: metrics}. KL is always teacher vs `params`."""
+  `config.eval.datasets`; {name: metrics}. KL is always teacher vs `params`: `fkl`/`rkl`
+  on a fixed set of teacher responses (comparable across runs), `fkl_own`/`rkl_own` on
+  the evaluated model's own samples."""
   e = c.eval
-  slots = c.data.batch_size
+  slots = int(e.slots) or c.data.batch_size
   cfg, graphdef = ((pair.student_cfg, pair.student_graphdef) if role == "student"
                    else (pair.teacher_cfg, pair.teacher_graphdef))
   eng = make_engine(cfg, graphdef, mesh, slots=slots, max_prompt_len=c.data.max_prompt_len,
@@ -120,15 +169,18 @@ def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dic
     records = records[:e.num_problems]
     metrics, res = evaluate_set(
         eng, params, task.tokenizer, records, task.grade, k=e.k, temperature=e.temperature,
-        max_new=e.max_response_len, max_prompt_len=c.data.max_prompt_len, seed=rng.key(c.seed, "eval_rollout"),
-        pad_id=task.tokenizer.pad_id)
+        max_new=e.max_response_len, max_prompt_len=c.data.max_prompt_len,
+        seed=rng.key(c.seed, "eval_rollout"), pad_id=task.tokenizer.pad_id)
+    metrics["fkl"] = metrics["rkl"] = metrics["fkl_own"] = metrics["rkl_own"] = 0.0
     if role == "student":
-      metrics["fkl"], metrics["rkl"] = heldout_kl(kl_fn, pair, params, res["tokens"],
-                                                  res["loss_mask"], mesh, slots)
-    else:
-      metrics["fkl"] = metrics["rkl"] = 0.0
+      metrics["fkl_own"], metrics["rkl_own"] = heldout_kl(
+          kl_fn, pair, params, res["tokens"], res["loss_mask"], mesh, slots)
+      ref = teacher_responses(c, pair, task, records[:e.kl_problems], mesh, slots)
+      metrics["fkl"], metrics["rkl"] = heldout_kl(kl_fn, pair, params, ref["tokens"],
+                                                  ref["loss_mask"], mesh, slots)
     out[name] = metrics
-    log(f"eval {role} {name}: Avg@{e.k}={metrics['avg_at_k']:.3f} "
+    lo, hi = metrics["ci95"]["avg_at_k"]
+    log(f"eval {role} {name}: Avg@{e.k}={metrics['avg_at_k']:.3f} [{lo:.3f}, {hi:.3f}] "
         f"Pass@{e.k}={metrics['pass_at_k'][str(e.k)]:.3f} "
         f"len={metrics['mean_response_len']:.1f} trunc={metrics['truncation_rate']:.2f} "
         f"H={metrics['mean_entropy']:.3f} KL(p||q)={metrics['fkl']:.4f} "

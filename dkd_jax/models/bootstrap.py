@@ -94,5 +94,5 @@ def bootstrap_batches(c, train_records, tokenizer):
   (its own shuffle stream)."""
   return iter(pipeline.prompt_dataset(
       train_records, tokenizer, max_prompt_len=c.data.max_prompt_len,
-      seed=rng.int_seed(c.seed, "bootstrap_shuffle"), batch_size=c.data.batch_size * 2,
+      seed=rng.int_seed(c.teacher.bootstrap_seed, "bootstrap_shuffle"), batch_size=c.data.batch_size * 2,
       with_responses=True, max_response_len=c.data.max_response_len))

@@ -91,10 +91,11 @@ def load_teacher(c, mesh, task, workdir, log):
   graphdef, params = bootstrap.cached_teacher(
       workdir, cfg, lambda: bootstrap.bootstrap_batches(c, task.train_records, task.tokenizer),
       steps=c.teacher.bootstrap_steps, lr=c.teacher.bootstrap_lr, mesh=mesh,
-      seed=rng.int_seed(c.seed, "teacher_init"),
+      seed=rng.int_seed(c.teacher.bootstrap_seed, "teacher_init"),
       pad_id=task.tokenizer.pad_id, log=log,
       data={k: c.data[k] for k in ("task", "max_prompt_len", "max_response_len", "batch_size")}
-      | {"arithmetic": c.data.arithmetic.to_dict()})
+      | {"arithmetic": c.data.arithmetic.to_dict()}
+      | ({"chain": c.data.chain.to_dict()} if c.data.task == "chain" else {}))
   return cfg, graphdef, params
 
 
