@@ -70,6 +70,9 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
                                 max_ckpts=2))
   c.eval = mlc.ConfigDict(dict(k=4, num_problems=64, temperature=0.7, max_response_len=48,
                                datasets=("arithmetic",), data_dir=""))
+  # at_end: the run ends by writing its student as a HF directory to WORKDIR/export/hf
+  # (python -m dkd_jax.export does the same, and GGUF, for any checkpoint).
+  c.export = mlc.ConfigDict(dict(at_end=False))
 
   if "tiny" in chosen:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)
