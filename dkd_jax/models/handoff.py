@@ -47,10 +47,11 @@ def _write_generation_config(tok, out_dir: str) -> None:
   """The teacher's generation_config.json (sampling defaults) when there is one, with
   the run's special ids: generation stops at the EOS the student was trained to emit."""
   config = {}
-  src = os.path.join(getattr(tok, "path", ""), "generation_config.json")
-  if isinstance(tok, tok_lib.HFTokenizer) and os.path.exists(src):
-    with open(src) as f:
-      config = json.load(f)
+  if isinstance(tok, tok_lib.HFTokenizer):
+    src = os.path.join(tok.path, "generation_config.json")
+    if os.path.exists(src):
+      with open(src) as f:
+        config = json.load(f)
   eos = config.get("eos_token_id")
   config.update(special_ids(tok))
   if isinstance(eos, list):   # keep the teacher's other stop ids (e.g. <|endoftext|>)

@@ -1,5 +1,6 @@
 """Hand-off files: a student written as a HF directory or a GGUF file loads in
 transformers (and our GGUF reader) and gives our forward's logits and greedy tokens."""
+import dataclasses
 import json
 import os
 
@@ -7,6 +8,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from tokenizers import Regex
+from tokenizers import Tokenizer
+from tokenizers import decoders
+from tokenizers import models
+from tokenizers import pre_tokenizers
+from tokenizers import trainers
 
 from dkd_jax import sharding
 from dkd_jax.data import arithmetic
@@ -160,10 +167,49 @@ def test_unknown_format_and_rope_scaling_refused(tmp_path):
   cfg, params = tiny("llama", True)
   with pytest.raises(ValueError, match="export format 'onnx'"):
     handoff.write_model("onnx", str(tmp_path), cfg, params, CHAR)
-  import dataclasses
   scaled = dataclasses.replace(cfg, rope_scaling=(8.0, 1.0, 4.0, 64))
   with pytest.raises(ValueError, match="rope_scaling"):
     handoff.write_model("gguf", str(tmp_path), scaled, params, CHAR)
+
+
+def _qwen_style_tokenizer(path):
+  """A small byte-level BPE with Qwen2's split rule and an <|im_end|> special, saved as a
+  HF tokenizer directory."""
+  split = next(r for r, name in tok_lib._SPLIT_PRE.items() if name == "qwen2")
+  tok = Tokenizer(models.BPE())
+  tok.pre_tokenizer = pre_tokenizers.Sequence([
+      pre_tokenizers.Split(Regex(split), behavior="isolated"),
+      pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>", "<|im_end|>"],
+                                initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+  tok.train_from_iterator(["Hello world, the answer is 42.", "hello there 1234"] * 20, trainer)
+  os.makedirs(path)
+  tok.save(os.path.join(path, "tokenizer.json"))
+  with open(os.path.join(path, "tokenizer_config.json"), "w") as f:
+    json.dump({"eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+               "chat_template": "{% for m in messages %}{{ m['content'] }}<|im_end|>{% endfor %}"},
+              f)
+  return tok_lib.HFTokenizer(path)
+
+
+def test_hf_tokenizer_exports_to_gguf_that_transformers_reads(tmp_path):
+  pytest.importorskip("accelerate")
+  tok = _qwen_style_tokenizer(str(tmp_path / "tok"))
+  info = tok_lib.export_info(tok)
+  assert info.pre == "qwen2" and info.merges and info.token_types[tok.eos_id] == 3
+  cfg = dataclasses.replace(tiny("qwen2", True)[0], vocab_size=tok.vocab_size + 4)
+  _, params = M.init_params(cfg, None, seed=0)
+  path = handoff.write_model("gguf", str(tmp_path / "out"), cfg, params, tok)
+  theirs_tok = transformers.AutoTokenizer.from_pretrained(str(tmp_path / "out"),
+                                                          gguf_file=os.path.basename(path))
+  text = "Hello world, the answer is 1234.<|im_end|>"
+  assert theirs_tok(text, add_special_tokens=False).input_ids == tok.encode(text)
+  hf_dir = handoff.write_model("hf", str(tmp_path / "hf"), cfg, params, tok)
+  assert transformers.AutoTokenizer.from_pretrained(hf_dir)(
+      text, add_special_tokens=False).input_ids == tok.encode(text)
+  assert json.load(open(os.path.join(hf_dir, "generation_config.json")))["eos_token_id"] == \
+      tok.eos_id
 
 
 def test_print_measured_diffs():
