@@ -17,6 +17,8 @@ import json
 import os
 import shutil
 
+import jax
+
 from dkd_jax.models import gguf
 from dkd_jax.models import hf
 from dkd_jax.models import tokenizer as tok_lib
@@ -81,10 +83,23 @@ def write_gguf_model(out: str, cfg: ModelConfig, params, tok, dtype: str = "floa
 
 def write_model(fmt: str, out: str, cfg: ModelConfig, params, tok,
                 dtype: str = "float32") -> str:
-  """The student as `fmt` ('hf' directory or 'gguf' file); returns what was written."""
+  """The student as `fmt` ('hf' directory or 'gguf' file); returns what was written.
+  Call it on every host of a multi-host slice (they gather the params; host 0 writes)."""
   if fmt not in FORMATS:
     raise ValueError(f"export format {fmt!r}; choose one of {FORMATS}")
   if dtype not in DTYPES:
     raise ValueError(f"export dtype {dtype!r}; choose one of {DTYPES}")
+  params = _on_host(params)
+  if jax.process_index() != 0:   # every host gathers; one writes
+    return out
   write = write_hf_model if fmt == "hf" else write_gguf_model
   return write(out, cfg, params, tok, dtype)
+
+
+def _on_host(params):
+  """Params as host numpy arrays; on a multi-host slice each host holds only its shards,
+  so all of them take part in gathering the full arrays."""
+  if jax.process_count() == 1:
+    return jax.device_get(params)
+  from jax.experimental import multihost_utils
+  return multihost_utils.process_allgather(params, tiled=True)
