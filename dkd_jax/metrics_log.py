@@ -63,8 +63,7 @@ class LineProgress:
                desc: str = "distill"):
     self.n, self.total, self.every, self.seconds = start, total, max(every, 1), seconds
     self.desc, self.file, self.postfix = desc, file or sys.stderr, {}
-    self._t0 = self._last_t = time.perf_counter()
-    self._start = self._last_n = start
+    self._last_t, self._last_n = time.perf_counter(), start
 
   def set_postfix(self, **kw) -> None:
     self.postfix = kw
@@ -76,7 +75,9 @@ class LineProgress:
       self._line(now)
 
   def _line(self, now: float) -> None:
-    rate = (self.n - self._start) / max(now - self._t0, 1e-9)
+    # The rate since the previous line: the first one includes compilation, later ones
+    # show the current speed rather than an average dragged down by it.
+    rate = (self.n - self._last_n) / max(now - self._last_t, 1e-9)
     extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
     self.file.write(f"[{time.strftime('%H:%M:%S')}] {self.desc} step {self.n}/{self.total}"
                     f"{extra} ({rate:.2f} step/s)\n")
