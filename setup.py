@@ -29,7 +29,8 @@ setup(
     ],
     extras_require={
         # torch pinned exactly: a looser spec pulls a multi-GB CUDA build.
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.50"],
+        # accelerate: transformers' GGUF loader (from_pretrained(..., gguf_file=...)) needs it.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.50", "accelerate"],
         "jetstream": ["google-jetstream==0.2.2"],
     },
 )

@@ -83,6 +83,9 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   c.eval = mlc.ConfigDict(dict(k=4, num_problems=64, temperature=0.7, max_response_len=48,
                                datasets=("arithmetic",), data_dir="", slots=0,
                                kl_problems=64, teacher=True))
+  # at_end: the run ends by writing its student as a HF directory to WORKDIR/export/hf
+  # (python -m dkd_jax.export does the same, and GGUF, for any checkpoint).
+  c.export = mlc.ConfigDict(dict(at_end=False))
 
   if "chain" in chosen:
     use_chain_task(c)

@@ -29,5 +29,6 @@ def get_config(arg: str = ""):
   c.optim.lr = 1e-6
   c.train.kl_chunk = 1024
   c.eval.datasets = ("gsm8k", "math500")
+  c.export.at_end = True                  # WORKDIR/export/hf: a model to use elsewhere
   c.eval.max_response_len = 1024
   return c

@@ -23,6 +23,7 @@ def get_config(arg: str = ""):
   c.objective.kl = "reverse"
   c.optim.lr = 1e-5
   c.eval.datasets = ("gsm8k",)
+  c.export.at_end = True                  # WORKDIR/export/hf: a model to use elsewhere
   c.eval.max_response_len = 256
   c.train.steps = 200
   return c

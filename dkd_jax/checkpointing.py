@@ -18,12 +18,18 @@ import orbax.checkpoint as ocp
 class RunCheckpointer:
   """Saves every `every` steps (and on demand); restores the latest."""
 
-  def __init__(self, directory: str, *, every: int, max_to_keep: int = 2):
+  def __init__(self, directory: str, *, every: int, max_to_keep: int = 2,
+               read_only: bool = False):
     self.every = every
+    # read_only: readers of a run (evaluate, export) never create or clean anything in it.
     self._mngr = ocp.CheckpointManager(
         os.path.abspath(directory),
-        options=ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
-                                             enable_async_checkpointing=False))
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=None if read_only else max_to_keep, create=not read_only, read_only=read_only,
+            cleanup_tmp_directories=not read_only, enable_async_checkpointing=False))
+
+  def all_steps(self) -> list[int]:
+    return list(self._mngr.all_steps())
 
   def latest_step(self) -> int | None:
     return self._mngr.latest_step()
@@ -53,21 +59,26 @@ class RunCheckpointer:
     self._mngr.close()
 
 
-def restore_params(workdir: str, state_like):
-  """The params of a run's latest checkpoint (WORKDIR/checkpoints), restored into the
-  shardings of `state_like` (a train state of the same structure)."""
+def restore_params(workdir: str, state_like, step: int | None = None):
+  """The params of a run's checkpoint at `step` (default the latest) under
+  WORKDIR/checkpoints, restored into the shardings of `state_like` (a train state, or
+  its ShapeDtypeStructs with shardings, of the same structure). Reads only."""
   directory = os.path.join(workdir, "checkpoints")
+  train_first = (f"no checkpoint under {directory}; train first with "
+                 f"python -m dkd_jax.launch --workdir={workdir} ...")
   if not os.path.isdir(directory):
-    raise FileNotFoundError(f"no checkpoint under {directory}; train first with "
-                            f"python -m dkd_jax.launch --workdir={workdir} ...")
-  ckpt = RunCheckpointer(directory, every=1)
+    raise FileNotFoundError(train_first)
+  ckpt = RunCheckpointer(directory, every=1, read_only=True)
   try:
-    out = ckpt.restore(state_like)
+    steps = ckpt.all_steps()
+    if step is not None and step not in steps:
+      raise FileNotFoundError(f"no checkpoint of step {step} under {directory}; "
+                              f"it holds steps {sorted(steps)}")
+    out = ckpt.restore(state_like, step)
   finally:
     ckpt.close()
   if out is None:
-    raise FileNotFoundError(f"no checkpoint under {directory}; train first with "
-                            f"python -m dkd_jax.launch --workdir={workdir} ...")
+    raise FileNotFoundError(train_first)
   return out[0]["params"]
 
 

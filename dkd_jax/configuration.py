@@ -131,6 +131,9 @@ def validate(c: mlc.ConfigDict) -> None:
   for f in ("lr", "clip_norm"):
     _positive(f"optim.{f}", c.optim[f])
   _positive("eval.k", c.eval.k)
+  # Runs saved before export existed have no `export` section; they never export at end.
+  if "export" in c and not isinstance(c.export.at_end, bool):
+    raise ValueError(f"config.export.at_end={c.export.at_end!r} must be True or False")
   if c.rollout.temperature < 0:
     raise ValueError(f"config.rollout.temperature={c.rollout.temperature} must be >= 0")
   if not 0 < c.rollout.top_p <= 1:

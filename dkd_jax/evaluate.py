@@ -4,13 +4,16 @@ Restores the student of the run's latest checkpoint and evaluates it on
 `config.eval.datasets` (Avg@k, Pass@k, length, truncation, entropy, held-out KL; see
 `evals.harness`). The config defaults to the one the run saved (RUN_DIR/config.json);
 `--config` (with `--config.eval.k=8` style overrides) evaluates under another.
-Results go to RUN_DIR/eval.json and RUN_DIR/eval.md.
+Results go to RUN_DIR/eval.json and RUN_DIR/eval.md, the only files it writes there: a
+missing bootstrapped teacher is an error naming the command that makes it, and a GGUF
+or data file not yet converted in RUN_DIR is converted into a temporary folder.
 """
 import json
 import os
 
 from absl import app
 from absl import flags
+from absl import logging
 from ml_collections import config_flags
 
 from dkd_jax import checkpointing
@@ -29,14 +32,15 @@ _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Alias of --workdir.")
 
 
 def evaluate_checkpoint(c, workdir: str, log=print) -> dict:
-  """{eval set: metrics} for the student of `workdir`'s latest checkpoint."""
+  """{eval set: metrics} for the student of `workdir`'s latest checkpoint. Reads the
+  run directory only (read_only everywhere): the caller writes the eval.* files."""
   configuration.validate(c)
   mesh = sharding.resolve_mesh(c.mesh)
-  tokenizer = pair_lib.load_tokenizer(c, workdir)
-  task = tasks.load_task(c, tokenizer, workdir)
-  pair = pair_lib.load_pair(c, mesh, task, workdir, log)
-  like, _ = train.sharded_init_state(train.make_optimizer(c.optim, c.train.steps), mesh,
-                                     pair.student_cfg, pair.student_params)
+  tokenizer = pair_lib.load_tokenizer(c, workdir, read_only=True)
+  task = tasks.load_task(c, tokenizer, workdir, read_only=True)
+  pair = pair_lib.load_pair(c, mesh, task, workdir, log, read_only=True)
+  like = train.abstract_state(train.make_optimizer(c.optim, c.train.steps), mesh,
+                              pair.student_cfg)
   params = checkpointing.restore_params(workdir, like)
   return harness.evaluate_run(c, pair, task, params, mesh, log)
 
@@ -47,6 +51,8 @@ def main(argv):
   workdir = _WORKDIR.value or _CHECKPOINT.value
   if not workdir:
     raise app.UsageError("give the run directory: --workdir=RUN_DIR")
+  # orbax logs every file op at INFO, and warns that a read-only checkpoint is read-only.
+  logging.set_verbosity(logging.ERROR)
   c = _CONFIG.value if _CONFIG.value is not None else configuration.load_run_config(workdir)
   results = evaluate_checkpoint(c, workdir)
   markdown = harness.markdown(results)

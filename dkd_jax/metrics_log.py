@@ -1,4 +1,5 @@
-"""Run logging: TensorBoard scalars, a metrics JSONL, the resolved config, a progress bar.
+"""Run logging: TensorBoard scalars, a metrics JSONL, the resolved config, progress
+(a tqdm bar on a terminal, a plain line every few steps in a log file).
 
 Also the two checks every step needs: a NaN/inf metric stops the run naming the
 step and the metric, and the MFU denominator (the accelerator's peak, or on CPU a
@@ -53,9 +54,48 @@ def peak_flops(mesh) -> float:
   return 5 * 2 * n ** 3 / (time.perf_counter() - t0)
 
 
-def progress(start: int, total: int):
-  return tqdm.tqdm(total=total, initial=start, desc="distill", unit="step",
-                   dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+class LineProgress:
+  """tqdm's update/set_postfix/close as plain lines, one every `every` steps or
+  `seconds` (whichever comes first) and one at the end: a log file or CI output then
+  reads line by line instead of holding hundreds of carriage-return redraws."""
+
+  def __init__(self, start: int, total: int, *, every: int, seconds: float, file=None,
+               desc: str = "distill"):
+    self.n, self.total, self.every, self.seconds = start, total, max(every, 1), seconds
+    self.desc, self.file, self.postfix = desc, file or sys.stderr, {}
+    self._last_t, self._last_n = time.perf_counter(), start
+
+  def set_postfix(self, **kw) -> None:
+    self.postfix = kw
+
+  def update(self, n: int = 1) -> None:
+    self.n += n
+    now = time.perf_counter()
+    if self.n - self._last_n >= self.every or now - self._last_t >= self.seconds:
+      self._line(now)
+
+  def _line(self, now: float) -> None:
+    # The rate since the previous line: the first one includes compilation, later ones
+    # show the current speed rather than an average dragged down by it.
+    rate = (self.n - self._last_n) / max(now - self._last_t, 1e-9)
+    extra = "".join(f" {k}={v}" for k, v in self.postfix.items())
+    self.file.write(f"[{time.strftime('%H:%M:%S')}] {self.desc} step {self.n}/{self.total}"
+                    f"{extra} ({rate:.2f} step/s)\n")
+    self.file.flush()
+    self._last_n, self._last_t = self.n, now
+
+  def close(self) -> None:
+    if self.n != self._last_n:
+      self._line(time.perf_counter())
+
+
+def progress(start: int, total: int, *, every: int = 10, seconds: float = 30.0, file=None):
+  """A tqdm bar on a terminal; `LineProgress` lines when stderr is a file or a pipe."""
+  file = file or sys.stderr
+  if file.isatty():
+    return tqdm.tqdm(total=total, initial=start, desc="distill", unit="step",
+                     dynamic_ncols=True, file=file, mininterval=1.0)
+  return LineProgress(start, total, every=every, seconds=seconds, file=file)
 
 
 def _flat(d: dict, prefix: str = "") -> dict:

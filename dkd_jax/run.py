@@ -6,7 +6,8 @@ the teacher, initialises the student, restores the latest checkpoint in the
 workdir when there is one, then loops: prompts (grain) -> prefixes (`prefixes` plans
 them; the loop runs the rollouts they need with the live params) -> the one jitted
 train step -> metrics, NaN check, curriculum gate, logging, checkpoint. It ends with
-an evaluation and a summary. This module orchestrates only: which prefixes, which
+the student written to WORKDIR/export/hf (when `config.export.at_end`), an evaluation
+and a summary. This module orchestrates only: which prefixes, which
 alpha and which random stream are decided by `prefixes`, `schedules`/`curriculum`
 and `rng`.
 """
@@ -34,6 +35,7 @@ from dkd_jax.data import pipeline
 from dkd_jax.evals import harness
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
+from dkd_jax.models import handoff
 from dkd_jax.models import pair as pair_lib
 
 
@@ -203,6 +205,10 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   logger.start(start)   # drops metric rows past the restored step (a killed run's tail)
   loop.measure_reference()
   _train(c, loop, logger, pair, mesh, start)
+  if c.export.at_end:
+    out = handoff.write_model("hf", os.path.join(workdir, "export", "hf"), pair.student_cfg,
+                              loop.state["params"], task.tokenizer)
+    log(f"export: the student as a Hugging Face directory in {out}")
   results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
   teacher = (harness.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
              if c.eval.teacher else {})
@@ -229,14 +235,14 @@ def _train(c, loop: Loop, logger, pair, mesh, start: int) -> None:
   peak = metrics_log.peak_flops(mesh)
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
   flops = _step_flops(c, pair)
-  bar = metrics_log.progress(start, c.train.steps)
+  bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
   for step in range(start, c.train.steps):
     metrics = loop.step(step)
     metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
     metrics["mfu"] = flops / metrics["train_time"] / peak
     logger.scalars(step + 1, metrics)
-    bar.update(1)
     bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+    bar.update(1)
     loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(),
                          force=step + 1 == c.train.steps)
   bar.close()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import re
+import tempfile
 from typing import Any
 from typing import Callable
 
@@ -63,7 +64,17 @@ def _arith_config(c) -> arithmetic.ArithmeticConfig:
                                      max_digits=a.max_digits)
 
 
-def records_for(c, workdir: str | None = None) -> tuple[list, list]:
+def _tfds_dir(c, workdir: str, read_only: bool) -> str:
+  """WORKDIR/tfds, or (read_only, and the file not prepared there yet) a temporary
+  folder: readers of a run directory never write into it."""
+  from dkd_jax.data import tfds_math  # tfds import is slow: only when used
+  data_dir = os.path.join(workdir, "tfds")
+  if read_only and not tfds_math.is_prepared(c.data.path, c.data.task, data_dir=data_dir):
+    return tempfile.mkdtemp(prefix="dkd_tfds_")
+  return data_dir
+
+
+def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple[list, list]:
   """(train, eval) records. Arithmetic eval problems come from a disjoint seed stream;
   a local file is prepared as a TFDS dataset in WORKDIR/tfds (data.reader='tfds') or
   read directly (data.reader='plain'), and its first problems are held out."""
@@ -82,7 +93,7 @@ def records_for(c, workdir: str | None = None) -> tuple[list, list]:
   if c.data.reader == "tfds" and workdir:
     from dkd_jax.data import tfds_math  # tfds import is slow: only when used
     records = tfds_math.records_from_file(c.data.path, c.data.task,
-                                          data_dir=os.path.join(workdir, "tfds"))
+                                          data_dir=_tfds_dir(c, workdir, read_only))
   else:
     records = sources.read_records(c.data.path, c.data.task)
   for r in records:   # GSM8K calculator annotations are not text a model should learn
@@ -91,8 +102,8 @@ def records_for(c, workdir: str | None = None) -> tuple[list, list]:
   return records[n_eval:], records[:n_eval]
 
 
-def load_task(c, tokenizer, workdir: str | None = None) -> Task:
-  train, held_out = records_for(c, workdir)
+def load_task(c, tokenizer, workdir: str | None = None, read_only: bool = False) -> Task:
+  train, held_out = records_for(c, workdir, read_only)
   with_responses = (c.data.teacher_source == prefixes.DATASET
                     and c.objective.prefix != prefixes.STUDENT)
   encoded = pipeline.encode_records(

@@ -120,6 +120,15 @@ def sharded_init_state(optimizer, mesh, model_cfg, params):
   return jax.jit(lambda p: init_state(optimizer, p), out_shardings=shard)(params), shard
 
 
+def abstract_state(optimizer, mesh, model_cfg):
+  """The train state as ShapeDtypeStructs carrying their shardings: what a checkpoint
+  restore needs, without allocating (or initialising) any weights."""
+  _, p_shapes = model_lib.abstract(model_cfg)
+  shapes = jax.eval_shape(lambda p: init_state(optimizer, p), p_shapes)
+  return jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                      shapes, state_shardings(mesh, optimizer, model_cfg))
+
+
 def state_shardings(mesh, optimizer, model_cfg):
   """Shardings of the train state: optimizer moments follow their params."""
   p_shard = model_lib.param_shardings(mesh, model_cfg)

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CLIS = {"launch": ("--config", "--workdir"), "evaluate": ("--workdir", "--config"),
-        "report": ("--out",)}
+        "report": ("--out",), "export": ("--workdir", "--out", "--format", "--step")}
 
 
 def _run(*args):
@@ -38,3 +38,8 @@ def test_unknown_preset_lists_presets():
   out = _run("dkd_jax.launch", "--config=configs/rev_student.py:tinny", "--workdir=/tmp/x")
   assert out.returncode != 0
   assert "tinny" in out.stderr and "'tiny'" in out.stderr
+
+
+def test_export_without_run_dir_is_a_usage_error():
+  out = _run("dkd_jax.export", "--out=/tmp/x")
+  assert out.returncode != 0 and "--workdir" in out.stderr and "Traceback" not in out.stderr

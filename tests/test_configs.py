@@ -3,6 +3,7 @@ import glob
 import importlib.util
 import os
 
+import ml_collections as mlc
 import pytest
 
 from dkd_jax import configuration
@@ -133,3 +134,14 @@ def test_every_embedded_config_builds_on_the_chain_task(path):
   c = load(path, "chain,tiny")
   configuration.validate(c)
   assert c.data.task == "chain"
+
+
+def test_real_model_configs_export_at_end():
+  on = {n: load(os.path.join(ROOT, "configs", f"{n}.py"), "").export.at_end
+        for n in ("smollm2_self", "qwen3_pair", "rev_student", "fwd_teacher")}
+  assert on == {"smollm2_self": True, "qwen3_pair": True, "rev_student": False,
+                "fwd_teacher": False}
+  bad = load(os.path.join(ROOT, "configs", "rev_student.py"), "tiny")
+  bad = mlc.ConfigDict(dict(bad.to_dict(), export={"at_end": "yes"}))   # as a JSON load gives
+  with pytest.raises(ValueError, match=r"config\.export\.at_end"):
+    configuration.validate(bad)

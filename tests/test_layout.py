@@ -20,7 +20,7 @@ LAYERS = (
     ("evals.*",),
     ("tasks",),
     ("run",),
-    ("launch", "evaluate", "report"),
+    ("launch", "evaluate", "report", "export"),
 )
 
 

@@ -115,12 +115,20 @@ class CharTokenizer:
 
   SPECIALS = ("<pad>", "<bos>", "<eos>")
   CHARS = "0123456789+-*/=()., \n#:?QA"
+  # A HF chat template giving the text the model was trained on: BOS (the pipeline
+  # prepends it), each user turn followed by a newline (`render_prompt`), each
+  # assistant turn followed by EOS. '\n' is an expression because jinja's trim_blocks
+  # (transformers renders with it) drops a literal newline after a block tag.
+  CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ message['content'] }}"
+                   "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}"
+                   "{% endif %}{% endfor %}")
 
   def __init__(self):
     self._tokens = list(self.SPECIALS) + list(self.CHARS)
     self._ids = {c: i for i, c in enumerate(self._tokens) if c not in self.SPECIALS}
     self.vocab_size = len(self._tokens)
     self.pad_id, self.bos_id, self.eos_id = 0, 1, 2
+    self.chat_template = self.CHAT_TEMPLATE
 
   def encode(self, text: str) -> list[int]:
     try:

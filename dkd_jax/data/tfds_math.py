@@ -10,11 +10,18 @@ Prepared data then feeds grain like any random-access source:
 
 The builder reuses `sources.read_records`, so malformed files fail with the same
 file:line `DataError` as the plain readers, and records keep file order.
+
+Preparing a local file is quiet: TFDS's "Downloading and preparing dataset..." banner,
+its custom-config warning and its per-split bars (written for remote downloads, and
+alarming to an offline user) are replaced by one line naming the file and the folder.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import logging
 import os
+import sys
 from typing import Sequence
 
 try:
@@ -73,6 +80,13 @@ class LocalMath(tfds.core.GeneratorBasedBuilder):
         # File order is meaningful (ids, eval reproducibility): do not shuffle.
         disable_shuffling=True)
 
+  # Nothing is downloaded: TFDS's download banners would only mislead (see `_quiet`).
+  def _log_download_bytes(self) -> None:
+    pass
+
+  def _log_download_done(self) -> None:
+    pass
+
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)
     return {split: self._generate_examples(os.path.join(manual_dir, filename))
@@ -103,31 +117,69 @@ class TfdsRecords(Sequence):
     return {k: v.decode("utf-8") if isinstance(v, bytes) else str(v) for k, v in ex.items()}
 
 
+@contextlib.contextmanager
+def _quiet():
+  """No TFDS progress bars or absl warnings while a local file is prepared."""
+  from tensorflow_datasets.core.utils import tqdm_utils
+  bars = getattr(tqdm_utils, "_active", True)
+  absl_logger = logging.getLogger("absl")
+  level = absl_logger.level
+  tfds.display_progress_bar(False)
+  absl_logger.setLevel(logging.ERROR)
+  try:
+    yield
+  finally:
+    tfds.display_progress_bar(bars)
+    absl_logger.setLevel(level)
+
+
+def _stderr(line: str) -> None:
+  print(line, file=sys.stderr, flush=True)
+
+
 def prepare(config: str, *, manual_dir: str, data_dir: str) -> LocalMath:
   """Builds (once) the array_record files for `config` under data_dir."""
-  builder = LocalMath(config=config, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+  with _quiet():
+    builder = LocalMath(config=config, data_dir=data_dir, file_format="array_record")
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
   return builder
 
 
 def data_source(config: str, split: str, *, manual_dir: str, data_dir: str) -> TfdsRecords:
   """`tfds.data_source` for local_math/<config>, preparing on first use."""
-  source = tfds.data_source(
-      f"local_math/{config}", split=split, data_dir=data_dir,
-      builder_kwargs={"file_format": "array_record"},
-      download_and_prepare_kwargs={
-          "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)})
+  with _quiet():
+    source = tfds.data_source(
+        f"local_math/{config}", split=split, data_dir=data_dir,
+        builder_kwargs={"file_format": "array_record"},
+        download_and_prepare_kwargs={
+            "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)})
   return TfdsRecords(source)
 
 
-def records_from_file(path: str, fmt: str, *, data_dir: str) -> list[dict]:
-  """Any one local file as a TFDS dataset (prepared once under data_dir), read back
-  through `as_data_source` — the run's path from a `--config.data.path` to grain."""
+def _file_builder(path: str, fmt: str, data_dir: str) -> LocalMath:
   stem = os.path.splitext(os.path.basename(path))[0].lower()
   name = "".join(ch if ch.isalnum() else "_" for ch in f"{fmt}_{stem}")
   config = LocalMathConfig(name=name, fmt=fmt, split_files=(("train", os.path.basename(path)),))
-  builder = LocalMath(config=config, data_dir=data_dir, file_format="array_record")
-  builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-      manual_dir=os.path.dirname(os.path.abspath(path))))
-  return list(TfdsRecords(builder.as_data_source()["train"]))
+  with _quiet():
+    return LocalMath(config=config, data_dir=data_dir, file_format="array_record")
+
+
+def is_prepared(path: str, fmt: str, *, data_dir: str) -> bool:
+  """Whether `records_from_file` would only read data_dir (it writes nothing then)."""
+  return os.path.isdir(data_dir) and _file_builder(path, fmt, data_dir).is_prepared()
+
+
+def records_from_file(path: str, fmt: str, *, data_dir: str, log=_stderr) -> list[dict]:
+  """Any one local file as a TFDS dataset (prepared once under data_dir), read back
+  through `as_data_source` — the run's path from a `--config.data.path` to grain.
+  Logs one line: the file, and the folder it was prepared into (or is read from)."""
+  builder = _file_builder(path, fmt, data_dir)
+  ready = builder.is_prepared()
+  with _quiet():
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=os.path.dirname(os.path.abspath(path))))
+    records = list(TfdsRecords(builder.as_data_source()["train"]))
+  verb = "read from" if ready else "prepared as TFDS array_record in"
+  log(f"data: {path} ({len(records)} records) {verb} {builder.data_dir}")
+  return records

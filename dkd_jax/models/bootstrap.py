@@ -65,9 +65,11 @@ def train_teacher(cfg: model_lib.ModelConfig, batches, *, steps: int, lr: float,
 
 
 def cached_teacher(workdir: str, cfg: model_lib.ModelConfig, make_batches, *, steps: int,
-                   lr: float, mesh, seed: int, pad_id: int, data: dict, log=print):
+                   lr: float, mesh, seed: int, pad_id: int, data: dict, log=print,
+                   train_missing: bool = True):
   """Loads workdir/teacher if it was made with the same model, data and schedule,
-  else trains and saves it."""
+  else trains and saves it (or, with `train_missing=False`, raises naming the command
+  that makes it: readers of a run directory never write into it)."""
   path = os.path.join(workdir, "teacher")
   meta = {"model": {k: v for k, v in vars(cfg).items() if k not in ("scan_layers", "remat")},
           "steps": steps, "lr": lr, "seed": seed, "data": data}
@@ -79,6 +81,12 @@ def cached_teacher(workdir: str, cfg: model_lib.ModelConfig, make_batches, *, st
         graphdef, like = model_lib.init_params(cfg, mesh, seed)
         log(f"teacher: reusing the bootstrapped teacher in {path}")
         return graphdef, checkpointing.load_params(os.path.join(path, "params"), like)
+  if not train_missing:
+    state = "was made with other settings" if os.path.exists(meta_file) else "is missing"
+    raise FileNotFoundError(
+        f"the bootstrapped teacher in {path} {state}; make it with the run itself: "
+        f"python -m dkd_jax.launch --config=configs/X.py --workdir={workdir} (this command "
+        "only reads the run directory)")
   log(f"teacher: no checkpoint configured; bootstrapping one by SFT ({steps} steps)")
   graphdef, params = train_teacher(cfg, make_batches(), steps=steps, lr=lr, mesh=mesh,
                                    seed=seed, pad_id=pad_id, log=log)

@@ -159,13 +159,13 @@ def params_from_hf(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
   return params
 
 
-def params_to_hf(cfg: ModelConfig, params) -> dict[str, np.ndarray]:
-  """Our params tree -> a HF state dict of fp32 numpy arrays."""
+def params_to_hf(cfg: ModelConfig, params, dtype: str = "float32") -> dict[str, np.ndarray]:
+  """Our params tree -> a HF state dict of numpy arrays (fp32 unless `dtype`)."""
   host = jax.device_get(params)
   out = {}
   for name, spec in hf_tensor_specs(cfg).items():
     leaf = host[spec.key] if spec.layer is None else host["layers"][spec.key][spec.layer]
-    out[name] = _to_hf(np.asarray(leaf, np.float32), spec)
+    out[name] = _to_hf(np.asarray(leaf, np.float32), spec).astype(dtype)
   return out
 
 
@@ -299,13 +299,18 @@ def _hf_entries(path: str) -> dict[str, dict]:
   return entries
 
 
+def read_config(path: str, **overrides) -> ModelConfig:
+  """The ModelConfig of a local HF directory (its config.json only; no weights read)."""
+  with open(os.path.join(path, "config.json")) as f:
+    return config_from_hf(json.load(f), **overrides)
+
+
 def load_hf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
   """A local HF directory -> (ModelConfig, params), params placed into their shardings.
 
   `dtype` is the compute dtype (params stay fp32); `overrides` replace config fields
   such as scan_layers or remat."""
-  with open(os.path.join(path, "config.json")) as f:
-    cfg = config_from_hf(json.load(f), dtype=dtype, **overrides)
+  cfg = read_config(path, dtype=dtype, **overrides)
   entries = _hf_entries(path)
   shapes = {k: tuple(v["shape"]) for k, v in entries.items()}
   params = params_from_hf(cfg, shapes, lambda n: _read_tensor(entries[n]), where=path)
@@ -324,15 +329,19 @@ def _replace_dir(tmp: str, path: str) -> None:
 
 
 def write_hf(path: str, cfg: ModelConfig, params, extra_config: dict | None,
-              write_extra: Callable[[str], None] | None) -> None:
+             write_extra: Callable[[str], None] | None, dtype: str = "float32") -> None:
+  """config.json + model.safetensors (+ whatever `write_extra(tmp_dir)` adds), replacing
+  `path` as a whole once everything is written."""
   from safetensors.numpy import save_file
   path = os.path.abspath(path)
   os.makedirs(os.path.dirname(path), exist_ok=True)
   tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=os.path.dirname(path))
   try:
+    # transformers 5 reads "dtype", 4.x "torch_dtype"; both name the stored precision.
+    precision = {"torch_dtype": dtype, "dtype": dtype}
     with open(os.path.join(tmp, "config.json"), "w") as f:
-      json.dump({**config_to_hf(cfg), **(extra_config or {})}, f, indent=2)
-    save_file(params_to_hf(cfg, params), os.path.join(tmp, "model.safetensors"),
+      json.dump({**config_to_hf(cfg), **precision, **(extra_config or {})}, f, indent=2)
+    save_file(params_to_hf(cfg, params, dtype), os.path.join(tmp, "model.safetensors"),
               metadata={"format": "pt"})
     if write_extra is not None:
       write_extra(tmp)

@@ -6,6 +6,11 @@ satisfies `dkd_jax.data.protocols.Tokenizer`. `write_gguf_tokenizer` rebuilds a
 byte-level BPE `tokenizer.json` from a GGUF file's tokenizer metadata, so a GGUF
 checkpoint becomes a HF directory that transformers and we both read.
 `check_same_vocab` refuses a teacher/student pair whose vocabularies differ.
+
+Export goes the other way (`export_info`): a run's tokenizer as GGUF tokenizer
+metadata, from which `write_gguf_tokenizer` also writes the HF files. A per-symbol
+tokenizer (the arithmetic task's `CharTokenizer`) becomes a byte-level BPE without
+merges, so transformers, llama.cpp and we all encode it to the same ids.
 """
 from __future__ import annotations
 
@@ -46,7 +51,7 @@ class GGUFTokenizerInfo:
 def _pre_tokenizer(pre: str):
   """The split rules llama.cpp uses for a `tokenizer.ggml.pre` name."""
   byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
-  if pre in ("default", "gpt2"):
+  if pre in ("default", "gpt2", "gpt-2"):
     return byte_level
   if pre == "smollm":
     # SmolLM splits every digit on its own before the GPT-2 regex.
@@ -131,6 +136,7 @@ class HFTokenizer:
     tok_file = path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
     if not os.path.exists(tok_file):
       raise FileNotFoundError(f"no tokenizer.json at {tok_file}")
+    self.path = tok_dir
     self._tok = Tokenizer.from_file(tok_file)
     config = _read_config(tok_dir)
     self.chat_template: str | None = config.get("chat_template")
@@ -215,3 +221,77 @@ def check_same_vocab(teacher_tok, student_tok) -> None:
   raise ValueError(f"teacher and student vocabularies differ: teacher has {len(t)} tokens, "
                    f"student {len(s)}; first difference at id {first}: teacher {get(t)} vs "
                    f"student {get(s)}")
+
+
+# ----------------------------------------------------------------------------- export
+
+_NORMAL = 1
+# Split regexes of byte-level tokenizers -> llama.cpp's `tokenizer.ggml.pre` name, which
+# llama.cpp and transformers' GGUF loader turn back into the same split.
+_SPLIT_PRE = {
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+    r"|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+}
+
+
+def _byte_spelling(text: str) -> str:
+  """`text` in the byte-level alphabet (' ' -> 'Ġ', '\\n' -> 'Ċ'), as the library spells it."""
+  spell = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  return "".join(piece for piece, _ in spell.pre_tokenize_str(text))
+
+
+def symbol_tokenizer_info(tok) -> GGUFTokenizerInfo:
+  """A per-symbol `Tokenizer` (each id one single-byte character, or a whole special
+  token such as '<eos>') as a byte-level BPE with no merges: the same ids for every text."""
+  tokens, types = [], []
+  for i, t in enumerate(tok.tokens()):
+    special = len(t) > 1
+    if not special and len(t.encode("utf-8")) != 1:
+      raise ValueError(f"token {i} ({t!r}) is neither one byte nor a special token; a "
+                       "per-symbol tokenizer exports only single-byte characters")
+    tokens.append(t if special else _byte_spelling(t))
+    types.append(_CONTROL if special else _NORMAL)
+  return GGUFTokenizerInfo(
+      model="gpt2", pre="default", tokens=tokens, token_types=types, merges=[],
+      bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, unk_id=None,
+      add_bos=tok.bos_id is not None, chat_template=getattr(tok, "chat_template", None))
+
+
+def _pre_name(pre: dict | None) -> str:
+  """llama.cpp's pre-tokenizer name for a tokenizer.json `pre_tokenizer`, or ValueError."""
+  steps = (pre or {}).get("pretokenizers") or ([pre] if pre else [])
+  kinds = [p["type"] for p in steps]
+  if kinds == ["ByteLevel"] and steps[0].get("use_regex", True):
+    return "gpt-2"
+  if kinds == ["Digits", "ByteLevel"] and steps[0].get("individual_digits"):
+    return "smollm"
+  if kinds == ["Split", "ByteLevel"]:
+    name = _SPLIT_PRE.get(steps[0]["pattern"].get("Regex"))
+    if name:
+      return name
+  raise ValueError(f"tokenizer.json pre_tokenizer {kinds} has no llama.cpp equivalent known "
+                   "here (known: gpt-2, smollm, qwen2); export --format=hf instead")
+
+
+def hf_tokenizer_info(tok: "HFTokenizer") -> GGUFTokenizerInfo:
+  """A byte-level BPE `HFTokenizer` as GGUF tokenizer metadata."""
+  with open(os.path.join(tok.path, "tokenizer.json")) as f:
+    spec = json.load(f)
+  model = spec["model"]
+  if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("decoder")):
+    raise ValueError(f"{tok.path}/tokenizer.json is not a byte-level BPE; GGUF export "
+                     "supports that kind only (export --format=hf instead)")
+  added = {a["id"]: a for a in spec.get("added_tokens", [])}
+  tokens = tok.tokens()
+  types = [(_CONTROL if added[i]["special"] else _USER_DEFINED) if i in added else _NORMAL
+           for i in range(len(tokens))]
+  merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
+  return GGUFTokenizerInfo(
+      model="gpt2", pre=_pre_name(spec.get("pre_tokenizer")), tokens=tokens, token_types=types,
+      merges=merges, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, unk_id=None,
+      add_bos=tok.bos_id is not None, chat_template=tok.chat_template)
+
+
+def export_info(tok) -> GGUFTokenizerInfo:
+  """Any run tokenizer (an `HFTokenizer` or a per-symbol one) as GGUF tokenizer metadata."""
+  return hf_tokenizer_info(tok) if isinstance(tok, HFTokenizer) else symbol_tokenizer_info(tok)
