@@ -25,6 +25,8 @@ STREAMS = {
     "bootstrap_shuffle": 9,  # grain shuffle of the teacher bootstrap's batches
     "train_problems": 10,    # the embedded task's training problems
     "eval_problems": 11,     # the embedded task's held-out problems
+    "rl_rollout": 12,        # GRPO group rollouts (per RL step; seeded by config.rl.seed)
+    "rl_shuffle": 13,        # GRPO prompt order (seeded by config.rl.seed)
 }
 
 

@@ -15,11 +15,11 @@ LAYERS = (
     ("rng", "sharding", "kl", "naive_kl", "schedules", "curriculum", "checkpointing",
      "metrics_log", "prefixes", "data.*"),
     ("models.*",),
-    ("train", "configuration"),
+    ("train", "configuration", "grpo"),
     ("generate.*",),
     ("evals.*",),
     ("tasks",),
-    ("run",),
+    ("run", "rl_run"),
     ("launch", "evaluate", "report"),
 )
 

@@ -67,14 +67,8 @@ def make_engine(cfg, graphdef, mesh, *, slots, max_prompt_len, max_new, eos_id, 
                            mesh=mesh, eos_ids=(eos_id,), param_shardings=params_shard)
 
 
-def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, max_new,
-                 max_prompt_len, seed, pad_id):
-  """Rollouts (k per problem) and their grades; returns (metrics, rollout result)."""
-  enc = pipeline.encode_records(records, tokenizer, max_prompt_len=max_prompt_len,
-                                truncate=True)
-  prompts = [p for p in enc.prompt_ids for _ in range(k)]
-  res = rollout_lib.rollout(engine, params, prompts, sampler=sampling.Sampler(temperature),
-                            seed=seed, max_new_tokens=max_new, pad_id=pad_id)
+def response_texts(res: dict, tokenizer) -> tuple[list[str], int]:
+  """(decoded responses without their EOS, number of ids past the tokenizer's vocab)."""
   eos, vocab = tokenizer.eos_id, tokenizer.vocab_size
   texts, invalid = [], 0
   for row, n in zip(res["response_tokens"], res["response_len"]):
@@ -84,6 +78,29 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
     # have no text. They are counted, and the answer is graded without them.
     invalid += sum(t >= vocab for t in ids)
     texts.append(tokenizer.decode([t for t in ids if t < vocab]))
+  return texts, invalid
+
+
+def per_problem(correct_PxK, res) -> dict[str, list]:
+  """Per-problem correct counts, mean lengths and mean token entropies: what a
+  bootstrap over problems (95% intervals, paired comparisons) resamples."""
+  P, K = correct_PxK.shape
+  mask_PxKxT = res["loss_mask"].reshape(P, K, -1)
+  ent = np.sum(res["entropies"].reshape(P, K, -1) * mask_PxKxT, axis=(1, 2))
+  return {"correct": correct_PxK.sum(axis=1).astype(int).tolist(),
+          "length": np.asarray(res["response_len"]).reshape(P, K).mean(axis=1).tolist(),
+          "entropy": (ent / np.maximum(mask_PxKxT.sum(axis=(1, 2)), 1.0)).tolist()}
+
+
+def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, max_new,
+                 max_prompt_len, seed, pad_id):
+  """Rollouts (k per problem) and their grades; returns (metrics, rollout result)."""
+  enc = pipeline.encode_records(records, tokenizer, max_prompt_len=max_prompt_len,
+                                truncate=True)
+  prompts = [p for p in enc.prompt_ids for _ in range(k)]
+  res = rollout_lib.rollout(engine, params, prompts, sampler=sampling.Sampler(temperature),
+                            seed=seed, max_new_tokens=max_new, pad_id=pad_id)
+  texts, invalid = response_texts(res, tokenizer)
   golds = [a for a in enc.answers for _ in range(k)]
   grades = [grade(text, gold) for text, gold in zip(texts, golds)]
   correct = [g.correct for g in grades]
@@ -100,6 +117,7 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
       "prompts_truncated": int(enc.num_truncated_prompts),
       "invalid_tokens": int(invalid),
       "example": texts[0][:200],
+      "per_problem": per_problem(correct_PxK, res),
   }
   return metrics, res
 
