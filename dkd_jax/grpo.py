@@ -108,11 +108,11 @@ def group_advantages(reward_PxG, advantage: str = "mean_std", eps: float = 1e-6)
   r = np.asarray(reward_PxG, np.float64)
   if r.ndim != 2:
     raise ValueError(f"rewards must be [prompts, group], got shape {r.shape}")
-  centred = r - r.mean(axis=1, keepdims=True)
-  if advantage == "mean_std":
-    centred = centred / (r.std(axis=1, keepdims=True) + eps)
   tie = np.all(r == r[:, :1], axis=1, keepdims=True)
-  return np.where(tie, 0.0, centred).astype(np.float32)
+  centred = np.where(tie, 0.0, r - r.mean(axis=1, keepdims=True))
+  if advantage == "mean_std":
+    centred = centred / np.where(tie, 1.0, r.std(axis=1, keepdims=True) + eps)
+  return centred.astype(np.float32)
 
 
 # ----------------------------------------------------------------------------- the objective
