@@ -7,7 +7,7 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CLIS = {"launch": ("--config", "--workdir"), "evaluate": ("--workdir", "--config"),
-        "report": ("--out",)}
+        "report": ("--out",), "rl_report": ("--out",)}
 
 
 def _run(*args):

@@ -20,7 +20,7 @@ LAYERS = (
     ("evals.*",),
     ("tasks",),
     ("run", "rl_run"),
-    ("launch", "evaluate", "report"),
+    ("launch", "evaluate", "report", "rl_report"),
 )
 
 
