@@ -43,6 +43,7 @@ from dkd_jax import tasks
 from dkd_jax import train
 from dkd_jax.data import pipeline
 from dkd_jax.evals import harness
+from dkd_jax.evals import math_eval
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.models import pair as pair_lib
@@ -175,7 +176,7 @@ class RLLoop:
     self.gen_tokens += int(np.sum(res["response_len"]))
     stats = {"reward": float(reward_B.mean()),
              "tied_groups": float(np.mean(np.all(adv_PxG == 0, axis=1))),
-             "unparseable_frac": float(np.mean([r == "unparseable" for r in reasons])),
+             "unparseable_frac": float(np.mean([r == math_eval.UNPARSEABLE for r in reasons])),
              "response_len": float(np.mean(res["response_len"])),
              "truncation_rate": float(np.mean(res["truncated"])),
              "rollout_entropy": rollout_lib.token_mean(res, "entropies"),
@@ -267,7 +268,8 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
     metrics = loop.step(step)
     logger.scalars(step + 1, metrics)
     bar.update(1)
-    bar.set_postfix(reward=f"{metrics['reward']:.3f}", clip=f"{metrics['clip_frac_low'] + metrics['clip_frac_high']:.3f}")
+    clip = metrics["clip_frac_low"] + metrics["clip_frac_high"]
+    bar.set_postfix(reward=f"{metrics['reward']:.3f}", clip=f"{clip:.3f}")
     loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(),
                          force=step + 1 == c.train.steps)
     if step + 1 in todo:

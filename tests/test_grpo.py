@@ -5,7 +5,6 @@ distillation run's workdir with kill-and-resume."""
 import importlib.util
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -201,12 +200,13 @@ def test_full_vocab_kl_penalty_gradient_matches_naive_reference(models, aggregat
 
   np.testing.assert_allclose(ours(params), naive(params), rtol=1e-5)
   assert float(ours(params)) > 0
-  for a, b in zip(jax.tree.leaves(jax.grad(ours)(params)), jax.tree.leaves(jax.grad(naive)(params))):
+  for a, b in zip(jax.tree.leaves(jax.grad(ours)(params)),
+                  jax.tree.leaves(jax.grad(naive)(params))):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
 
 
 def test_k3_kl_penalty_gradient_matches_hand_derivation(models):
-  """d/dθ Σ w (e^Δ − Δ − 1), Δ = log π_ref − log π_θ: Σ w (1 − e^Δ) ∇log π_θ(y)."""
+  """d/dθ Σ w (e^Δ − Δ − 1) with Δ = log π_ref − log π_θ is Σ w (1 − e^Δ) ∇log π_θ."""
   gd, params, ref_gd, ref_params = models
   batch = _batch(np.zeros(4, np.float32))
   static = _static(gd, ref_gd, kl_coef=1.0, kl_estimator="k3")
@@ -320,7 +320,8 @@ def _metrics(work):
 GRPO_ARGS = ["--config=configs/grpo.py:tiny", "--config.train.steps=4",
              "--config.train.ckpt_every=2", "--config.rl.eval_every=2",
              "--config.rl.prompts_per_batch=2", "--config.rl.group_size=4",
-             "--config.rl.kl_coef=0.5", "--config.rl.kl_ref=teacher", "--config.eval.num_problems=2", "--config.mesh=(1,1,1)"]
+             "--config.rl.kl_coef=0.5", "--config.rl.kl_ref=teacher",
+             "--config.eval.num_problems=2", "--config.mesh=(1,1,1)"]
 
 
 def test_grpo_cli_from_a_distillation_run_resumes_and_evaluates(tmp_path):
