@@ -183,7 +183,7 @@ def _masked_mean(x_N, m_N):
 
 def _kl_term(static: StepStatic, hidden_NxD, head_DxV, ref_params, tokens_BxT, targets_N,
              logp_N, w_N):
-  """Σ w · KL_t(π_θ‖π_ref) (differentiable in the policy) and its value."""
+  """Σ_t w_t · KL_t(π_θ‖π_ref), differentiable in the policy (the reference is frozen)."""
   spec, B, T = static.spec, *tokens_BxT.shape
   h_ref, _ = model_lib.apply(static.ref_graphdef, ref_params, tokens_BxT)
   h_ref = jax.lax.stop_gradient(h_ref.reshape(B * T, -1))

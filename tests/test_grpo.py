@@ -260,14 +260,18 @@ def test_group_rollout_one_prefill_per_prompt_and_on_policy_step(monkeypatch):
   opt = train.make_optimizer(load_config().optim, 10)
   shard = train.state_shardings(mesh, opt, CFG)
   adv = grpo.group_advantages(np.array([[1, 0, 0, 1]] * 4, np.float32)).reshape(-1)
-  for mode in ("rollout", "recompute"):
+  ref = jax.device_put(jax.device_get(params), shard["params"])   # never aliases the state
+  for mode in ("rollout", "recompute"):   # 'recompute' also carries the full-vocab KL term
     state = jax.jit(lambda p: train.init_state(opt, p), out_shardings=shard)(params)
-    step = grpo.jit_grpo_step(grpo.StepStatic(gd, None, grpo.GRPOSpec(chunk=16), opt, mesh),
-                              shard, None)
+    kl = mode == "recompute"
+    spec = grpo.GRPOSpec(chunk=16, kl_coef=0.1 if kl else 0.0)
+    step = grpo.jit_grpo_step(grpo.StepStatic(gd, gd if kl else None, spec, opt, mesh),
+                              shard, shard["params"] if kl else None)
+    ref_arg = ref if kl else None
     batch = jax.device_put(grpo.make_batch(res["tokens"], res["loss_mask"],
                                            res["sampling_logprobs"], adv, mode == "recompute"),
                            grpo.batch_shardings(mesh))
-    new, m, logp = step(state, batch, None)
+    new, m, logp = step(state, batch, ref_arg)
     assert float(m["ratio_max_dev"]) < (2e-5 if mode == "rollout" else 1e-30), mode
     assert float(m["logp_vs_rollout"]) < 1e-5 and float(m["grad_norm"]) > 0
     np.testing.assert_allclose(np.asarray(logp), res["sampling_logprobs"], atol=2e-5)
@@ -276,9 +280,11 @@ def test_group_rollout_one_prefill_per_prompt_and_on_policy_step(monkeypatch):
     # Later updates on the batch see ρ != 1 (the first update's lr is 0: warmup from 0).
     later = dict(batch, old_logp=logp, own_old=jax.device_put(np.asarray(False),
                                                               sharding.replicated(mesh)))
-    new, _, _ = step(new, later, None)
-    _, m3, _ = step(new, later, None)
+    new, _, _ = step(new, later, ref_arg)
+    _, m3, _ = step(new, later, ref_arg)
     assert float(m3["ratio_max_dev"]) > 0
+    if kl:   # KL(π‖π_ref) is 0 while the params equal the reference, > 0 once they move
+      assert abs(float(m["kl"])) < 1e-6 and float(m3["kl"]) > 1e-9
 
 
 # ------------------------------------------------------------------ configs
