@@ -11,6 +11,7 @@ import os
 import ml_collections as mlc
 
 from dkd_jax import curriculum as curriculum_lib
+from dkd_jax import grpo
 from dkd_jax import kl as kl_lib
 from dkd_jax import prefixes
 from dkd_jax import schedules
@@ -153,6 +154,35 @@ def validate(c: mlc.ConfigDict) -> None:
                      f"config.data.max_response_len={c.data.max_response_len}")
   alpha_schedule(c)
   kl_spec(c)
+  if "rl" in c:
+    validate_rl(c)
+
+
+def validate_rl(c: mlc.ConfigDict) -> None:
+  """The GRPO block (configs/grpo.py); same rules: name the field, list what is allowed."""
+  r = c.rl
+  _one_of("rl.advantage", r.advantage, grpo.ADVANTAGES)
+  _one_of("rl.kl_ref", r.kl_ref, grpo.KL_REFS)
+  _one_of("rl.behavior_logp", r.behavior_logp, grpo.BEHAVIOR_LOGPS)
+  for f in ("prompts_per_batch", "updates_per_batch", "eval_every"):
+    _positive(f"rl.{f}", r[f])
+  _positive("rl.max_response_len", r.max_response_len, allow_zero=True)
+  _positive("rl.adv_eps", r.adv_eps)
+  if r.group_size < 2:
+    raise ValueError(f"config.rl.group_size={r.group_size!r} must be >= 2: advantages are "
+                     "relative to the other samples of the same prompt")
+  if c.rollout.top_p != 1.0 or c.rollout.top_k != 0:
+    raise ValueError(f"config.rollout.top_p={c.rollout.top_p} / top_k={c.rollout.top_k}: "
+                     "GRPO's ratio needs the full-support policy softmax(logits / "
+                     "temperature); set rollout.top_p=1.0 and rollout.top_k=0")
+  rl_spec(c)
+
+
+def rl_spec(c: mlc.ConfigDict) -> grpo.GRPOSpec:
+  r = c.rl
+  return grpo.GRPOSpec(eps_low=r.eps_low, eps_high=r.eps_high, aggregation=r.aggregation,
+                       kl_coef=r.kl_coef, kl_estimator=r.kl_estimator,
+                       temperature=c.rollout.temperature, chunk=c.train.kl_chunk).validate()
 
 
 def kl_spec(c: mlc.ConfigDict) -> kl_lib.KLSpec:

@@ -1,7 +1,8 @@
 """Entry point: `python -m dkd_jax.launch --config=configs/X.py[:arg] [--config.a.b=v] [--workdir=DIR]`.
 
 Parses flags (the config is locked: a typo'd override fails), joins a multi-host
-TPU slice when there is one, and hands over to `run.run`. A workdir that already
+TPU slice when there is one, and hands over to `run.run` (or `rl_run.run` for a
+config with an `rl` block). A workdir that already
 holds checkpoints is resumed.
 """
 import os
@@ -39,8 +40,14 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)   # orbax logs every file op at INFO
   _maybe_distributed()
-  from dkd_jax import run   # after distributed init: importing jax devices must wait
-  run.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  # After distributed init: importing jax devices must wait. A config with an `rl`
+  # block (configs/grpo.py) is a GRPO run; every other config is a distillation run.
+  if "rl" in _CONFIG.value:
+    from dkd_jax import rl_run
+    rl_run.run(_CONFIG.value, _WORKDIR.value)
+  else:
+    from dkd_jax import run
+    run.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
 
 
 if __name__ == "__main__":

@@ -27,6 +27,8 @@ STREAMS = {
     "eval_problems": 11,     # the embedded task's held-out problems
     "heldout_kl": 12,        # the one fixed set of teacher responses for held-out KL
     "curriculum_reference": 13,  # teacher rollouts measuring the gate's reference entropy
+    "rl_rollout": 14,        # GRPO group rollouts (per RL step; seeded by config.rl.seed)
+    "rl_shuffle": 15,        # GRPO prompt order (seeded by config.rl.seed)
 }
 
 

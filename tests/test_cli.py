@@ -7,7 +7,8 @@ import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
 CLIS = {"launch": ("--config", "--workdir"), "evaluate": ("--workdir", "--config"),
-        "report": ("--out",), "export": ("--workdir", "--out", "--format", "--step")}
+        "report": ("--out",), "export": ("--workdir", "--out", "--format", "--step"),
+        "rl_report": ("--out",)}
 
 
 def _run(*args):

@@ -15,12 +15,12 @@ LAYERS = (
     ("rng", "sharding", "kl", "naive_kl", "schedules", "curriculum", "checkpointing",
      "metrics_log", "prefixes", "data.*"),
     ("models.*",),
-    ("train", "configuration"),
+    ("train", "configuration", "grpo"),
     ("generate.*",),
     ("evals.*",),
     ("tasks",),
-    ("run",),
-    ("launch", "evaluate", "report", "export"),
+    ("run", "rl_run"),
+    ("launch", "evaluate", "report", "export", "rl_report"),
 )
 
 

@@ -68,20 +68,27 @@ def make_engine(cfg, graphdef, mesh, *, slots, max_prompt_len, max_new, eos_id, 
                            mesh=mesh, eos_ids=(eos_id,), param_shardings=params_shard)
 
 
-def _grades(res, tokenizer, golds, grade):
-  """(texts, correct, reasons, invalid-token count); a response cut at the token budget
-  is wrong whatever it contains (DESIGN §7: the budget is part of the task)."""
+def response_texts(res: dict, tokenizer) -> tuple[list[str], int]:
+  """(decoded responses without their EOS, number of ids past the tokenizer's vocab)."""
   eos, vocab = tokenizer.eos_id, tokenizer.vocab_size
-  texts, correct, reasons, invalid = [], [], collections.Counter(), 0
-  for row, n, cut, gold in zip(res["response_tokens"], res["response_len"], res["truncated"],
-                               golds):
+  texts, invalid = [], 0
+  for row, n in zip(res["response_tokens"], res["response_len"]):
     ids = [int(t) for t in row[:n]]
     ids = ids[:-1] if ids and ids[-1] == eos else ids
     # Model vocabularies are padded (for sharding) past the tokenizer's: such ids
     # have no text. They are counted, and the answer is graded without them.
     invalid += sum(t >= vocab for t in ids)
     texts.append(tokenizer.decode([t for t in ids if t < vocab]))
-    g = grade(texts[-1], gold)
+  return texts, invalid
+
+
+def _grades(res, tokenizer, golds, grade):
+  """(texts, correct, reasons, invalid-token count); a response cut at the token budget
+  is wrong whatever it contains (DESIGN §7: the budget is part of the task)."""
+  texts, invalid = response_texts(res, tokenizer)
+  correct, reasons = [], collections.Counter()
+  for text, cut, gold in zip(texts, res["truncated"], golds):
+    g = grade(text, gold)
     ok = g.correct and not cut
     correct.append(ok)
     if not ok:

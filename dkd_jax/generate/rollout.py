@@ -115,27 +115,44 @@ def _assemble(prompts, cut, width, rows, max_new, pad_id) -> dict[str, np.ndarra
 
 def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: int = 0,
             max_new_tokens: int | None = None, sync_every: int = 8,
-            truncate_prompts: bool = False, pad_id: int = 0) -> dict[str, np.ndarray]:
-  """Generates one response per prompt (list of token lists, or [N, P] + prompt_lens)."""
+            truncate_prompts: bool = False, pad_id: int = 0,
+            samples_per_prompt: int = 1) -> dict[str, np.ndarray]:
+  """Generates `samples_per_prompt` (G) responses per prompt (list of token lists, or
+  [N, P] + prompt_lens); the result has N*G rows, prompt-major (row i*G + j is sample j
+  of prompt i). With G > 1 each prompt is prefilled once (`prefill_multisampling`: sample
+  j uses fold_in(request key i, j)) and its prefix inserted into G slots as they free up.
+  G = 1 is the one-prefill-per-request path, unchanged."""
   if sync_every < 1:
     raise ValueError(f"sync_every={sync_every} must be >= 1")
+  G = int(samples_per_prompt)
+  if G < 1:
+    raise ValueError(f"samples_per_prompt={samples_per_prompt} must be >= 1")
   sampler = sampler or engine.default_sampler
   max_new = engine.max_decode_length if max_new_tokens is None else int(max_new_tokens)
   rows_in, cut, width = prepare_prompts(prompts, prompt_lens, engine.max_prefill_length,
                                         truncate_prompts)
   keys = request_keys(seed, len(rows_in))
-  pending = collections.deque(range(len(rows_in)))
+  pending = collections.deque((i, j) for i in range(len(rows_in)) for j in range(G))
   owner = [-1] * engine.max_concurrent_decodes
   done_rows: dict[int, dict] = {}
+  live: dict[int, object] = {}   # prompt -> its prefix, until its last sample is inserted
+
+  def prefix_of(i):
+    if i not in live:
+      padded, n = engine.pad_to_bucket(rows_in[i], pad_id)
+      kw = dict(params=params, padded_tokens=padded, true_length=n, sampler=sampler,
+                rng=keys[i], max_new_tokens=max_new)
+      live[i] = (engine.prefill(**kw) if G == 1
+                 else engine.prefill_multisampling(num_samples=G, **kw))[0]
+    return live[i]
 
   def fill(state):
     for slot, who in enumerate(owner):
       if who < 0 and pending:
-        i = pending.popleft()
-        padded, n = engine.pad_to_bucket(rows_in[i], pad_id)
-        prefix, _ = engine.prefill(params=params, padded_tokens=padded, true_length=n,
-                                   sampler=sampler, rng=keys[i], max_new_tokens=max_new)
-        state, owner[slot] = engine.insert(prefix, state, slot), i
+        i, j = pending.popleft()
+        state, owner[slot] = engine.insert(prefix_of(i), state, slot, j), i * G + j
+        if j == G - 1:
+          del live[i]
     return state
 
   state = fill(engine.init_decode_state())
@@ -147,7 +164,8 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
       for s, row in _harvest(state, finished, engine.eos_ids).items():
         done_rows[owner[s]], owner[s] = row, -1
       state = fill(state)
-  return _assemble(rows_in, cut, width, done_rows, max_new, pad_id)
+  return _assemble([r for r in rows_in for _ in range(G)], np.repeat(cut, G), width,
+                   done_rows, max_new, pad_id)
 
 
 def token_mean(result: dict, key: str = "entropies") -> float:

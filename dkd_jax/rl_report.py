@@ -1,0 +1,34 @@
+"""`python -m dkd_jax.rl_report OUT_DIR [--out=DIR]`: the RL-init study's table and figure.
+
+Reads OUT_DIR/<arm>/seed<s>/rl_evals.jsonl (launch/rl_study.sh's layout) and writes
+rl_results.md (Avg@k / Pass@k / length / entropy vs RL step, mean over seeds, 95%
+bootstrap intervals over problems) and rl_curves.png into --out (see `evals.rl_curves`).
+"""
+import os
+
+from absl import app
+from absl import flags
+
+from dkd_jax.evals import rl_curves
+
+_OUT = flags.DEFINE_string("out", "report", "Folder for rl_results.md and rl_curves.png.")
+
+
+def main(argv):
+  if len(argv) != 2:
+    raise app.UsageError("give the study's OUT directory: python -m dkd_jax.rl_report OUT "
+                         "[--out=DIR]")
+  study = rl_curves.load_study(argv[1])
+  if not study:
+    raise app.UsageError(f"no {argv[1]}/<arm>/seed*/rl_evals.jsonl found")
+  os.makedirs(_OUT.value, exist_ok=True)
+  table = rl_curves.markdown(study)
+  with open(os.path.join(_OUT.value, "rl_results.md"), "w") as f:
+    f.write(table)
+  rl_curves.plot(study, os.path.join(_OUT.value, "rl_curves.png"))
+  print(table)
+  print(f"wrote {_OUT.value}/rl_results.md, rl_curves.png")
+
+
+if __name__ == "__main__":
+  app.run(main)
