@@ -18,6 +18,13 @@ SHORT=$((STEPS / 3))
 cd "$(dirname "$0")/.."
 mkdir -p "$OUT" "$RESULTS"
 TEACHER="$OUT/_teacher/teacher"
+# Arms finished in an earlier session: their summaries and metric logs are kept in
+# RESULTS/runs (checkpoints are not), which is all the report reads.
+for d in "$RESULTS"/runs/*_s*/; do
+  [ -f "$d/summary.json" ] || continue
+  n=$(basename "$d")
+  [ -f "$OUT/$n/summary.json" ] || { mkdir -p "$OUT/$n" && cp "$d"/* "$OUT/$n/"; }
+done
 run() {  # run ARM SEED CONFIG STEPS [overrides...]
   local arm=$1 seed=$2 cfg=$3 steps=$4; shift 4
   local dir="$OUT/${arm}_s${seed}"
@@ -30,6 +37,13 @@ run() {  # run ARM SEED CONFIG STEPS [overrides...]
       "$@" > "$dir.log" 2>&1 \
       || { echo "FAILED: $dir (see $dir.log)"; return 1; }
   echo "done: $dir"
+}
+keep_runs() {  # keep_runs OUT RESULTS: the small files of every finished arm
+  for d in "$1"/*_s*/; do
+    [ -f "$d/summary.json" ] || continue
+    mkdir -p "$2/runs/$(basename "$d")"
+    cp "$d"/summary.json "$d"/metrics.jsonl "$d"/log.txt "$2/runs/$(basename "$d")/"
+  done
 }
 # The shared teacher: bootstrapped by a 1-step run whose workdir then serves as the cache.
 if [ ! -f "$TEACHER/teacher_meta.json" ]; then
@@ -61,6 +75,7 @@ for seed in $SEEDS; do
   run horizon_long_curriculum "$seed" rev_student.py "$STEPS" $CUR \
       --config.curriculum.min_steps=$((STEPS / 4))
 done
+keep_runs "$OUT" "$RESULTS"
 python -m dkd_jax.report --study "$OUT"/*_s*/ --out="$RESULTS" > "$OUT/report.txt"
 {
   echo "# Study: the paper's tradeoffs and remedies on the chain task"

@@ -157,7 +157,8 @@ def plot_training(arms, out: str, names=None) -> None:
               title="length over training")
   axes[1].set(xlabel="step", ylabel="student token entropy (nats)",
               title="entropy over training")
-  axes[0].legend(fontsize=6)
+  if axes[0].get_legend_handles_labels()[0]:
+    axes[0].legend(fontsize=6)
   fig.tight_layout()
   fig.savefig(os.path.join(out, "training_curves.png"), dpi=120)
   plt.close(fig)
@@ -178,7 +179,8 @@ def plot_horizon(arms, out: str, pairs) -> None:
   a1.set(xlabel="training steps", ylabel="Avg@k [95% CI]", title="accuracy vs horizon")
   a2.set(xlabel="training steps", ylabel="mean response length [95% CI]",
          title="length vs horizon")
-  a1.legend(fontsize=7)
+  if a1.get_legend_handles_labels()[0]:
+    a1.legend(fontsize=7)
   fig.tight_layout()
   fig.savefig(os.path.join(out, "horizon.png"), dpi=120)
   plt.close(fig)
