@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from typing import Callable
@@ -17,6 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+
+from dkd_jax import multihost
+from dkd_jax import paths
 
 # bf16 dense peaks per chip (FLOP/s) for MFU; unknown kinds fall back to a measurement.
 _PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
@@ -55,42 +57,50 @@ def peak_flops(mesh) -> float:
 
 def progress(start: int, total: int):
   return tqdm.tqdm(total=total, initial=start, desc="distill", unit="step",
-                   dynamic_ncols=True, file=sys.stderr, mininterval=1.0)
+                   dynamic_ncols=True, file=sys.stderr, mininterval=1.0,
+                   disable=not multihost.is_primary())
 
 
 class Logger:
-  """TensorBoard + metrics.jsonl + log.txt in the workdir."""
+  """TensorBoard + metrics.jsonl + log.txt in the workdir (an epath: local or gs://),
+  written by process 0 alone; on the other processes of a multi-host run it is silent."""
 
-  def __init__(self, workdir: str, config):
+  def __init__(self, workdir, config):
     from tensorboardX import SummaryWriter
-    self.workdir = workdir
-    self.tb = SummaryWriter(os.path.join(workdir, "tb"))
+    self.workdir = paths.as_path(workdir)
+    self.primary = multihost.is_primary()
+    if not self.primary:
+      return
+    self.tb = SummaryWriter(str(self.workdir / "tb"))
     self.tb.add_text("config", "```\n" + str(config) + "\n```", 0)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    self._jsonl = open(os.path.join(workdir, "metrics.jsonl"), "a")
-    self._log = open(os.path.join(workdir, "log.txt"), "a")
+    (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    self._jsonl = (self.workdir / "metrics.jsonl").open("a")
+    self._log = (self.workdir / "log.txt").open("a")
 
   def text(self, msg: str) -> None:
+    if not self.primary:
+      return
     line = f"[{time.strftime('%H:%M:%S')}] {msg}"
     tqdm.tqdm.write(line, file=sys.stderr)
     self._log.write(line + "\n")
     self._log.flush()
 
   def scalars(self, step: int, metrics: dict[str, float]) -> None:
+    if not self.primary:
+      return
     for k, v in metrics.items():
       self.tb.add_scalar(f"train/{k}", v, step)
     self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
     self._jsonl.flush()
 
   def finish(self, summary: dict) -> None:
+    if not self.primary:
+      return
     for k, v in summary.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(f"eval/{k}", v, 0)
-    tmp = os.path.join(self.workdir, "summary.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(summary, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(self.workdir, "summary.json"))
+    paths.write_text_atomic(self.workdir / "summary.json",
+                            json.dumps(summary, indent=2, default=str))
     self.tb.close()
     self._jsonl.close()
     self._log.close()

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
+from etils import epath
 import numpy as np
 
+from dkd_jax import multihost
 from dkd_jax.data import packing
 
 # objective.prefix: where the prefixes of a batch come from.
@@ -140,28 +141,29 @@ class RolloutCache:
   """Teacher rollouts generated once per record and kept on disk (JSONL, append-only).
 
   Keyed by the record index in the training set; a line is written only after its
-  rollout exists, so a killed run loses at most the lines not yet flushed.
+  rollout exists, so a killed run loses at most the lines not yet flushed. Every
+  process holds the same rows (they roll out the same prompts); process 0 writes them.
   """
 
-  def __init__(self, path: str):
-    self.path = path
+  def __init__(self, path):
+    self.path = epath.Path(path)
     self._rows: dict[int, dict] = {}
-    if os.path.exists(path):
-      with open(path) as f:
-        for n, line in enumerate(f, 1):
-          try:
-            row = json.loads(line)
-            self._rows[int(row["index"])] = row
-          except (ValueError, KeyError) as e:
-            raise ValueError(f"{path}:{n}: malformed rollout cache line ({e}); delete the "
-                             "file to regenerate the teacher rollouts") from None
+    if self.path.exists():
+      for n, line in enumerate(self.path.read_text().splitlines(), 1):
+        try:
+          row = json.loads(line)
+          self._rows[int(row["index"])] = row
+        except (ValueError, KeyError) as e:
+          raise ValueError(f"{path}:{n}: malformed rollout cache line ({e}); delete the "
+                           "file to regenerate the teacher rollouts") from None
 
   def get(self, index: int):
     return self._rows.get(int(index))
 
   def put(self, rows: list[dict]):
-    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-    with open(self.path, "a") as f:
-      for row in rows:
-        self._rows[int(row["index"])] = row
-        f.write(json.dumps(row) + "\n")
+    for row in rows:
+      self._rows[int(row["index"])] = row
+    if multihost.is_primary():
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      with self.path.open("a") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows))

@@ -13,7 +13,6 @@ and `rng`.
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import jax
@@ -24,6 +23,7 @@ from dkd_jax import checkpointing
 from dkd_jax import configuration
 from dkd_jax import curriculum as curriculum_lib
 from dkd_jax import metrics_log
+from dkd_jax import paths
 from dkd_jax import prefixes
 from dkd_jax import rng
 from dkd_jax import schedules
@@ -54,9 +54,9 @@ class Loop:
     self.cur_state = curriculum_lib.init_state()
     self.sched_state = schedules.init_state(self.schedule)
     self.cost = metrics_log.GenerationCost()
-    self.cache = (prefixes.RolloutCache(os.path.join(workdir, "teacher_rollouts.jsonl"))
+    self.cache = (prefixes.RolloutCache(paths.as_path(workdir) / "teacher_rollouts.jsonl")
                   if c.data.teacher_source == prefixes.ROLLOUT_CACHED else None)
-    self.ckpt = checkpointing.RunCheckpointer(os.path.join(workdir, "checkpoints"),
+    self.ckpt = checkpointing.RunCheckpointer(paths.as_path(workdir) / "checkpoints",
                                               every=c.train.ckpt_every,
                                               max_to_keep=c.train.max_ckpts)
     self.last_entropy = None
@@ -76,7 +76,7 @@ class Loop:
             "last_entropy": self.last_entropy}
 
   def restore(self) -> int:
-    out = self.ckpt.restore(self.state)
+    out = self.ckpt.restore(self.state, log=self.log)
     if out is None:
       return 0
     self.state, host = out
@@ -144,7 +144,7 @@ class Loop:
                if self.cur_cfg.enabled else self.c.data.max_response_len)
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
-    batch = jax.device_put(batch, train.batch_shardings(self.mesh))
+    batch = sharding.put_global(batch, train.batch_shardings(self.mesh))
     t1 = time.perf_counter()
     self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -164,7 +164,7 @@ class Loop:
 def run(c: mlc.ConfigDict, workdir: str) -> dict:
   """Trains, evaluates and returns the summary dict (also written to workdir)."""
   configuration.validate(c)
-  os.makedirs(workdir, exist_ok=True)
+  paths.as_path(workdir).mkdir(parents=True, exist_ok=True)
   logger = metrics_log.Logger(workdir, c)
   log = logger.text
   mesh = sharding.resolve_mesh(c.mesh)
