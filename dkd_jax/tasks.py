@@ -12,6 +12,7 @@ import re
 from typing import Any
 from typing import Callable
 
+from dkd_jax import multihost
 from dkd_jax import prefixes
 from dkd_jax import rng
 from dkd_jax.data import arithmetic
@@ -71,8 +72,9 @@ def records_for(c, workdir: str | None = None) -> tuple[list, list]:
             arithmetic.make_records(a.num_eval, rng.int_seed(c.seed, "eval_problems"), cfg))
   if c.data.reader == "tfds" and workdir:
     from dkd_jax.data import tfds_math  # tfds import is slow: only when used
-    records = tfds_math.records_from_file(c.data.path, c.data.task,
-                                          data_dir=os.path.join(workdir, "tfds"))
+    # Prepared once, by process 0; the other processes then read the prepared files.
+    records = multihost.primary_first("tfds_prepare", lambda: tfds_math.records_from_file(
+        c.data.path, c.data.task, data_dir=os.path.join(workdir, "tfds")))
   else:
     records = sources.read_records(c.data.path, c.data.task)
   for r in records:   # GSM8K calculator annotations are not text a model should learn

@@ -223,6 +223,23 @@ def test_kill_and_resume_matches_straight_run(tmp_path, teacher_dir):
   assert pa == pb
 
 
+def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path, teacher_dir):
+  """4 KB of the latest step's data overwritten: the run names it, moves it aside and
+  resumes from the previous checkpoint."""
+  from test_checkpointing import corrupt_4kb
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  steps = {"train.steps": 4, "train.ckpt_every": 2, "eval.num_problems": 1}
+  run_lib.run(config("fwd_teacher.py", **steps), work)
+  corrupt_4kb(os.path.join(work, "checkpoints", "4"))
+  run_lib.run(config("fwd_teacher.py", **{**steps, "train.steps": 5}), work)
+  log = open(os.path.join(work, "log.txt")).read()
+  damaged = [l for l in log.splitlines() if "is damaged" in l]
+  assert len(damaged) == 1 and "checkpoint step 4" in damaged[0], log
+  assert "restoring step 2" in damaged[0] and "resumed from step 2" in log
+  assert [d.split("-")[0] for d in os.listdir(os.path.join(work, "checkpoints.corrupt"))] == ["4"]
+  assert json.load(open(os.path.join(work, "summary.json")))["steps"] == 5
+
+
 # ------------------------------------------------------------------ bad input
 
 def test_nan_loss_stops_naming_step_and_metric(tmp_path, monkeypatch, teacher_dir):

@@ -14,6 +14,7 @@ from typing import Any
 
 import jax
 
+from dkd_jax import multihost
 from dkd_jax import rng
 from dkd_jax.data import arithmetic
 from dkd_jax.models import bootstrap
@@ -53,8 +54,10 @@ def resolve_checkpoint(path: str, workdir: str, role: str) -> str:
                             "HF directory or a .gguf file, or leave it empty to bootstrap")
   if path.endswith(".gguf"):
     out = os.path.join(workdir, f"{role}_hf")
-    if not os.path.exists(os.path.join(out, "config.json")):
-      gguf.gguf_to_hf_dir(path, out)
+    def convert():   # once, by process 0; the others then read the HF directory
+      if not os.path.exists(os.path.join(out, "config.json")):
+        gguf.gguf_to_hf_dir(path, out)
+    multihost.primary_first(f"gguf_to_hf_{role}", convert)
     return out
   return path
 
@@ -108,11 +111,12 @@ def load_student(c, mesh, teacher_cfg, teacher_params, workdir):
     keep = max(int(s.keep_every), 1)
     cfg = dataclasses.replace(_runtime(teacher_cfg, s.model),
                               n_layers=len(range(0, teacher_cfg.n_layers, keep)))
-    params = dict(teacher_params, layers=jax.tree.map(lambda a: a[::keep],
-                                                      teacher_params["layers"]))
-    # Through the host: the student's state is donated each step, so it must never
+    # A jitted copy (never through the host: a multi-host teacher is not all local).
+    # The copy matters: the student's state is donated each step, so it must never
     # alias the teacher's buffers.
-    params = jax.device_put(jax.device_get(params), model_lib.param_shardings(mesh, cfg))
+    take = lambda p: dict(p, layers=jax.tree.map(lambda a: a[::keep], p["layers"]))
+    params = jax.jit(lambda p: jax.tree.map(lambda a: a.copy(), take(p)),
+                     out_shardings=model_lib.param_shardings(mesh, cfg))(teacher_params)
   else:
     cfg = model_lib.config_from_dict(s.model, "student.model")
     _, params = model_lib.init_params(cfg, mesh, rng.int_seed(c.seed, "student_init"))
