@@ -12,6 +12,7 @@ setup(
         "flax>=0.12",
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
+        "etils[epath]",
         "grain>=0.2.10",
         "tensorflow-datasets>=4.9.9",
         "array-record>=0.7",
