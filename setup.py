@@ -30,7 +30,9 @@ setup(
     ],
     extras_require={
         # torch pinned exactly: a looser spec pulls a multi-GB CUDA build.
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.50"],
+        # nbclient/nbformat/ipykernel execute notebooks/colab_tpu_demo.ipynb in the tests.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.50", "nbclient==0.11.0",
+                 "nbformat==5.11.1", "ipykernel==7.4.0"],
         "jetstream": ["google-jetstream==0.2.2"],
     },
 )
