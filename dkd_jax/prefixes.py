@@ -22,8 +22,11 @@ from dkd_jax.data import packing
 TEACHER, STUDENT, MIXED = "teacher", "student", "mixed"
 PREFIXES = (TEACHER, STUDENT, MIXED)
 # data.teacher_source: what a teacher prefix is.
-DATASET, ROLLOUT, ROLLOUT_CACHED = "dataset", "rollout", "rollout_cached"
-TEACHER_SOURCES = (DATASET, ROLLOUT, ROLLOUT_CACHED)
+# cached_topk: dataset responses, with the teacher's top-k per response token computed
+# once and read from disk, so training needs no teacher on device.
+DATASET, ROLLOUT, ROLLOUT_CACHED, CACHED_TOPK = ("dataset", "rollout", "rollout_cached",
+                                                 "cached_topk")
+TEACHER_SOURCES = (DATASET, ROLLOUT, ROLLOUT_CACHED, CACHED_TOPK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,6 +138,22 @@ def assemble(prompts: dict, parts: list[Responses], plan_: Plan, width: int, pad
   if student_entropy is not None:
     stats["rollout_entropy"] = student_entropy
   return Batch(toks, mask, plan_.student_B, stats)
+
+
+def topk_arrays(loss_mask_BxT: np.ndarray, rows, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Cached teacher top-k rows (ids [n,k], logp [n,k] per sequence, row j = response
+  token j) laid on the packed batch: row j goes to the j-th loss position of its sequence
+  (a cut response uses its first rows). Elsewhere ids 0, log-prob 0 (masked out)."""
+  B, T = loss_mask_BxT.shape
+  ids = np.zeros((B, T, k), np.int32)
+  logp = np.zeros((B, T, k), np.float32)
+  for b, (row_ids, row_logp) in enumerate(rows):
+    pos = np.flatnonzero(loss_mask_BxT[b])
+    if len(pos) > len(row_ids):
+      raise ValueError(f"sequence {b} has {len(pos)} response tokens but its cached teacher "
+                       f"top-k has {len(row_ids)} rows; delete the top-k cache to rebuild it")
+    ids[b, pos], logp[b, pos] = row_ids[:len(pos)], row_logp[:len(pos)]
+  return ids, logp
 
 
 class RolloutCache:

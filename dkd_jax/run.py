@@ -29,6 +29,7 @@ from dkd_jax import rng
 from dkd_jax import schedules
 from dkd_jax import sharding
 from dkd_jax import tasks
+from dkd_jax import teacher_topk
 from dkd_jax import train
 from dkd_jax.evals import harness
 from dkd_jax.generate import rollout as rollout_lib
@@ -45,7 +46,9 @@ class Loop:
     self.schedule = configuration.alpha_schedule(c)
     self.cur_cfg = configuration.curriculum_config(c, pair.student_cfg.vocab_size)
     self.optimizer = train.make_optimizer(c.optim, c.train.steps)
-    static = train.StepStatic(pair.student_graphdef, pair.teacher_graphdef, self.spec,
+    self.topk = self._topk_cache(workdir)
+    static = train.StepStatic(pair.student_graphdef,
+                              None if self.topk else pair.teacher_graphdef, self.spec,
                               self.optimizer, mesh)
     self.state, self.state_shard = train.sharded_init_state(
         self.optimizer, mesh, pair.student_cfg, pair.student_params)
@@ -68,6 +71,20 @@ class Loop:
                               params_shard=self.state_shard["params"])
     self.teacher_engine = eng(pair.teacher_cfg, pair.teacher_graphdef,
                               params_shard=pair.teacher_shardings)
+
+  def _topk_cache(self, workdir):
+    """cached_topk: the teacher's top-k on disk (one pass if absent); the teacher's
+    params then leave the device until the final evaluation reloads them."""
+    c, pair = self.c, self.pair
+    if c.data.teacher_source != prefixes.CACHED_TOPK:
+      return None
+    cache = teacher_topk.ensure_cache(
+        workdir, self.task.train_encoded, pair.teacher_graphdef, pair.teacher_params,
+        k=c.objective.teacher_top_k, batch_size=c.data.batch_size, mesh=self.mesh,
+        pad_id=self.task.tokenizer.pad_id, log=self.log)
+    teacher_topk.free(pair.teacher_params)
+    pair.teacher_params = None
+    return cache
 
   # -- checkpoint -------------------------------------------------------------------------
   def host_state(self) -> dict:
@@ -105,8 +122,13 @@ class Loop:
     if len(plan.teacher_idx):
       parts.append(self._teacher_responses(step, prompts, plan))
     batch = prefixes.assemble(prompts, parts, plan, c.data.max_response_len, pad, entropy)
-    return train.make_batch(batch.tokens_BxT, batch.loss_mask_BxT, batch.student_B, 0.0,
-                            rng.key_data(c.seed, "train_step", step)), batch.stats
+    out = train.make_batch(batch.tokens_BxT, batch.loss_mask_BxT, batch.student_B, 0.0,
+                           rng.key_data(c.seed, "train_step", step))
+    if self.topk is not None:
+      out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
+          batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]],
+          c.objective.teacher_top_k)
+    return out, batch.stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, key):
     return rollout_lib.rollout(
@@ -118,7 +140,7 @@ class Loop:
     """Teacher prefixes: dataset responses, or teacher rollouts (cached when asked)."""
     c, idx, pad = self.c, plan.teacher_idx, self.task.tokenizer.pad_id
     R = c.data.max_response_len
-    if plan.teacher_source == prefixes.DATASET:
+    if plan.teacher_source in (prefixes.DATASET, prefixes.CACHED_TOPK):
       return prefixes.dataset_responses(prompts, idx, plan.max_len, R, pad)
     index = prompts["index"]
     rows = {i: self.cache.get(index[i]) for i in idx} if self.cache else {}
@@ -144,7 +166,7 @@ class Loop:
                if self.cur_cfg.enabled else self.c.data.max_response_len)
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
-    batch = sharding.put_global(batch, train.batch_shardings(self.mesh))
+    batch = sharding.put_global(batch, train.batch_shardings(self.mesh, self.topk is not None))
     t1 = time.perf_counter()
     self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -189,6 +211,8 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
                          force=step + 1 == c.train.steps)
   bar.close()
   loop.ckpt.close()
+  if pair.teacher_params is None:   # cached_topk trained without it; evaluation needs it
+    pair.teacher_params = pair_lib.load_teacher(c, mesh, task, workdir, log)[2]
   results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
   teacher = harness.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
   summary = dict(eval=results, teacher_eval=teacher, steps=c.train.steps, curriculum_enabled=bool(c.curriculum.enabled),

@@ -31,6 +31,7 @@ class Task:
   eval_records: list
   train_batches: Any                    # grain IterDataset of prompt (+response) batches
   grade: Callable[[str, str], math_eval.Grade]   # (response text, gold) -> Grade
+  train_encoded: Any = None             # the tokenized train records the batches draw from
 
   def eval_sets(self, names, data_dir: str | None = None) -> dict[str, list]:
     """Named eval sets: this task's held-out split, or local benchmark files."""
@@ -85,7 +86,7 @@ def records_for(c, workdir: str | None = None) -> tuple[list, list]:
 
 def load_task(c, tokenizer, workdir: str | None = None) -> Task:
   train, held_out = records_for(c, workdir)
-  with_responses = (c.data.teacher_source == prefixes.DATASET
+  with_responses = (c.data.teacher_source in (prefixes.DATASET, prefixes.CACHED_TOPK)
                     and c.objective.prefix != prefixes.STUDENT)
   encoded = pipeline.encode_records(
       train, tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=c.data.truncate_prompts,
@@ -93,4 +94,4 @@ def load_task(c, tokenizer, workdir: str | None = None) -> Task:
   batches = pipeline.batch_dataset(encoded, seed=rng.int_seed(c.seed, "train_shuffle"),
                                    batch_size=c.data.batch_size)
   grade = _grade_arithmetic if c.data.task == "arithmetic" else math_eval.grade
-  return Task(c.data.task, tokenizer, train, held_out, batches, grade)
+  return Task(c.data.task, tokenizer, train, held_out, batches, grade, encoded)

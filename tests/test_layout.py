@@ -15,7 +15,7 @@ LAYERS = (
     ("rng", "sharding", "kl", "naive_kl", "schedules", "curriculum", "checkpointing",
      "metrics_log", "prefixes", "multihost", "paths", "data.*"),
     ("models.*",),
-    ("train", "configuration"),
+    ("train", "configuration", "teacher_topk"),
     ("generate.*",),
     ("evals.*",),
     ("tasks",),
