@@ -44,6 +44,15 @@ def fingerprint(state) -> list[list[float]]:
   return sharding.to_host(_fingerprint_Lx2(state)).tolist()
 
 
+def _root_cause(e: BaseException) -> str:
+  """The innermost exception's first line (tensorstore's names the file and the fault;
+  orbax's outer ones print a whole TensorStore spec)."""
+  while (e.__cause__ or e.__context__) is not None:
+    e = e.__cause__ or e.__context__
+  text = str(e).strip()
+  return f"{type(e).__name__}: {text.splitlines()[0][:300] if text else ''}"
+
+
 class RunCheckpointer:
   """Saves every `every` steps (and on demand); restores the latest intact one."""
 
@@ -77,8 +86,7 @@ class RunCheckpointer:
       out = self._mngr.restore(step, args=ocp.args.Composite(
           state=ocp.args.StandardRestore(abstract), host=ocp.args.JsonRestore()))
     except Exception as e:  # orbax/tensorstore raise many types for unreadable data
-      msg = str(e).strip().splitlines()[0][:200] if str(e).strip() else ""
-      raise CorruptCheckpoint(f"unreadable ({type(e).__name__}: {msg})") from e
+      raise CorruptCheckpoint(f"unreadable ({_root_cause(e)})") from e
     host = dict(out["host"])
     want = host.pop(_FINGERPRINT, None)
     if want is not None and not np.allclose(fingerprint(out["state"]), want, rtol=1e-6,
