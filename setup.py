@@ -12,6 +12,7 @@ setup(
         "flax>=0.12",
         "optax>=0.2.5",
         "orbax-checkpoint>=0.11",
+        "etils[epath]",
         "grain>=0.2.10",
         "tensorflow-datasets>=4.9.9",
         "array-record>=0.7",
@@ -30,7 +31,9 @@ setup(
     extras_require={
         # torch pinned exactly: a looser spec pulls a multi-GB CUDA build.
         # accelerate: transformers' GGUF loader (from_pretrained(..., gguf_file=...)) needs it.
-        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.50", "accelerate"],
+        # nbclient/nbformat/ipykernel execute notebooks/colab_tpu_demo.ipynb in the tests.
+        "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.50", "accelerate",
+                 "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
         "jetstream": ["google-jetstream==0.2.2"],
     },
 )

@@ -109,6 +109,26 @@ def _validate_sampler(c: mlc.ConfigDict) -> None:
         f"{o.temperature}, top_p=1.0, top_k=0, or use objective.estimator='full_vocab'")
 
 
+def _validate_cached_topk(c: mlc.ConfigDict) -> None:
+  """cached_topk trains on dataset responses against the teacher's cached top-k."""
+  o = c.objective
+  if o.prefix != "teacher":
+    raise ValueError("config.data.teacher_source='cached_topk' needs objective.prefix="
+                     f"'teacher' (student prefixes need a live teacher), not {o.prefix!r}")
+  if o.teacher_top_k < 1:
+    raise ValueError("config.data.teacher_source='cached_topk' needs objective.teacher_top_k"
+                     f" >= 1 (how many teacher tokens to cache), not {o.teacher_top_k}")
+  cur = c.curriculum
+  if cur.enabled and cur.reference == "teacher":
+    raise ValueError("config.data.teacher_source='cached_topk' trains without the teacher "
+                     "on device, so config.curriculum.reference='teacher' cannot measure "
+                     "its entropy; use curriculum.reference in ('student_start', 'absolute')")
+  if o.kl == "jsd" or o.estimator != "full_vocab":
+    raise ValueError("config.data.teacher_source='cached_topk' supports objective.kl in "
+                     "('forward', 'reverse', 'mixed') with estimator='full_vocab', not "
+                     f"kl={o.kl!r} estimator={o.estimator!r}")
+
+
 def validate(c: mlc.ConfigDict) -> None:
   """Raises ValueError naming the first bad field. Call before any compile."""
   validate_objective(c.objective)
@@ -121,10 +141,12 @@ def validate(c: mlc.ConfigDict) -> None:
   if c.data.task not in ("arithmetic", "chain") and not c.data.path:
     raise ValueError(f"config.data.path is empty but data.task={c.data.task!r} reads a local "
                      "file; set --config.data.path=/path/to/file or use data.task='arithmetic'")
-  if c.data.teacher_source == "dataset" and c.objective.prefix != "student" \
+  if c.data.teacher_source in ("dataset", "cached_topk") and c.objective.prefix != "student" \
       and c.data.task in ("aime", "amc"):
     raise ValueError(f"config.data.teacher_source='dataset' needs worked solutions, which "
                      f"data.task={c.data.task!r} lacks; use 'rollout' or 'rollout_cached'")
+  if c.data.teacher_source == "cached_topk":
+    _validate_cached_topk(c)
   for f in ("batch_size", "max_prompt_len", "max_response_len"):
     _positive(f"data.{f}", c.data[f])
   for f in ("steps", "log_every", "ckpt_every", "kl_chunk"):

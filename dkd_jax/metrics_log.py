@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import sys
 import time
 from typing import Callable
@@ -18,6 +17,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import tqdm
+
+from dkd_jax import multihost
+from dkd_jax import paths
 
 # bf16 dense peaks per chip (FLOP/s) for MFU; unknown kinds fall back to a measurement.
 _PEAKS = {"TPU v4": 275e12, "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12,
@@ -92,9 +94,10 @@ class LineProgress:
 def progress(start: int, total: int, *, every: int = 10, seconds: float = 30.0, file=None):
   """A tqdm bar on a terminal; `LineProgress` lines when stderr is a file or a pipe."""
   file = file or sys.stderr
-  if file.isatty():
+  if file.isatty() or not multihost.is_primary():   # tqdm(disable=True) is silent
     return tqdm.tqdm(total=total, initial=start, desc="distill", unit="step",
-                     dynamic_ncols=True, file=file, mininterval=1.0)
+                     dynamic_ncols=True, file=file, mininterval=1.0,
+                     disable=not multihost.is_primary())
   return LineProgress(start, total, every=every, seconds=seconds, file=file)
 
 
@@ -111,13 +114,12 @@ def _flat(d: dict, prefix: str = "") -> dict:
 def check_config_unchanged(workdir: str, config, allow: bool) -> None:
   """Refuses to resume a run's checkpoints under a different config (its LR and α
   schedules, data and objective would change mid-run) unless `allow`."""
-  saved_path = os.path.join(workdir, "config.json")
-  has_ckpt = os.path.isdir(os.path.join(workdir, "checkpoints")) and \
-      any(n.isdigit() for n in os.listdir(os.path.join(workdir, "checkpoints")))
-  if not has_ckpt or not os.path.exists(saved_path) or allow:
+  workdir = paths.as_path(workdir)
+  saved_path, ckpts = workdir / "config.json", workdir / "checkpoints"
+  has_ckpt = ckpts.is_dir() and any(p.name.isdigit() for p in ckpts.iterdir())
+  if not has_ckpt or not saved_path.exists() or allow:
     return
-  with open(saved_path) as f:
-    saved = _flat(json.load(f))
+  saved = _flat(json.loads(saved_path.read_text()))
   now = _flat(json.loads(config.to_json_best_effort()))
   diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
   if diff:
@@ -127,65 +129,70 @@ def check_config_unchanged(workdir: str, config, allow: bool) -> None:
                      "a new --workdir, or pass --allow_config_change")
 
 
-def _truncate_jsonl(path: str, last_step: int) -> int:
+def _truncate_jsonl(path, last_step: int) -> int:
   """Keeps rows with step <= last_step (atomically); returns how many were dropped."""
-  if not os.path.exists(path):
+  if not path.exists():
     return 0
-  with open(path) as f:
-    rows = [line for line in f if line.strip()]
+  rows = [line + "\n" for line in path.read_text().splitlines() if line.strip()]
   keep = [r for r in rows if json.loads(r)["step"] <= last_step]
   if len(keep) != len(rows):
-    with open(path + ".tmp", "w") as f:
-      f.writelines(keep)
-    os.replace(path + ".tmp", path)
+    paths.write_text_atomic(path, "".join(keep))
   return len(rows) - len(keep)
 
 
 class Logger:
-  """TensorBoard + metrics.jsonl + log.txt in the workdir."""
+  """TensorBoard + metrics.jsonl + log.txt in the workdir (an epath: local or gs://),
+  written by process 0 alone; on the other processes of a multi-host run it is silent."""
 
-  def __init__(self, workdir: str, config):
-    self.workdir, self.config = workdir, config
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-    self._log = open(os.path.join(workdir, "log.txt"), "a")
-    self.tb = self._jsonl = None
+  def __init__(self, workdir, config):
+    self.workdir, self.config = paths.as_path(workdir), config
+    self.primary = multihost.is_primary()
+    self.tb = self._jsonl = self._log = None
+    if not self.primary:
+      return
+    (self.workdir / "config.json").write_text(config.to_json_best_effort(indent=2))
+    self._log = (self.workdir / "log.txt").open("a")
 
   def start(self, step: int) -> None:
     """Opens the metric sinks at the run's (restored) step: rows a killed run wrote past
     its last checkpoint are dropped from metrics.jsonl, and TensorBoard is told to
     purge its events past `step`, so a resumed run never holds a step twice."""
+    if not self.primary:
+      return
     from tensorboardX import SummaryWriter
-    path = os.path.join(self.workdir, "metrics.jsonl")
+    path = self.workdir / "metrics.jsonl"
     dropped = _truncate_jsonl(path, step)
     if dropped:
       self.text(f"resume: dropped {dropped} metric rows past step {step}")
-    self.tb = SummaryWriter(os.path.join(self.workdir, "tb"),
-                            purge_step=step + 1 if step else None)
+    self.tb = SummaryWriter(str(self.workdir / "tb"), purge_step=step + 1 if step else None)
     if not step:
       self.tb.add_text("config", "```\n" + str(self.config) + "\n```", 0)
-    self._jsonl = open(path, "a")
+    self._jsonl = path.open("a")
 
   def text(self, msg: str) -> None:
+    if not self.primary:
+      return
     line = f"[{time.strftime('%H:%M:%S')}] {msg}"
     tqdm.tqdm.write(line, file=sys.stderr)
     self._log.write(line + "\n")
     self._log.flush()
 
   def scalars(self, step: int, metrics: dict[str, float]) -> None:
+    if not self.primary:
+      return
     for k, v in metrics.items():
       self.tb.add_scalar(f"train/{k}", v, step)
     self._jsonl.write(json.dumps({"step": step, **metrics}) + "\n")
     self._jsonl.flush()
 
   def finish(self, summary: dict) -> None:
+    if not self.primary:
+      return
     for k, v in summary.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(f"eval/{k}", v, 0)
-    tmp = os.path.join(self.workdir, "summary.json.tmp")
-    with open(tmp, "w") as f:
-      json.dump(summary, f, indent=2, default=str)
-    os.replace(tmp, os.path.join(self.workdir, "summary.json"))
+    paths.write_text_atomic(self.workdir / "summary.json",
+                            json.dumps(summary, indent=2, default=str))
     self.tb.close()
     self._jsonl.close()
     self._log.close()

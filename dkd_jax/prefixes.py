@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 
+from etils import epath
 import numpy as np
 
+from dkd_jax import multihost
 from dkd_jax.data import packing
 
 # objective.prefix: where the prefixes of a batch come from.
 TEACHER, STUDENT, MIXED = "teacher", "student", "mixed"
 PREFIXES = (TEACHER, STUDENT, MIXED)
 # data.teacher_source: what a teacher prefix is.
-DATASET, ROLLOUT, ROLLOUT_CACHED = "dataset", "rollout", "rollout_cached"
-TEACHER_SOURCES = (DATASET, ROLLOUT, ROLLOUT_CACHED)
+# cached_topk: dataset responses, with the teacher's top-k per response token computed
+# once and read from disk, so training needs no teacher on device.
+DATASET, ROLLOUT, ROLLOUT_CACHED, CACHED_TOPK = ("dataset", "rollout", "rollout_cached",
+                                                 "cached_topk")
+TEACHER_SOURCES = (DATASET, ROLLOUT, ROLLOUT_CACHED, CACHED_TOPK)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -136,32 +140,49 @@ def assemble(prompts: dict, parts: list[Responses], plan_: Plan, width: int, pad
   return Batch(toks, mask, plan_.student_B, stats)
 
 
+def topk_arrays(loss_mask_BxT: np.ndarray, rows, k: int) -> tuple[np.ndarray, np.ndarray]:
+  """Cached teacher top-k rows (ids [n,k], logp [n,k] per sequence, row j = response
+  token j) laid on the packed batch: row j goes to the j-th loss position of its sequence
+  (a cut response uses its first rows). Elsewhere ids 0, log-prob 0 (masked out)."""
+  B, T = loss_mask_BxT.shape
+  ids = np.zeros((B, T, k), np.int32)
+  logp = np.zeros((B, T, k), np.float32)
+  for b, (row_ids, row_logp) in enumerate(rows):
+    pos = np.flatnonzero(loss_mask_BxT[b])
+    if len(pos) > len(row_ids):
+      raise ValueError(f"sequence {b} has {len(pos)} response tokens but its cached teacher "
+                       f"top-k has {len(row_ids)} rows; delete the top-k cache to rebuild it")
+    ids[b, pos], logp[b, pos] = row_ids[:len(pos)], row_logp[:len(pos)]
+  return ids, logp
+
+
 class RolloutCache:
   """Teacher rollouts generated once per record and kept on disk (JSONL, append-only).
 
   Keyed by the record index in the training set; a line is written only after its
-  rollout exists, so a killed run loses at most the lines not yet flushed.
+  rollout exists, so a killed run loses at most the lines not yet flushed. Every
+  process holds the same rows (they roll out the same prompts); process 0 writes them.
   """
 
-  def __init__(self, path: str):
-    self.path = path
+  def __init__(self, path):
+    self.path = epath.Path(path)
     self._rows: dict[int, dict] = {}
-    if os.path.exists(path):
-      with open(path) as f:
-        for n, line in enumerate(f, 1):
-          try:
-            row = json.loads(line)
-            self._rows[int(row["index"])] = row
-          except (ValueError, KeyError) as e:
-            raise ValueError(f"{path}:{n}: malformed rollout cache line ({e}); delete the "
-                             "file to regenerate the teacher rollouts") from None
+    if self.path.exists():
+      for n, line in enumerate(self.path.read_text().splitlines(), 1):
+        try:
+          row = json.loads(line)
+          self._rows[int(row["index"])] = row
+        except (ValueError, KeyError) as e:
+          raise ValueError(f"{path}:{n}: malformed rollout cache line ({e}); delete the "
+                           "file to regenerate the teacher rollouts") from None
 
   def get(self, index: int):
     return self._rows.get(int(index))
 
   def put(self, rows: list[dict]):
-    os.makedirs(os.path.dirname(os.path.abspath(self.path)), exist_ok=True)
-    with open(self.path, "a") as f:
-      for row in rows:
-        self._rows[int(row["index"])] = row
-        f.write(json.dumps(row) + "\n")
+    for row in rows:
+      self._rows[int(row["index"])] = row
+    if multihost.is_primary():
+      self.path.parent.mkdir(parents=True, exist_ok=True)
+      with self.path.open("a") as f:
+        f.write("".join(json.dumps(row) + "\n" for row in rows))

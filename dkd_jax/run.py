@@ -14,7 +14,6 @@ and `rng`.
 from __future__ import annotations
 
 import functools
-import os
 import time
 
 import jax
@@ -25,11 +24,13 @@ from dkd_jax import checkpointing
 from dkd_jax import configuration
 from dkd_jax import curriculum as curriculum_lib
 from dkd_jax import metrics_log
+from dkd_jax import paths
 from dkd_jax import prefixes
 from dkd_jax import rng
 from dkd_jax import schedules
 from dkd_jax import sharding
 from dkd_jax import tasks
+from dkd_jax import teacher_topk
 from dkd_jax import train
 from dkd_jax.data import pipeline
 from dkd_jax.evals import harness
@@ -51,7 +52,9 @@ class Loop:
     self.schedule = configuration.alpha_schedule(c)
     self.cur_cfg = configuration.curriculum_config(c, pair.student_cfg.vocab_size)
     self.optimizer = train.make_optimizer(c.optim, c.train.steps)
-    static = train.StepStatic(pair.student_graphdef, pair.teacher_graphdef, self.spec,
+    self.topk = self._topk_cache(workdir)
+    static = train.StepStatic(pair.student_graphdef,
+                              None if self.topk else pair.teacher_graphdef, self.spec,
                               self.optimizer, mesh)
     self.state, self.state_shard = train.sharded_init_state(
         self.optimizer, mesh, pair.student_cfg, pair.student_params)
@@ -60,9 +63,9 @@ class Loop:
     self.cur_state = curriculum_lib.init_state()
     self.sched_state = schedules.init_state(self.schedule)
     self.cost = metrics_log.GenerationCost()
-    self.cache = (prefixes.RolloutCache(os.path.join(workdir, "teacher_rollouts.jsonl"))
+    self.cache = (prefixes.RolloutCache(paths.as_path(workdir) / "teacher_rollouts.jsonl")
                   if c.data.teacher_source == prefixes.ROLLOUT_CACHED else None)
-    self.ckpt = checkpointing.RunCheckpointer(os.path.join(workdir, "checkpoints"),
+    self.ckpt = checkpointing.RunCheckpointer(paths.as_path(workdir) / "checkpoints",
                                               every=c.train.ckpt_every,
                                               max_to_keep=c.train.max_ckpts)
     self.last_entropy = None
@@ -75,6 +78,20 @@ class Loop:
     self.teacher_engine = eng(pair.teacher_cfg, pair.teacher_graphdef,
                               params_shard=pair.teacher_shardings)
 
+  def _topk_cache(self, workdir):
+    """cached_topk: the teacher's top-k on disk (one pass if absent); the teacher's
+    params then leave the device until the final evaluation reloads them."""
+    c, pair = self.c, self.pair
+    if c.data.teacher_source != prefixes.CACHED_TOPK:
+      return None
+    cache = teacher_topk.ensure_cache(
+        workdir, self.task.train_encoded, pair.teacher_graphdef, pair.teacher_params,
+        k=c.objective.teacher_top_k, batch_size=c.data.batch_size, mesh=self.mesh,
+        pad_id=self.task.tokenizer.pad_id, log=self.log)
+    teacher_topk.free(pair.teacher_params)
+    pair.teacher_params = None
+    return cache
+
   # -- checkpoint -------------------------------------------------------------------------
   def host_state(self) -> dict:
     return {"iterator": self.iterator.get_state(), "curriculum": self.cur_state,
@@ -82,7 +99,7 @@ class Loop:
             "last_entropy": self.last_entropy}
 
   def restore(self) -> int:
-    out = self.ckpt.restore(self.state)
+    out = self.ckpt.restore(self.state, log=self.log)
     if out is None:
       return 0
     self.state, host = out
@@ -111,8 +128,13 @@ class Loop:
     if len(plan.teacher_idx):
       parts.append(self._teacher_responses(step, prompts, plan))
     batch = prefixes.assemble(prompts, parts, plan, c.data.max_response_len, pad, entropy)
-    return train.make_batch(batch.tokens_BxT, batch.loss_mask_BxT, batch.student_B, 0.0,
-                            rng.key_data(c.seed, "train_step", step)), batch.stats
+    out = train.make_batch(batch.tokens_BxT, batch.loss_mask_BxT, batch.student_B, 0.0,
+                           rng.key_data(c.seed, "train_step", step))
+    if self.topk is not None:
+      out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
+          batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]],
+          c.objective.teacher_top_k)
+    return out, batch.stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, key):
     return rollout_lib.rollout(
@@ -124,7 +146,7 @@ class Loop:
     """Teacher prefixes: dataset responses, or teacher rollouts (cached when asked)."""
     c, idx, pad = self.c, plan.teacher_idx, self.task.tokenizer.pad_id
     R = c.data.max_response_len
-    if plan.teacher_source == prefixes.DATASET:
+    if plan.teacher_source in (prefixes.DATASET, prefixes.CACHED_TOPK):
       return prefixes.dataset_responses(prompts, idx, plan.max_len, R, pad)
     index = prompts["index"]
     rows = {i: self.cache.get(index[i]) for i in idx} if self.cache else {}
@@ -169,7 +191,7 @@ class Loop:
                if self.cur_cfg.enabled else self.c.data.max_response_len)
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
-    batch = jax.device_put(batch, train.batch_shardings(self.mesh))
+    batch = sharding.put_global(batch, train.batch_shardings(self.mesh, self.topk is not None))
     t1 = time.perf_counter()
     self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -191,7 +213,7 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   under a different config is refused unless `allow_config_change` (it would change
   the LR and α schedules mid-run)."""
   configuration.validate(c)
-  os.makedirs(workdir, exist_ok=True)
+  paths.as_path(workdir).mkdir(parents=True, exist_ok=True)
   metrics_log.check_config_unchanged(workdir, c, allow_config_change)
   logger = metrics_log.Logger(workdir, c)
   log = logger.text
@@ -205,8 +227,10 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   logger.start(start)   # drops metric rows past the restored step (a killed run's tail)
   loop.measure_reference()
   _train(c, loop, logger, pair, mesh, start)
+  if pair.teacher_params is None:   # cached_topk trained without it; evaluation needs it
+    pair.teacher_params = pair_lib.load_teacher(c, mesh, task, workdir, log)[2]
   if c.export.at_end:
-    out = handoff.write_model("hf", os.path.join(workdir, "export", "hf"), pair.student_cfg,
+    out = handoff.write_model("hf", str(paths.as_path(workdir) / "export" / "hf"), pair.student_cfg,
                               loop.state["params"], task.tokenizer)
     log(f"export: the student as a Hugging Face directory in {out}")
   results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)

@@ -118,3 +118,27 @@ def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
 
 def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
+
+
+def put_global(tree, shardings):
+  """Host arrays (the same global value on every process) -> global jax.Arrays; each
+  process copies only the slices its own devices hold (no cross-host traffic, no
+  equality check). With one process this is `jax.device_put`."""
+  if jax.process_count() == 1:
+    return jax.device_put(tree, shardings)
+
+  def one(x, s):
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
+  return jax.tree.map(one, tree, shardings)
+
+
+def to_host(tree):
+  """Numpy copies of a pytree of arrays. An array sharded over other processes' devices
+  is gathered first, which is a collective: every process must make the same call."""
+  def one(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
+      from jax.experimental import multihost_utils
+      x = multihost_utils.process_allgather(x, tiled=True)
+    return np.asarray(x)
+  return jax.tree.map(one, tree)

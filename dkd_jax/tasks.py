@@ -14,6 +14,7 @@ import tempfile
 from typing import Any
 from typing import Callable
 
+from dkd_jax import multihost
 from dkd_jax import prefixes
 from dkd_jax import rng
 from dkd_jax.data import arithmetic
@@ -34,6 +35,7 @@ class Task:
   eval_records: list
   train_batches: Any                    # grain IterDataset of prompt (+response) batches
   grade: Callable[[str, str], math_eval.Grade]   # (response text, gold) -> Grade
+  train_encoded: Any = None             # the tokenized train records the batches draw from
 
   def eval_sets(self, names, data_dir: str | None = None) -> dict[str, list]:
     """Named eval sets: this task's held-out split, or local benchmark files."""
@@ -92,8 +94,9 @@ def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple
             arithmetic.make_records(a.num_eval, rng.int_seed(c.seed, "eval_problems"), cfg))
   if c.data.reader == "tfds" and workdir:
     from dkd_jax.data import tfds_math  # tfds import is slow: only when used
-    records = tfds_math.records_from_file(c.data.path, c.data.task,
-                                          data_dir=_tfds_dir(c, workdir, read_only))
+    # Prepared once, by process 0; the other processes then read the prepared files.
+    records = multihost.primary_first("tfds_prepare", lambda: tfds_math.records_from_file(
+        c.data.path, c.data.task, data_dir=_tfds_dir(c, workdir, read_only)))
   else:
     records = sources.read_records(c.data.path, c.data.task)
   for r in records:   # GSM8K calculator annotations are not text a model should learn
@@ -104,7 +107,7 @@ def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple
 
 def load_task(c, tokenizer, workdir: str | None = None, read_only: bool = False) -> Task:
   train, held_out = records_for(c, workdir, read_only)
-  with_responses = (c.data.teacher_source == prefixes.DATASET
+  with_responses = (c.data.teacher_source in (prefixes.DATASET, prefixes.CACHED_TOPK)
                     and c.objective.prefix != prefixes.STUDENT)
   encoded = pipeline.encode_records(
       train, tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=c.data.truncate_prompts,
@@ -112,4 +115,4 @@ def load_task(c, tokenizer, workdir: str | None = None, read_only: bool = False)
   batches = pipeline.batch_dataset(encoded, seed=rng.int_seed(c.seed, "train_shuffle"),
                                    batch_size=c.data.batch_size)
   grade = _grade_arithmetic if c.data.task in BUILT_IN else math_eval.grade
-  return Task(c.data.task, tokenizer, train, held_out, batches, grade)
+  return Task(c.data.task, tokenizer, train, held_out, batches, grade, encoded)

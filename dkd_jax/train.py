@@ -69,8 +69,27 @@ def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: in
   return jax.lax.map(one, (jax.lax.stop_gradient(h), keys)).reshape(-1)[:N].astype(jnp.int32)
 
 
+def cached_topk_loss_fn(static: StepStatic, student_params, batch):
+  """The loss against the teacher's cached top-k (batch['topk_ids'], ['topk_logp']):
+  no teacher params, no teacher forward."""
+  tokens_BxT = batch["tokens"]
+  B, T = tokens_BxT.shape
+  K = batch["topk_ids"].shape[-1]
+  hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, tokens_BxT)
+  mask_N = batch["loss_mask"].reshape(-1).astype(jnp.float32)
+  loss, tok = kl_lib.cached_topk_loss(
+      hidden_s.reshape(B * T, -1), model_lib.head(static.student_graphdef, student_params),
+      batch["topk_ids"].reshape(B * T, K), batch["topk_logp"].reshape(B * T, K), mask_N,
+      static.spec, alpha=batch["alpha"])
+  metrics = {k: _masked_mean(tok[k], mask_N) for k in PER_TOKEN_METRICS}
+  metrics["loss_tokens"] = jnp.sum(mask_N)
+  return loss, metrics
+
+
 def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
   """Scalar loss and token metrics for one batch (student params are the variable)."""
+  if static.teacher_graphdef is None:
+    return cached_topk_loss_fn(static, student_params, batch)
   tokens_BxT = batch["tokens"]
   B, T = tokens_BxT.shape
   hidden_t, _ = model_lib.apply(static.teacher_graphdef, teacher_params, tokens_BxT)
@@ -142,10 +161,15 @@ def state_shardings(mesh, optimizer, model_cfg):
   return {"step": rep, "params": p_shard, "opt_state": opt_shard}
 
 
-def batch_shardings(mesh):
+def batch_shardings(mesh, cached_topk: bool = False):
+  """Shardings of the batch dict; with `cached_topk` also the teacher's [B, T, K] top-k."""
   b2, rep = sharding.batch_sharding(mesh, 2), sharding.replicated(mesh)
-  return {"tokens": b2, "loss_mask": b2, "student_row": sharding.batch_sharding(mesh, 1),
-          "alpha": rep, "key": rep}
+  out = {"tokens": b2, "loss_mask": b2, "student_row": sharding.batch_sharding(mesh, 1),
+         "alpha": rep, "key": rep}
+  if cached_topk:
+    b3 = sharding.batch_sharding(mesh, 3)
+    out.update(topk_ids=b3, topk_logp=b3)
+  return out
 
 
 def make_batch(tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data):
@@ -157,11 +181,14 @@ def make_batch(tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data)
 
 
 def jit_train_step(static: StepStatic, state_shard, teacher_shard):
-  """The jitted step: explicit in/out shardings, the train state donated."""
+  """The jitted step: explicit in/out shardings, the train state donated. A static
+  without a teacher graphdef trains on cached teacher top-k (teacher_params None)."""
   mesh = static.mesh
   rep = sharding.replicated(mesh)
+  cached = static.teacher_graphdef is None
   return jax.jit(functools.partial(train_step, static),
-                 in_shardings=(state_shard, batch_shardings(mesh), teacher_shard),
+                 in_shardings=(state_shard, batch_shardings(mesh, cached),
+                               None if cached else teacher_shard),
                  out_shardings=(state_shard, rep),
                  donate_argnums=(0,))
 

@@ -13,9 +13,9 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "dkd_jax"
 # long as there is no cycle.
 LAYERS = (
     ("rng", "sharding", "kl", "naive_kl", "schedules", "curriculum", "checkpointing",
-     "metrics_log", "prefixes", "data.*"),
+     "metrics_log", "prefixes", "multihost", "paths", "data.*"),
     ("models.*",),
-    ("train", "configuration", "grpo"),
+    ("train", "configuration", "grpo", "teacher_topk"),
     ("generate.*",),
     ("evals.*",),
     ("tasks",),

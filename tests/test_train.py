@@ -224,6 +224,52 @@ def test_kill_and_resume_matches_straight_run(tmp_path, teacher_dir):
   assert pa == pb
 
 
+def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path, teacher_dir):
+  """4 KB of the latest step's data overwritten: the run names it, moves it aside and
+  resumes from the previous checkpoint."""
+  from test_checkpointing import corrupt_4kb
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  steps = {"train.steps": 4, "train.ckpt_every": 2, "eval.num_problems": 1}
+  run_lib.run(config("fwd_teacher.py", **steps), work)
+  corrupt_4kb(os.path.join(work, "checkpoints", "4"))
+  run_lib.run(config("fwd_teacher.py", **{**steps, "train.steps": 5}), work)
+  log = open(os.path.join(work, "log.txt")).read()
+  damaged = [l for l in log.splitlines() if "is damaged" in l]
+  assert len(damaged) == 1 and "checkpoint step 4" in damaged[0], log
+  assert "restoring step 2" in damaged[0] and "resumed from step 2" in log
+  assert [d.split("-")[0] for d in os.listdir(os.path.join(work, "checkpoints.corrupt"))] == ["4"]
+  assert json.load(open(os.path.join(work, "summary.json")))["steps"] == 5
+
+
+def test_cached_topk_trains_without_teacher_on_device(tmp_path, teacher_dir, monkeypatch):
+  """data.teacher_source='cached_topk': one pass writes the teacher's top-k per response
+  token; every train step then runs with the teacher's params deleted from the device
+  (the final evaluation reloads them). A second run reuses the cache."""
+  from dkd_jax import teacher_topk
+  from dkd_jax.data import topk_store
+  freed, seen = [], []
+  real_free, real_step = teacher_topk.free, run_lib.Loop.step
+  monkeypatch.setattr(teacher_topk, "free",
+                      lambda p: (freed.extend(jax.tree.leaves(p)), real_free(p))[1])
+  monkeypatch.setattr(run_lib.Loop, "step", lambda self, i: (seen.append(
+      self.pair.teacher_params is None and all(a.is_deleted() for a in freed)),
+      real_step(self, i))[1])
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  c = config("fwd_teacher.py", **{"data.teacher_source": "cached_topk",
+                                  "objective.teacher_top_k": 8, "train.steps": 4,
+                                  "eval.num_problems": 1})
+  summary = run_lib.run(c, work)
+  assert freed and seen == [True] * 4
+  rows = _losses(work)
+  assert [r["step"] for r in rows] == [1, 2, 3, 4] and all(math.isfinite(r["loss"]) for r in rows)
+  cache = topk_store.TopKSource(os.path.join(work, "teacher_topk_k8.array_record"))
+  ids, logp = cache[0]
+  assert len(cache) == 512 and ids.shape[1] == 8 and np.all(np.diff(logp, axis=1) <= 0)
+  assert summary["teacher_eval"]["arithmetic"]["avg_at_k"] >= 0
+  log = open(os.path.join(work, "log.txt")).read()
+  assert log.count("teacher top-k cache:") == 1
+
+
 # ------------------------------------------------------------------ bad input
 
 def test_nan_loss_stops_naming_step_and_metric(tmp_path, monkeypatch, teacher_dir):

@@ -53,7 +53,7 @@ def heldout_kl(fn, pair, s_params, tokens, mask, mesh, batch: int):
   pad = (-n) % batch
   tokens = np.concatenate([tokens, np.zeros((pad, tokens.shape[1]), tokens.dtype)])
   mask = np.concatenate([mask, np.zeros((pad, mask.shape[1]), mask.dtype)])
-  put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, 2))
+  put = lambda x: sharding.put_global(x, sharding.batch_sharding(mesh, 2))
   f = r = m = 0.0
   for i in range(0, len(tokens), batch):
     a, b, c = fn(s_params, pair.teacher_params, put(tokens[i:i + batch]),

@@ -31,6 +31,7 @@ from typing import Sequence
 import jax
 import numpy as np
 
+from dkd_jax import sharding
 from dkd_jax.data import packing
 
 RESPONSE_KEYS = ("logprob", "sampling_logprob", "entropy")
@@ -78,9 +79,9 @@ def request_keys(seed, n: int) -> np.ndarray:
 
 
 def _harvest(state, slots: Sequence[int], eos_ids) -> dict[int, dict]:
-  """Host copies of the finished slots' responses (one transfer per buffer)."""
-  num_B = np.asarray(state.num_B)
-  out = {k: np.asarray(v) for k, v in state.out.items()}
+  """Host copies of the finished slots' responses (one transfer per buffer; gathered
+  across processes when the decode state spans several hosts)."""
+  num_B, out = sharding.to_host((state.num_B, dict(state.out)))
   got = {}
   for s in slots:
     n = int(num_B[s])
@@ -158,7 +159,7 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
   state = fill(engine.init_decode_state())
   while any(o >= 0 for o in owner):
     state = engine.generate_steps(params, state, sync_every, sampler)
-    done_B = np.asarray(state.done_B)  # the one host sync per sync_every steps
+    done_B = sharding.to_host(state.done_B)  # the one host sync per sync_every steps
     finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
     if finished:
       for s, row in _harvest(state, finished, engine.eos_ids).items():

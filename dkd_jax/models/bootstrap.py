@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
 import time
 
 import jax
@@ -19,6 +18,8 @@ import numpy as np
 import optax
 
 from dkd_jax import checkpointing
+from dkd_jax import multihost
+from dkd_jax import paths
 from dkd_jax import rng
 from dkd_jax import sharding
 from dkd_jax.data import packing
@@ -56,7 +57,7 @@ def train_teacher(cfg: model_lib.ModelConfig, batches, *, steps: int, lr: float,
     b = next(batches)
     tokens, mask = packing.pack(b["prompt_tokens"], b["prompt_len"], b["response_tokens"],
                                  b["response_len"], pad_id)
-    put = lambda x: jax.device_put(x, sharding.batch_sharding(mesh, 2))
+    put = lambda x: sharding.put_global(x, sharding.batch_sharding(mesh, 2))
     params, opt_state, loss = step(params, opt_state, put(tokens), put(mask.astype(np.float32)))
     if (i + 1) % max(steps // 5, 1) == 0:
       log(f"teacher bootstrap step {i + 1}/{steps} ce={float(loss):.4f} "
@@ -69,20 +70,21 @@ def cached_teacher(workdir: str, cfg: model_lib.ModelConfig, make_batches, *, st
                    train_missing: bool = True):
   """Loads workdir/teacher if it was made with the same model, data and schedule,
   else trains and saves it (or, with `train_missing=False`, raises naming the command
-  that makes it: readers of a run directory never write into it)."""
-  path = os.path.join(workdir, "teacher")
+  that makes it: readers of a run directory never write into it). Every process trains
+  and saves (orbax writes each host's shards); process 0 alone writes the meta file, and
+  its view of the cache decides."""
+  path = paths.as_path(workdir) / "teacher"
   meta = {"model": {k: v for k, v in vars(cfg).items() if k not in ("scan_layers", "remat")},
           "steps": steps, "lr": lr, "seed": seed, "data": data}
   meta = json.loads(json.dumps(meta))
-  meta_file = os.path.join(path, "teacher_meta.json")
-  if os.path.exists(meta_file):
-    with open(meta_file) as f:
-      if json.load(f) == meta:
-        graphdef, like = model_lib.init_params(cfg, mesh, seed)
-        log(f"teacher: reusing the bootstrapped teacher in {path}")
-        return graphdef, checkpointing.load_params(os.path.join(path, "params"), like)
+  meta_file = path / "teacher_meta.json"
+  hit = meta_file.exists() and json.loads(meta_file.read_text()) == meta
+  if multihost.from_primary(np.int32(hit)):
+    graphdef, like = model_lib.init_params(cfg, mesh, seed)
+    log(f"teacher: reusing the bootstrapped teacher in {path}")
+    return graphdef, checkpointing.load_params(path / "params", like)
   if not train_missing:
-    state = "was made with other settings" if os.path.exists(meta_file) else "is missing"
+    state = "was made with other settings" if meta_file.exists() else "is missing"
     raise FileNotFoundError(
         f"the bootstrapped teacher in {path} {state}; make it with the run itself: "
         f"python -m dkd_jax.launch --config=configs/X.py --workdir={workdir} (this command "
@@ -90,10 +92,10 @@ def cached_teacher(workdir: str, cfg: model_lib.ModelConfig, make_batches, *, st
   log(f"teacher: no checkpoint configured; bootstrapping one by SFT ({steps} steps)")
   graphdef, params = train_teacher(cfg, make_batches(), steps=steps, lr=lr, mesh=mesh,
                                    seed=seed, pad_id=pad_id, log=log)
-  checkpointing.save_params(os.path.join(path, "params"), params)
-  with open(meta_file + ".tmp", "w") as f:
-    json.dump(meta, f)
-  os.replace(meta_file + ".tmp", meta_file)   # the meta file marks the cache complete
+  checkpointing.save_params(path / "params", params)
+  if multihost.is_primary():   # the meta file marks the cache complete
+    paths.write_text_atomic(meta_file, json.dumps(meta))
+  multihost.barrier("teacher_meta")
   return graphdef, params
 
 

@@ -138,15 +138,19 @@ def check_hf_tensors(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
                      f"d_model {cfg.d_model}): " + " | ".join(problems))
 
 
+def _check_tied(cfg: ModelConfig, shapes, get, where: str) -> None:
+  if cfg.tie_embeddings and "lm_head.weight" in shapes:
+    if not np.array_equal(get("lm_head.weight"), get("model.embed_tokens.weight")):
+      raise ValueError(f"{where}: config ties the embeddings but lm_head.weight differs from "
+                       "model.embed_tokens.weight; set tie_word_embeddings=false")
+
+
 def params_from_hf(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
                    get: Callable[[str], np.ndarray], where: str = "checkpoint"):
   """A HF state dict (names, shapes and a getter) -> our params tree of fp32 numpy."""
   check_hf_tensors(cfg, shapes, where)
   specs = hf_tensor_specs(cfg)
-  if cfg.tie_embeddings and "lm_head.weight" in shapes:
-    if not np.array_equal(get("lm_head.weight"), get("model.embed_tokens.weight")):
-      raise ValueError(f"{where}: config ties the embeddings but lm_head.weight differs from "
-                       "model.embed_tokens.weight; set tie_word_embeddings=false")
+  _check_tied(cfg, shapes, get, where)
   layers = {k: np.empty((cfg.n_layers,) + s, np.float32)
             for k, s in model_lib.layer_param_shapes(cfg).items()}
   params: dict[str, Any] = {"layers": layers}
@@ -167,6 +171,44 @@ def params_to_hf(cfg: ModelConfig, params, dtype: str = "float32") -> dict[str, 
     leaf = host[spec.key] if spec.layer is None else host["layers"][spec.key][spec.layer]
     out[name] = _to_hf(np.asarray(leaf, np.float32), spec).astype(dtype)
   return out
+
+
+def param_readers(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
+                  get: Callable[[str], np.ndarray], where: str = "checkpoint"):
+  """Our params tree with a reader per leaf: reader(index) -> fp32 numpy of that slice
+  only. With a memory-mapped `get` (safetensors) a host reads just the bytes of the
+  shards it holds: the layout change (`_to_ours`) is a view, the slice comes first and
+  the fp32 copy last."""
+  check_hf_tensors(cfg, shapes, where)
+  _check_tied(cfg, shapes, get, where)
+  names: dict[str, dict[int | None, tuple[str, TensorSpec]]] = {}
+  for name, spec in hf_tensor_specs(cfg).items():
+    names.setdefault(spec.key, {})[spec.layer] = (name, spec)
+
+  def view(name, spec):
+    return _to_ours(get(name), spec)
+
+  def reader(key):
+    by_layer = names[key]
+    if None in by_layer:
+      return lambda idx: np.asarray(view(*by_layer[None])[idx], np.float32)
+    return lambda idx: np.stack([np.asarray(view(*by_layer[l])[idx[1:]], np.float32)
+                                 for l in range(cfg.n_layers)[idx[0]]])
+  shapes_ours = model_lib.param_shapes(cfg)
+  return {k: ({kk: reader(kk) for kk in v} if k == "layers" else reader(k))
+          for k, v in shapes_ours.items()}
+
+
+def place_readers(cfg: ModelConfig, readers, mesh=None):
+  """Leaf readers -> device arrays, each process reading only its devices' slices."""
+  shapes = model_lib.param_shapes(cfg)
+  is_shape = lambda x: isinstance(x, tuple)
+  if mesh is None:
+    full = lambda r, shape: jax.numpy.asarray(r(tuple(slice(None) for _ in shape)))
+    return jax.tree.map(full, readers, shapes, is_leaf=is_shape)
+  shardings = model_lib.param_shardings(mesh, cfg)
+  return jax.tree.map(lambda r, shape, s: jax.make_array_from_callback(shape, s, r),
+                      readers, shapes, shardings, is_leaf=is_shape)
 
 
 def place(cfg: ModelConfig, params, mesh=None):
@@ -306,15 +348,17 @@ def read_config(path: str, **overrides) -> ModelConfig:
 
 
 def load_hf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
-  """A local HF directory -> (ModelConfig, params), params placed into their shardings.
+  """A local HF directory -> (ModelConfig, params), params placed into their shardings,
+  read shard by shard from the memory-mapped safetensors (no host holds more than the
+  slices of its own devices).
 
   `dtype` is the compute dtype (params stay fp32); `overrides` replace config fields
   such as scan_layers or remat."""
   cfg = read_config(path, dtype=dtype, **overrides)
   entries = _hf_entries(path)
   shapes = {k: tuple(v["shape"]) for k, v in entries.items()}
-  params = params_from_hf(cfg, shapes, lambda n: _read_tensor(entries[n]), where=path)
-  return cfg, place(cfg, params, mesh)
+  readers = param_readers(cfg, shapes, lambda n: _read_tensor(entries[n]), where=path)
+  return cfg, place_readers(cfg, readers, mesh)
 
 
 def _replace_dir(tmp: str, path: str) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import jax
 
+from dkd_jax import multihost
 from dkd_jax import rng
 from dkd_jax.data import arithmetic
 from dkd_jax.models import bootstrap
@@ -72,7 +73,12 @@ def resolve_checkpoint(path: str, workdir: str, role: str, read_only: bool = Fal
       return out
     if read_only:
       return _converted_outside(os.path.abspath(path), role)
-    return gguf.gguf_to_hf_dir(path, out)
+
+    def convert():   # once, by process 0; the others then read the HF directory
+      if not os.path.exists(os.path.join(out, "config.json")):
+        gguf.gguf_to_hf_dir(path, out)
+    multihost.primary_first(f"gguf_to_hf_{role}", convert)
+    return out
   return path
 
 
@@ -146,11 +152,12 @@ def load_student(c, mesh, teacher_cfg, teacher_params, workdir, read_only: bool 
                            mesh=mesh)
   elif s.init == "teacher_layers":
     keep = max(int(s.keep_every), 1)
-    params = dict(teacher_params, layers=jax.tree.map(lambda a: a[::keep],
-                                                      teacher_params["layers"]))
-    # Through the host: the student's state is donated each step, so it must never
+    # A jitted copy (never through the host: a multi-host teacher is not all local).
+    # The copy matters: the student's state is donated each step, so it must never
     # alias the teacher's buffers.
-    params = jax.device_put(jax.device_get(params), model_lib.param_shardings(mesh, cfg))
+    take = lambda p: dict(p, layers=jax.tree.map(lambda a: a[::keep], p["layers"]))
+    params = jax.jit(lambda p: jax.tree.map(lambda a: a.copy(), take(p)),
+                     out_shardings=model_lib.param_shardings(mesh, cfg))(teacher_params)
   else:
     _, params = model_lib.init_params(cfg, mesh, rng.int_seed(c.seed, "student_init"))
   graphdef, _ = model_lib.abstract(cfg)
