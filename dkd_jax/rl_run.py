@@ -259,6 +259,7 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
   pair = pair_lib.load_pair(c, mesh, task, workdir, log)
   loop = RLLoop(c, mesh, pair, task, workdir, log)
   start, evals = loop.restore(), read_evals(workdir)
+  logger.start(start)   # metric rows past the restored step are dropped
   todo = eval_steps(c)
   if start in todo and start not in evals:   # also a kill between checkpoint and eval
     evals[start] = _evaluate(c, loop, workdir, start, log)

@@ -42,7 +42,8 @@ keep_runs() {  # keep_runs OUT RESULTS: the small files of every finished arm
   for d in "$1"/*_s*/; do
     [ -f "$d/summary.json" ] || continue
     mkdir -p "$2/runs/$(basename "$d")"
-    cp "$d"/summary.json "$d"/metrics.jsonl "$d"/log.txt "$2/runs/$(basename "$d")/"
+    cp "$d"/summary.json "$d"/metrics.jsonl "$d"/log.txt "$d"/config.json \
+       "$2/runs/$(basename "$d")/"
   done
 }
 # The shared teacher: bootstrapped by a 1-step run whose workdir then serves as the cache.

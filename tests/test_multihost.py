@@ -106,6 +106,7 @@ def test_two_processes_match_one(config, tmp_path, teacher):
   assert "ocdbt.process_1" in os.listdir(os.path.join(two, "checkpoints", "2", "state"))
   if "student" in config:
     # The checkpoint the two processes wrote resumes in one process.
-    out = run_one(config, two, "--config.train.steps=3")
+    # A longer run from the same checkpoint: a config change, allowed explicitly.
+    out = run_one(config, two, "--config.train.steps=3", "--allow_config_change")
     assert "resumed from step 2" in out.stderr
     assert [r["step"] for r in rows(two)] == [1, 2, 3]

@@ -232,7 +232,8 @@ def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path, teacher_dir):
   steps = {"train.steps": 4, "train.ckpt_every": 2, "eval.num_problems": 1}
   run_lib.run(config("fwd_teacher.py", **steps), work)
   corrupt_4kb(os.path.join(work, "checkpoints", "4"))
-  run_lib.run(config("fwd_teacher.py", **{**steps, "train.steps": 5}), work)
+  run_lib.run(config("fwd_teacher.py", **{**steps, "train.steps": 5}), work,
+              allow_config_change=True)   # a longer run from the same checkpoints
   log = open(os.path.join(work, "log.txt")).read()
   damaged = [l for l in log.splitlines() if "is damaged" in l]
   assert len(damaged) == 1 and "checkpoint step 4" in damaged[0], log
