@@ -20,6 +20,7 @@ import optax
 
 from dkd_jax import kl as kl_lib
 from dkd_jax import sharding
+from dkd_jax import topk_loss
 from dkd_jax.models import decoder as model_lib
 
 PER_TOKEN_METRICS = ("fkl", "rkl", "ent_s", "ent_t")
@@ -77,7 +78,7 @@ def cached_topk_loss_fn(static: StepStatic, student_params, batch):
   K = batch["topk_ids"].shape[-1]
   hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, tokens_BxT)
   mask_N = batch["loss_mask"].reshape(-1).astype(jnp.float32)
-  loss, tok = kl_lib.cached_topk_loss(
+  loss, tok = topk_loss.cached_topk_loss(
       hidden_s.reshape(B * T, -1), model_lib.head(static.student_graphdef, student_params),
       batch["topk_ids"].reshape(B * T, K), batch["topk_logp"].reshape(B * T, K), mask_N,
       static.spec, alpha=batch["alpha"])

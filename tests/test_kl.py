@@ -13,6 +13,7 @@ import pytest
 
 from dkd_jax import kl
 from dkd_jax import naive_kl
+from dkd_jax import topk_loss
 from dkd_jax.sharding import make_mesh
 
 # fp32 tolerances (the issue's). bf16 inputs: the logit cotangent is rounded to bf16
@@ -274,7 +275,7 @@ def test_cached_topk_matches_in_step_top_k(kind, k, tau):
   logp_k, ids_k = jax.lax.top_k(logp_t, k)
 
   def ours(hs, ws):
-    return kl.cached_topk_loss(hs, ws, ids_k, logp_k, mask, spec)
+    return topk_loss.cached_topk_loss(hs, ws, ids_k, logp_k, mask, spec)
 
   def in_step(hs, ws):
     return kl.distill_loss(hs, ws, ht, wt, mask, spec)

@@ -13,7 +13,7 @@ PKG = pathlib.Path(__file__).resolve().parent.parent / "dkd_jax"
 # long as there is no cycle.
 LAYERS = (
     ("rng", "sharding", "kl", "naive_kl", "schedules", "curriculum", "checkpointing",
-     "metrics_log", "prefixes", "multihost", "paths", "data.*"),
+     "metrics_log", "prefixes", "multihost", "paths", "topk_loss", "data.*"),
     ("models.*",),
     ("train", "configuration", "grpo", "teacher_topk"),
     ("generate.*",),
