@@ -35,7 +35,8 @@ def get_config(arg: str = ""):
       kl_estimator="full_vocab",   # full_vocab (exact, fused kernel) | k3 (sampled token)
       behavior_logp="rollout",     # rollout (engine's sampling log-probs) | recompute
       max_response_len=0,          # rollout length limit; 0 = the run's data.max_response_len
-      eval_every=25))
+      eval_every=25,
+      eval_problems=0, eval_k=0))  # 0 = the init run's (its held-out set and k)
   c.rollout.temperature = 1.0
   c.optim.lr = 1e-3
   c.optim.warmup_steps = 5

@@ -188,7 +188,8 @@ def validate_rl(c: mlc.ConfigDict) -> None:
   _one_of("rl.behavior_logp", r.behavior_logp, grpo.BEHAVIOR_LOGPS)
   for f in ("prompts_per_batch", "updates_per_batch", "eval_every"):
     _positive(f"rl.{f}", r[f])
-  _positive("rl.max_response_len", r.max_response_len, allow_zero=True)
+  for f in ("max_response_len", "eval_problems", "eval_k"):
+    _positive(f"rl.{f}", r[f], allow_zero=True)
   _positive("rl.adv_eps", r.adv_eps)
   if r.group_size < 2:
     raise ValueError(f"config.rl.group_size={r.group_size!r} must be >= 2: advantages are "

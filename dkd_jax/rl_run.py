@@ -5,7 +5,10 @@ the clipped objective -> evaluation curve.
 `rl` block (configs/grpo.py). `config.init.checkpoint` names where the policy starts:
 
 - a run directory (config.json + checkpoints/): that run's config decides the models,
-  task, teacher and seed (`RUN_OWNED`), its bootstrapped teacher is copied into the
+  task, teacher, seed and evaluation (`RUN_OWNED`: the RL curve is scored on the very
+  held-out problems the distillation run was; `rl.eval_problems` / `rl.eval_k` may only
+  shrink or resize it, e.g. for cheaper intermediate points), its bootstrapped teacher is
+  copied into the
   workdir, and its latest student checkpoint is the initial policy (or, with
   `init.restore_student=False`, the student that run started from: the un-distilled
   baseline);
@@ -48,7 +51,7 @@ from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.models import pair as pair_lib
 
-RUN_OWNED = ("seed", "teacher", "student", "data", "objective", "curriculum")
+RUN_OWNED = ("seed", "teacher", "student", "data", "objective", "curriculum", "eval")
 EVALS_FILE = "rl_evals.jsonl"
 
 
@@ -58,23 +61,34 @@ def is_run_dir(path: str) -> bool:
 
 
 def resolve_config(c: mlc.ConfigDict) -> mlc.ConfigDict:
-  """The config this run uses: `c` with the init source's models, task and seed."""
+  """The config this run uses: `c` with the init source's models, task, seed and eval."""
   out = mlc.ConfigDict(c.to_dict())
   src = c.init.checkpoint
-  if not src:
-    return out
-  if is_run_dir(src):
+  if src and is_run_dir(src):
     run_c = configuration.load_run_config(src)
     for k in RUN_OWNED:
       out[k] = run_c[k]
-    return out
-  if src == pair_lib.SMOLLM2_ALIAS or os.path.isfile(os.path.join(src, "config.json")) \
-      or src.endswith(".gguf") and os.path.isfile(src):
+  elif src == pair_lib.SMOLLM2_ALIAS or src and (
+      os.path.isfile(os.path.join(src, "config.json"))
+      or src.endswith(".gguf") and os.path.isfile(src)):
     out.student.init, out.student.checkpoint = "checkpoint", src
     out.teacher.checkpoint = out.teacher.checkpoint or src
-    return out
-  raise FileNotFoundError(f"config.init.checkpoint={src!r} is neither a run directory "
-                          "(config.json + checkpoints/) nor a HF directory or .gguf file")
+  elif src:
+    raise FileNotFoundError(f"config.init.checkpoint={src!r} is neither a run directory "
+                            "(config.json + checkpoints/) nor a HF directory or .gguf file")
+  return out
+
+
+def eval_config(c: mlc.ConfigDict) -> mlc.ConfigDict:
+  """`c` with `rl.eval_problems` / `rl.eval_k` applied (0 = keep) for the evaluation only:
+  the first N held-out problems, a fixed subset (curves stay paired across arms), while
+  the train/held-out split, which `eval.num_problems` sets for file tasks, is untouched."""
+  out = mlc.ConfigDict(c.to_dict())
+  if c.rl.eval_problems:
+    out.eval.num_problems = min(c.rl.eval_problems, c.eval.num_problems)
+  if c.rl.eval_k:
+    out.eval.k = c.rl.eval_k
+  return out
 
 
 def adopt_run_artifacts(src: str, workdir: str) -> None:
@@ -234,7 +248,8 @@ def eval_steps(c) -> set[int]:
 
 
 def _evaluate(c, loop, workdir, step, log) -> dict:
-  results = harness.evaluate_run(c, loop.pair, loop.task, loop.state["params"], loop.mesh, log)
+  results = harness.evaluate_run(eval_config(c), loop.pair, loop.task, loop.state["params"],
+                                 loop.mesh, log)
   with open(os.path.join(workdir, EVALS_FILE), "a") as f:
     f.write(json.dumps({"step": step, "eval": results}) + "\n")
   return results

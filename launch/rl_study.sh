@@ -7,13 +7,16 @@
 #       [RESULTS=docs/results] [--config.x=y ...]
 #
 # Paths are relative to the repository root. Arms: every STUDY_OUT/<run>/ that finished
-# (summary.json) and is a distillation run, or only those named in $ARMS (e.g.
-# ARMS="fwd_teacher fwd_student rev_teacher rev_student kl_mix curriculum"); plus
-# "undistilled": the student the first arm STARTED from (init.restore_student=False),
-# with that arm's teacher and task. Each (arm, seed) is RL_OUT/<arm>/seed<s>/, a GRPO
-# workdir; one with summary.json is skipped, a killed one resumes from its checkpoint.
-# Arguments after the fifth are config overrides for every GRPO run (e.g. a preset's
-# sizes: --config.rl.group_size=8 --config.eval.k=8).
+# (summary.json) and is a distillation run, or only those whose arm name is in $ARMS (e.g.
+# ARMS="fwd_teacher fwd_student rev_teacher rev_student mix_a50 horizon_long_curriculum").
+# A run named <arm>_s<N> (launch/study.sh's layout) is seed N's distilled student: it gets
+# RL seed N only (when N is in SEEDS), so an arm's seeds vary the distillation and the RL
+# together; a run without the suffix gets every seed of SEEDS. Plus "undistilled": for
+# seed N, the student that the first <arm>_s<N> run STARTED from (init.restore_student=
+# False), with that run's teacher and task. Each (arm, seed) is RL_OUT/<arm>/seed<s>/, a
+# GRPO workdir; one with summary.json is skipped, a killed one resumes from its checkpoint.
+# Arguments after the fifth are config overrides for every GRPO run (e.g. a cheaper curve:
+# --config.rl.eval_problems=300 --config.rl.eval_every=20).
 set -euo pipefail
 STUDY=${1:?usage: launch/rl_study.sh STUDY_OUT [RL_OUT] [STEPS] [SEEDS] [RESULTS] [overrides]}
 OUT=${2:-runs/rl_study}; STEPS=${3:-200}; SEEDS=${4:-"0 1 2"}; RESULTS=${5:-docs/results}
@@ -31,23 +34,43 @@ grpo() {  # grpo ARM INIT_RUN_DIR SEED [overrides...]
       --config.train.steps="$STEPS" "$@" ${EXTRA[@]+"${EXTRA[@]}"}
 }
 
-is_arm() {  # a finished distillation run (not a GRPO run), in $ARMS when given
-  local run=$1 name; name=$(basename "$run")
-  [ -f "$run/summary.json" ] && [ -d "$run/checkpoints" ] || return 1
-  grep -q '"rl":' "$run/config.json" && return 1
-  [ -z "${ARMS:-}" ] || [[ " $ARMS " == *" $name "* ]]
+arm_of() {  # fwd_student_s2 -> fwd_student; a name without the suffix is its own arm
+  local name; name=$(basename "$1")
+  if [[ $name =~ ^(.+)_s([0-9]+)$ ]]; then echo "${BASH_REMATCH[1]}"; else echo "$name"; fi
+}
+seed_of() {  # fwd_student_s2 -> 2; empty without the suffix
+  local name; name=$(basename "$1")
+  if [[ $name =~ _s([0-9]+)$ ]]; then echo "${BASH_REMATCH[1]}"; fi
 }
 
+is_arm() {  # a finished distillation run (not a GRPO run), in $ARMS when given
+  local run=$1
+  [ -f "$run/summary.json" ] && [ -d "$run/checkpoints" ] || return 1
+  grep -q '"rl":' "$run/config.json" && return 1
+  [ -z "${ARMS:-}" ] || [[ " $ARMS " == *" $(arm_of "$run") "* ]]
+}
+
+declare -A base=()   # seed -> the run whose starting student is that seed's undistilled one
 first=""
 for run in "$STUDY"/*/; do
   run=${run%/}
   is_arm "$run" || continue
   first=${first:-$run}
-  for seed in $SEEDS; do grpo "$(basename "$run")" "$run" "$seed"; done
+  s=$(seed_of "$run")
+  if [ -z "$s" ]; then
+    for seed in $SEEDS; do grpo "$(arm_of "$run")" "$run" "$seed"; done
+  elif [[ " $SEEDS " == *" $s "* ]]; then
+    base[$s]=${base[$s]:-$run}
+    grpo "$(arm_of "$run")" "$run" "$s"
+  fi
 done
 [ -n "$first" ] || { echo "no finished distillation runs under $STUDY" >&2; exit 1; }
 for seed in $SEEDS; do
-  grpo undistilled "$first" "$seed" --config.init.restore_student=False
+  if [ -n "${base[$seed]:-}" ]; then
+    grpo undistilled "${base[$seed]}" "$seed" --config.init.restore_student=False
+  else   # seeds need their own starting student: wait for a finished <arm>_s<seed>
+    echo "undistilled seed $seed: no finished <arm>_s$seed run under $STUDY yet" >&2
+  fi
 done
 
 python -m dkd_jax.rl_report "$OUT" --out="$RESULTS"
@@ -55,8 +78,8 @@ python -m dkd_jax.rl_report "$OUT" --out="$RESULTS"
   echo "# RL after distillation (GRPO)"
   echo
   echo "Produced by \`launch/rl_study.sh $STUDY $OUT $STEPS \"$SEEDS\" $RESULTS ${EXTRA[*]:-}\`"
-  echo "on $(nproc) CPU cores, $(date -u +%F). Arms start from $STUDY/<arm> (undistilled:"
-  echo "the student $first started from). Mean over seeds; [95% bootstrap interval over problems]."
+  echo "on $(nproc) CPU cores, $(date -u +%F). Arms start from $STUDY/<arm>_s<seed> (undistilled:"
+  echo "the student those runs started from). Mean over seeds; [95% bootstrap interval over problems]."
   echo
   cat "$RESULTS/rl_results.md"
 } > "$RESULTS/RL_README.md"

@@ -374,3 +374,24 @@ def test_grpo_cli_from_a_distillation_run_resumes_and_evaluates(tmp_path):
   assert out.returncode == 0, out.stderr[-3000:]
   assert json.load(open(os.path.join(straight, "eval.json")))["arithmetic"]["avg_at_k"] \
       == summary["eval"]["arithmetic"]["avg_at_k"]
+
+
+def test_a_run_directory_owns_the_evaluation_and_rl_eval_fields_only_resize_it(tmp_path):
+  """GRPO from a run directory is scored on that run's held-out set (task and k), not the
+  GRPO file's defaults; rl.eval_problems / rl.eval_k shrink the evaluation only."""
+  from dkd_jax import rl_run
+  run_c = load_config()
+  run_c.data.task, run_c.eval.datasets, run_c.eval.k = "chain", ("chain",), 8
+  run_c.eval.num_problems = 1000
+  os.makedirs(tmp_path / "checkpoints")
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(run_c.to_dict(), f)
+  c = load_config()
+  c.init.checkpoint = str(tmp_path)
+  resolved = rl_run.resolve_config(c)
+  assert resolved.data.task == "chain" and tuple(resolved.eval.datasets) == ("chain",)
+  assert resolved.eval.k == 8 and resolved.eval.num_problems == 1000
+  resolved.rl.eval_problems, resolved.rl.eval_k = 300, 4
+  e = rl_run.eval_config(resolved)
+  assert (e.eval.num_problems, e.eval.k) == (300, 4)
+  assert resolved.eval.num_problems == 1000   # the train/held-out split is left alone
