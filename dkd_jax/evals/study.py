@@ -6,7 +6,10 @@ per-problem values (every run is evaluated on the same held-out problems, so pro
 are the unit of resampling and seeds are averaged inside each problem). A claim
 compares two arms paired on the same problems (`stats.paired_diff`) and gets a verdict:
 appeared (the interval excludes 0 in the claimed direction), did not (it excludes 0 the
-other way) or inconclusive.
+other way) or inconclusive. The problem bootstrap does not see seed-to-seed spread, so
+each claim also lists the per-seed differences (seeds matched by number) and a verdict
+stands only when every seed's difference has its sign ("inconclusive (seeds disagree)"
+otherwise).
 """
 from __future__ import annotations
 
@@ -92,24 +95,37 @@ def compare(arms, a: str, b: str, field: str) -> dict | None:
   return stats.paired_diff(per_problem(arms[a], field), per_problem(arms[b], field))
 
 
-def verdict(diff: dict | None, expect: str) -> str:
-  """'appeared' / 'did not' / 'inconclusive' for a claimed sign ('+' or '-')."""
+def seed_diffs(arms, a: str, b: str, field: str) -> list[float]:
+  """mean(a) - mean(b) of a per-problem field for every seed both arms ran."""
+  by_seed = lambda runs: {s["seed"]: s for s in runs}
+  ra, rb = by_seed(arms.get(a, [])), by_seed(arms.get(b, []))
+  return [float(per_problem([ra[s]], field).mean() - per_problem([rb[s]], field).mean())
+          for s in sorted(set(ra) & set(rb))]
+
+
+def verdict(diff: dict | None, expect: str, seeds: list[float] | None = None) -> str:
+  """'appeared' / 'did not' / 'inconclusive' for a claimed sign ('+' or '-'); with the
+  per-seed differences, a verdict needs every seed on its side of 0."""
   if diff is None:
     return "not run"
   if diff["verdict"] == "inconclusive":
     return "inconclusive"
+  if seeds and not (all(d > 0 for d in seeds) or all(d < 0 for d in seeds)):
+    return "inconclusive (seeds disagree)"
   return "appeared" if (diff["verdict"] == "a>b") == (expect == "+") else "did not"
 
 
 def claims_table(arms, claims) -> str:
   """claims: [(claim, arm_a, arm_b, field, expected sign)] -> markdown with verdicts."""
-  rows = ["| claim | comparison | per-problem field | mean diff [95% CI] | verdict |",
-          "|---|---|---|---|---|"]
+  rows = ["| claim | comparison | per-problem field | mean diff [95% CI] | per seed | "
+          "verdict |", "|---|---|---|---|---|---|"]
   for claim, a, b, field, expect in claims:
     d = compare(arms, a, b, field)
+    seeds = seed_diffs(arms, a, b, field) if d is not None else []
     txt = "—" if d is None else f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
+    per_seed = ", ".join(f"{x:+.4f}" for x in seeds) or "—"
     rows.append(f"| {claim} | {a} − {b} (expected {expect}) | {field} | {txt} | "
-                f"{verdict(d, expect)} |")
+                f"{per_seed} | {verdict(d, expect, seeds)} |")
   return "\n".join(rows) + "\n"
 
 

@@ -148,11 +148,20 @@ def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> Deco
                      keys_Bx2=put(state.keys_Bx2, pick(prefix.keys_Nx2)), out=out)
 
 
-def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState):
-  """One token for every slot; finished/empty slots compute but change nothing."""
+def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState, layers_L=None):
+  """One token for every slot; finished/empty slots compute but change nothing.
+
+  With `layers_L` (per-layer weights) the cache is per layer too ({'k','v': L-tuples},
+  see `generate_steps_fn`); otherwise it is the stacked [L, B, S, K, Dh] one."""
   del cfg
-  logits_Bx1xV, cache = model_lib.logits(graphdef, params, state.tokens_B[:, None],
-                                         state.pos_B[:, None], state.cache)
+  tokens_Bx1, pos_Bx1 = state.tokens_B[:, None], state.pos_B[:, None]
+  if layers_L is None:
+    logits_Bx1xV, cache = model_lib.logits(graphdef, params, tokens_Bx1, pos_Bx1, state.cache)
+  else:
+    logits_Bx1xV, kv_L = model_lib.logits_per_layer(
+        graphdef, params, layers_L, tokens_Bx1, pos_Bx1,
+        list(zip(state.cache["k"], state.cache["v"])))
+    cache = {"k": tuple(k for k, _ in kv_L), "v": tuple(v for _, v in kv_L)}
   stats = sampling.sample_with_stats(sampler, logits_Bx1xV[:, 0], state.keys_Bx2, state.num_B)
   active_B = ~state.done_B
   rows_B = jnp.arange(state.num_B.shape[0])
@@ -172,16 +181,25 @@ def generate_fn(cfg, graphdef, sampler, eos_ids, params, state):
 
 
 def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state):
-  """Up to num_steps decode steps in one jit; stops early once every slot is done."""
+  """Up to num_steps decode steps in one jit; stops early once every slot is done.
+
+  The loop runs on per-layer weights and caches: split once here (one copy of each per
+  call) so that no token re-slices the stacked weights or rewrites the whole cache
+  (BUILD_NOTES, issue 11); the cache is restacked once at the end.
+  """
+  layers_L = model_lib.layer_list(model_lib.stacked_layers(graphdef, params), cfg.n_layers)
+  per_layer = state.replace(cache={n: tuple(c) for n, c in state.cache.items()})
+
   def cond(carry):
     i, s = carry
     return (i < num_steps) & ~jnp.all(s.done_B)
 
   def body(carry):
     i, s = carry
-    return i + 1, decode_step(cfg, graphdef, sampler, eos_ids, params, s)[0]
+    return i + 1, decode_step(cfg, graphdef, sampler, eos_ids, params, s, layers_L)[0]
 
-  return jax.lax.while_loop(cond, body, (jnp.int32(0), state))[1]
+  out = jax.lax.while_loop(cond, body, (jnp.int32(0), per_layer))[1]
+  return out.replace(cache={n: jnp.stack(c) for n, c in out.cache.items()})
 
 
 def init_state_fn(cfg, batch: int, cache_len: int, max_decode: int) -> DecodeState:

@@ -6,6 +6,14 @@ request: each request owns a PRNG key and step j of that request draws from
 `fold_in(key, j)`, so a request's sample does not depend on its slot, on the
 other requests in the batch or on when it was scheduled.
 
+Drawing is an inverse CDF with one uniform per row, never a sort of the vocabulary nor
+B·V Gumbel draws (both cost more than the model's decode step on CPU): with top-k or
+top-p the draw looks only at the top C candidates from `lax.top_k`, and falls back to
+larger C, then to the full-vocabulary reference (`sampling_logits`), only when some
+row's kept set might reach past the candidates (nucleus mass not reached inside them, or
+a tie at the edge). Temperature-only draws walk block sums of the probabilities, then
+one block. So the distribution sampled is exactly `softmax(sampling_logits(...))`.
+
 Two log-probabilities of a sampled token are computed (see `token_stats`):
 `logprob`, the model's own distribution at temperature 1 (what the trainer and
 the logs need), and `sampling_logprob`, under the distribution actually sampled
@@ -83,17 +91,117 @@ def sampling_logits(sampler: Sampler, logits_BxV: jax.Array) -> jax.Array:
   return x
 
 
+# Candidate counts tried, in order, for top-p without a small top-k: lax.top_k of 257 of
+# 49,152 logits costs ~4 ms on 2 CPU cores, 4,097 ~33 ms, the full sort ~220 ms.
+TOP_P_TIERS = (256, 4096)
+# Block width of the temperature-only inverse CDF (V is padded up to a multiple).
+_BLOCK = 256
+
+
+def _uniforms(keys_Bx2, steps_B) -> jax.Array:
+  keys_B = step_keys(keys_Bx2, steps_B)
+  return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys_B)
+
+
+def _first_above(cum_BxN, target_B, probs_BxN) -> jax.Array:
+  """First index whose cumulative mass exceeds target and whose own mass is > 0.
+
+  Rounding can leave no such index (u near 1) or put a jump on a zero-mass entry: the
+  mask and the fallback to the last positive entry make a zero-mass token impossible.
+  """
+  hit_BxN = (cum_BxN > target_B[:, None]) & (probs_BxN > 0)
+  last_B = probs_BxN.shape[-1] - 1 - jnp.argmax(probs_BxN[:, ::-1] > 0, axis=-1)
+  return jnp.where(jnp.any(hit_BxN, -1), jnp.argmax(hit_BxN, axis=-1), last_B).astype(jnp.int32)
+
+
+def _draw_full(probs_BxV, u_B) -> jax.Array:
+  """Inverse CDF over the whole vocabulary: block sums, then one block (no [B, V] scan)."""
+  B, V = probs_BxV.shape
+  p_BxNxG = jnp.pad(probs_BxV, ((0, 0), (0, -V % _BLOCK))).reshape(B, -1, _BLOCK)
+  block_BxN = jnp.sum(p_BxNxG, axis=-1)
+  cum_BxN = jnp.cumsum(block_BxN, axis=-1)
+  target_B = u_B * cum_BxN[:, -1]
+  n_B = _first_above(cum_BxN, target_B, block_BxN)
+  pick = lambda a: jnp.take_along_axis(a, n_B[:, None], axis=1)[:, 0]
+  in_BxG = jnp.take_along_axis(p_BxNxG, n_B[:, None, None], axis=1)[:, 0]
+  rest_B = target_B - (pick(cum_BxN) - pick(block_BxN))
+  g_B = _first_above(jnp.cumsum(in_BxG, axis=-1), rest_B, in_BxG)
+  return n_B * _BLOCK + g_B
+
+
+def _sample_full(sampler, logits_BxV, u_B):
+  """Reference path: the full masked logits (a sort when top-p is on)."""
+  x_BxV = sampling_logits(sampler, logits_BxV)
+  logp_BxV = jax.nn.log_softmax(x_BxV, axis=-1)
+  tokens_B = _draw_full(jnp.exp(logp_BxV), u_B)
+  return tokens_B, jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
+
+
+def _sample_candidates(sampler, x_BxV, u_B, C: int):
+  """(tokens_B, logprob_B, exact) from the top C of x (temperature applied).
+
+  `exact` is a scalar: True iff every row's kept set lies inside its C candidates with
+  no tie at the edge, so the draw is the reference distribution.
+  """
+  # The outputs are used whole: XLA keeps its fast TopK call only while every use is
+  # the same slice (reading a (C+1)-th value, or an optimization_barrier, brought back
+  # the full sort or crashed the SPMD partitioner). Ties at the edge are counted instead.
+  vals_BxC, idx_BxC = jax.lax.top_k(x_BxV, C)
+  if 0 < sampler.top_k == C:   # the candidates are the top-k set: it normalises top-p
+    lse_B1 = jax.nn.logsumexp(vals_BxC, axis=-1, keepdims=True)
+  else:                        # no top-k (or a larger one): the whole vocabulary does
+    lse_B1 = jax.nn.logsumexp(x_BxV, axis=-1, keepdims=True)
+  keep_BxC = jnp.ones(vals_BxC.shape, bool)
+  # Inside the candidates iff the nucleus ended there (a top-k set always holds it).
+  reached_B = jnp.ones(vals_BxC.shape[:1], bool)
+  if sampler.top_p < 1.0:
+    probs_BxC = jnp.exp(vals_BxC - lse_B1)
+    cum_BxC = jnp.cumsum(probs_BxC, axis=-1)
+    keep_BxC = cum_BxC - probs_BxC < sampler.top_p   # mass strictly above each candidate
+    if sampler.top_k != C:
+      reached_B = jnp.max(cum_BxC, axis=-1) >= sampler.top_p   # the last entry, unsliced
+  cutoff_B = jnp.min(jnp.where(keep_BxC, vals_BxC, jnp.inf), axis=-1)
+  keep_BxC = vals_BxC >= cutoff_B[:, None]               # ties with the cutoff are kept
+  # A value outside equal to the edge would belong to the kept (or top-k) set too.
+  edge_B = jnp.min(vals_BxC, axis=-1) if sampler.top_k == C else cutoff_B
+  inside_B = jnp.sum(vals_BxC >= edge_B[:, None], axis=-1)
+  tie_B = jnp.sum(x_BxV >= edge_B[:, None], axis=-1) > inside_B
+  exact = jnp.all(reached_B & ~tie_B)
+  kept_BxC = jnp.where(keep_BxC, vals_BxC, -jnp.inf)
+  logp_BxC = jax.nn.log_softmax(kept_BxC, axis=-1)
+  probs_BxC = jnp.exp(logp_BxC)
+  j_B = _first_above(jnp.cumsum(probs_BxC, axis=-1), u_B, probs_BxC)
+  pick = lambda a: jnp.take_along_axis(a, j_B[:, None], axis=-1)[:, 0]
+  return pick(idx_BxC).astype(jnp.int32), pick(logp_BxC), exact
+
+
+def _candidate_tiers(sampler: Sampler, V: int) -> tuple[int, ...]:
+  """Candidate counts to try before the full path (each < V, so an edge value exists)."""
+  if 0 < sampler.top_k < V:
+    return (sampler.top_k,) if sampler.top_k <= TOP_P_TIERS[-1] else ()
+  if sampler.top_p < 1.0:
+    return tuple(c for c in TOP_P_TIERS if c < V)
+  return ()
+
+
 def sample(sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array,
            steps_B: jax.Array):
   """(tokens_B int32, sampling_logprob_B) for one decode step."""
   if sampler.is_greedy:
     tokens_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
     return tokens_B, jnp.zeros(tokens_B.shape, jnp.float32)
-  x_BxV = sampling_logits(sampler, logits_BxV)
-  keys_B = step_keys(keys_Bx2, steps_B)
-  tokens_B = jax.vmap(jax.random.categorical)(keys_B, x_BxV).astype(jnp.int32)
-  logp_BxV = jax.nn.log_softmax(x_BxV, axis=-1)
-  return tokens_B, jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
+  u_B = _uniforms(keys_Bx2, steps_B)
+  x_BxV = logits_BxV.astype(jnp.float32) / sampler.temperature
+
+  def draw(tiers):
+    if not tiers:
+      return _sample_full(sampler, logits_BxV, u_B)
+    tokens_B, logp_B, exact = _sample_candidates(sampler, x_BxV, u_B, tiers[0])
+    # lax.cond runs one branch on CPU/GPU: the wider tiers and the sort run only when
+    # some row needs them.
+    return jax.lax.cond(exact, lambda: (tokens_B, logp_B), lambda: draw(tiers[1:]))
+
+  return draw(_candidate_tiers(sampler, x_BxV.shape[-1]))
 
 
 def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array):

@@ -260,19 +260,27 @@ def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
   q, k = apply_rope(q, rope), apply_rope(k, rope)
   if kv is None:
     keys, values = k, v
-    key_pos_S = jnp.arange(T)
   else:
     keys = _write_cache(kv[0], k, positions_BxT[:, 0])
     values = _write_cache(kv[1], v, positions_BxT[:, 0])
     kv = (keys, values)
-    key_pos_S = jnp.arange(keys.shape[1])
-  q = q.reshape(B, T, K, H // K, Dh)
-  scores = jnp.einsum("btkgd,bskd->bkgts", q, keys.astype(dtype)).astype(jnp.float32)
+  G, S = H // K, keys.shape[1]
+  key_pos_S = jnp.arange(S)
+  # Plain batched matmuls over (b, k) with the G query heads of a group folded into the
+  # rows: XLA:CPU ran the 5-d einsums 'btkgd,bskd->bkgts' up to 80x slower (a cliff
+  # between T=128 and 256, measured in BUILD_NOTES); same contractions, same numerics.
+  q_BxKxNxDh = q.reshape(B, T, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, Dh)
+  # The cache stays [B, S, K, Dh] (measured: a [B, K, S, Dh] cache made the decode step
+  # 8-11% slower: writes of one position then scatter across K strided rows).
+  k_BxSxKxDh, v_BxSxKxDh = keys.astype(dtype), values.astype(dtype)
+  scores = jnp.einsum("bknd,bskd->bkns", q_BxKxNxDh, k_BxSxKxDh).astype(jnp.float32)
   scores = scores / math.sqrt(Dh)
-  visible_BxTxS = key_pos_S[None, None, :] <= positions_BxT[:, :, None]
-  scores = jnp.where(visible_BxTxS[:, None, None], scores, -1e30)
-  probs = jax.nn.softmax(scores, axis=-1).astype(dtype)
-  out = jnp.einsum("bkgts,bskd->btkgd", probs, values.astype(dtype)).reshape(B, T, H, Dh)
+  positions_BxN = jnp.tile(positions_BxT, (1, G))      # row n = g * T + t
+  visible_BxNxS = key_pos_S[None, None, :] <= positions_BxN[:, :, None]
+  scores = jnp.where(visible_BxNxS[:, None], scores, -1e30)
+  probs_BxKxNxS = jax.nn.softmax(scores, axis=-1).astype(dtype)
+  out = jnp.einsum("bkns,bskd->bknd", probs_BxKxNxS, v_BxSxKxDh)
+  out = out.reshape(B, K, G, T, Dh).transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
   return jnp.einsum("bthe,hed->btd", out, w("wo")), kv
 
 
@@ -319,6 +327,47 @@ def apply_layers(cfg, layers, x_BxTxD, rope, positions_BxT, cache):
       kv_all = jax.tree.map(lambda *a: jnp.stack(a), *outs)
   new_cache = None if cache is None else {"k": kv_all[0], "v": kv_all[1]}
   return x_BxTxD, new_cache
+
+
+def layer_list(layers: dict[str, jax.Array], n_layers: int) -> list[dict[str, jax.Array]]:
+  """The stacked [L, ...] block weights as L per-layer dicts (one copy, made once).
+
+  For decode loops: XLA:CPU copies a layer's slices out of the stacked arrays on every
+  scan iteration (every layer of every token); split once per `generate_steps` call and
+  passed as separate buffers, the per-token loop reads the weights in place.
+  """
+  return [{k: a[i] for k, a in layers.items()} for i in range(n_layers)]
+
+
+def apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, kv_L):
+  """The blocks as a Python loop over per-layer weights and per-layer caches
+  kv_L = [(k_BxSxKxDh, v_BxSxKxDh)] * L: each cache is updated in place (when its buffer
+  is donated or loop-carried) instead of being restacked, so a decode step writes the
+  new rows only, not a fresh [L, B, S, K, Dh] cache."""
+  out_L = []
+  for p, kv in zip(layers_L, kv_L):
+    x_BxTxD, kv = block(cfg, p, x_BxTxD, rope, positions_BxT, kv)
+    out_L.append(kv)
+  return x_BxTxD, out_L
+
+
+def logits_per_layer(graphdef, params, layers_L, tokens_BxT, positions_BxT, kv_L):
+  """`logits` with per-layer weights (`layer_list`) and caches: the decode loop's form;
+  same embedding, blocks, final norm and head, so the same numbers."""
+  model = nnx.merge(graphdef, params)
+  cfg = model.cfg
+  dtype = jnp.dtype(cfg.dtype)
+  x_BxTxD = model.embedding[...].astype(dtype)[tokens_BxT]
+  rope = rope_tables(cfg, positions_BxT)
+  x_BxTxD, kv_L = apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, kv_L)
+  hidden = rms_norm(x_BxTxD, model.final_norm[...], cfg.norm_eps)
+  w = model.head_DxV()
+  return jnp.einsum("btd,dv->btv", hidden, w.astype(hidden.dtype),
+                    preferred_element_type=jnp.float32), kv_L
+
+
+def stacked_layers(graphdef, params) -> dict[str, jax.Array]:
+  return nnx.merge(graphdef, params).layers.arrays()
 
 
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:

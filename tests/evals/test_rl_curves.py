@@ -59,3 +59,20 @@ def test_study_table_and_cli(tmp_path):
   assert done.returncode == 0, done.stderr[-3000:]
   assert os.path.exists(os.path.join(out, "rl_curves.png"))
   assert "rev_student" in open(os.path.join(out, "rl_results.md")).read()
+
+
+def test_gains_are_paired_end_minus_start_and_differences_get_verdicts(tmp_path):
+  root = str(tmp_path / "rl")
+  for seed in range(3):
+    # every problem improves by one of 4 samples in 'rev_student'; nothing moves in 'flat'
+    _write(root, "rev_student", seed, {0: [0, 1, 2, 3] * 10, 5: [0, 1, 2, 3] * 10,
+                                       10: [1, 2, 3, 4] * 10})
+    _write(root, "flat", seed, {0: [0, 1, 2, 3] * 10, 10: [0, 1, 2, 3] * 10})
+  g = rl_curves.gains(rl_curves.load_curves(root))
+  mean, lo, hi = g["arms"]["rev_student"]["gain"]
+  assert mean == 0.25 and lo == hi == 0.25    # the same +1/4 on every problem
+  assert g["arms"]["flat"]["gain"] == (0.0, 0.0, 0.0)
+  assert g["arms"]["rev_student"]["start"] == np.mean([0, 1, 2, 3]) / 4
+  assert g["pairs"][("flat", "rev_student")] == (-0.25, -0.25, -0.25)
+  table = rl_curves.gains_markdown(g)
+  assert "| flat - rev_student | -0.250 [-0.250, -0.250] | b gains more |" in table

@@ -58,3 +58,24 @@ def test_verdicts():
   assert study.verdict({"verdict": "a>b"}, "-") == "did not"
   assert study.verdict({"verdict": "inconclusive"}, "+") == "inconclusive"
   assert study.verdict(None, "+") == "not run"
+
+
+def test_a_verdict_needs_every_seed_on_its_side(tmp_path):
+  assert study.verdict({"verdict": "a>b"}, "+", [0.01, 0.02, 0.005]) == "appeared"
+  assert study.verdict({"verdict": "a>b"}, "+", [0.01, -0.02, 0.005]) == \
+      "inconclusive (seeds disagree)"
+  P = 400
+  rng = np.random.default_rng(1)
+  base = rng.random(P) * 0.5
+  dirs = []
+  # seeds 0 and 1: a ahead by 0.05; seed 2: a behind by 0.01 -> the pooled interval
+  # excludes 0, the seeds do not agree
+  for seed, shift in ((0, 0.05), (1, 0.05), (2, -0.01)):
+    dirs.append(_run(tmp_path, "rev_student", seed, base + shift, np.full(P, 40.0),
+                     np.full(P, 0.3)))
+    dirs.append(_run(tmp_path, "fwd_student", seed, base, np.full(P, 60.0), np.full(P, 0.8)))
+  arms = study.load_arms(dirs)
+  assert np.allclose(study.seed_diffs(arms, "rev_student", "fwd_student", "correct"),
+                     [0.05, 0.05, -0.01])
+  claims = study.claims_table(arms, [("c", "rev_student", "fwd_student", "correct", "+")])
+  assert "| +0.0500, +0.0500, -0.0100 | inconclusive (seeds disagree) |" in claims
