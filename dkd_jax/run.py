@@ -55,7 +55,7 @@ class Loop:
     self.topk = self._topk_cache(workdir)
     static = train.StepStatic(pair.student_graphdef,
                               None if self.topk else pair.teacher_graphdef, self.spec,
-                              self.optimizer, mesh)
+                              self.optimizer, mesh, response_window=c.data.max_response_len)
     self.state, self.state_shard = train.sharded_init_state(
         self.optimizer, mesh, pair.student_cfg, pair.student_params)
     self.step_fn = train.jit_train_step(static, self.state_shard, pair.teacher_shardings)

@@ -34,6 +34,10 @@ class StepStatic:
   spec: kl_lib.KLSpec
   optimizer: Any
   mesh: Any = None
+  # > 0: the head and the KL run only over a window of this many positions per row, from
+  # the row's first loss position (the packed layout's responses are one contiguous span
+  # of <= max_response_len positions); the prompt positions the mask drops are skipped.
+  response_window: int = 0
 
 
 def make_optimizer(o, total_steps: int) -> optax.GradientTransformation:
@@ -70,17 +74,39 @@ def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: in
   return jax.lax.map(one, (jax.lax.stop_gradient(h), keys)).reshape(-1)[:N].astype(jnp.int32)
 
 
+def response_window(mask_BxT, W: int):
+  """(idx_BxW, mask_BxW): W positions per row from its first loss position (positions past
+  T are clipped and masked out), so the head and KL see responses, not prompts."""
+  T = mask_BxT.shape[1]
+  start_B = jnp.argmax(mask_BxT > 0, axis=1)
+  pos_BxW = start_B[:, None] + jnp.arange(W)[None]
+  idx_BxW = jnp.minimum(pos_BxW, T - 1)
+  mask_BxW = jnp.take_along_axis(mask_BxT, idx_BxW, axis=1) * (pos_BxW < T)
+  return idx_BxW, mask_BxW
+
+
+def _rows(x_BxTx_, idx_BxW):
+  """x at the window positions: [B, W, ...]."""
+  idx = idx_BxW.reshape(idx_BxW.shape + (1,) * (x_BxTx_.ndim - 2))
+  return jnp.take_along_axis(x_BxTx_, idx, axis=1)
+
+
 def cached_topk_loss_fn(static: StepStatic, student_params, batch):
   """The loss against the teacher's cached top-k (batch['topk_ids'], ['topk_logp']):
   no teacher params, no teacher forward."""
-  tokens_BxT = batch["tokens"]
-  B, T = tokens_BxT.shape
   K = batch["topk_ids"].shape[-1]
-  hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, tokens_BxT)
-  mask_N = batch["loss_mask"].reshape(-1).astype(jnp.float32)
+  hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, batch["tokens"])
+  mask_BxT = batch["loss_mask"].astype(jnp.float32)
+  ids_BxTxK, logp_BxTxK = batch["topk_ids"], batch["topk_logp"]
+  if static.response_window:
+    idx_BxW, mask_BxT = response_window(mask_BxT, static.response_window)
+    hidden_s, ids_BxTxK, logp_BxTxK = (_rows(x, idx_BxW)
+                                       for x in (hidden_s, ids_BxTxK, logp_BxTxK))
+  B, T = mask_BxT.shape
+  mask_N = mask_BxT.reshape(-1)
   loss, tok = topk_loss.cached_topk_loss(
       hidden_s.reshape(B * T, -1), model_lib.head(static.student_graphdef, student_params),
-      batch["topk_ids"].reshape(B * T, K), batch["topk_logp"].reshape(B * T, K), mask_N,
+      ids_BxTxK.reshape(B * T, K), logp_BxTxK.reshape(B * T, K), mask_N,
       static.spec, alpha=batch["alpha"])
   metrics = {k: _masked_mean(tok[k], mask_N) for k in PER_TOKEN_METRICS}
   metrics["loss_tokens"] = jnp.sum(mask_N)
@@ -99,8 +125,14 @@ def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
   hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, tokens_BxT)
   head_s = model_lib.head(static.student_graphdef, student_params)
   # Position t predicts token t+1; the last position's target is masked out.
-  targets_N = jnp.roll(tokens_BxT, -1, axis=1).reshape(-1)
-  mask_N = batch["loss_mask"].reshape(-1).astype(jnp.float32)
+  targets_BxT = jnp.roll(tokens_BxT, -1, axis=1)
+  mask_BxT = batch["loss_mask"].astype(jnp.float32)
+  if static.response_window:
+    idx_BxW, mask_BxT = response_window(mask_BxT, static.response_window)
+    hidden_t, hidden_s = _rows(hidden_t, idx_BxW), _rows(hidden_s, idx_BxW)
+    targets_BxT = _rows(targets_BxT, idx_BxW)
+  B, T = mask_BxT.shape
+  targets_N, mask_N = targets_BxT.reshape(-1), mask_BxT.reshape(-1)
   hidden_s = hidden_s.reshape(B * T, -1)
   if static.spec.estimator == "sampled_token":
     # Student rows already hold actions sampled from q (their rollout); teacher rows

@@ -105,6 +105,49 @@ def test_one_step_per_quadrant_keeps_shardings(prefix, spec):
     assert a.sharding.is_equivalent_to(s, a.ndim), (a.sharding, s)
 
 
+WINDOW_SPECS = [kl_lib.KLSpec(kind="forward", chunk=24), kl_lib.KLSpec(kind="reverse", chunk=24),
+                kl_lib.KLSpec(kind="mixed", alpha=0.3, chunk=24),
+                kl_lib.KLSpec(kind="reverse", estimator="sampled_token", chunk=24)]
+
+
+@pytest.mark.parametrize("spec", WINDOW_SPECS, ids=lambda s: f"{s.kind}-{s.estimator}")
+def test_response_window_gives_the_full_step_loss_and_gradient(spec):
+  """Head and KL over each row's response window only (the prompt positions the mask
+  drops are skipped): same loss, metrics and gradient as over all positions."""
+  s_cfg = model_lib.ModelConfig(vocab_size=64, d_model=32, d_ff=64, n_layers=1, n_heads=2,
+                                n_kv_heads=2, head_dim=16)
+  t_cfg = model_lib.ModelConfig(vocab_size=64, d_model=48, d_ff=96, n_layers=2, n_heads=4,
+                                n_kv_heads=2, head_dim=12)
+  s_gd, s_params = model_lib.init_params(s_cfg, None, 0)
+  t_gd, t_params = model_lib.init_params(t_cfg, None, 1)
+  rng = np.random.default_rng(3)
+  P, R = 9, 7
+  p_len, r_len = rng.integers(1, P + 1, 6), rng.integers(0, R + 1, 6)
+  r_len[0] = R   # a full-length response ending at the last position
+  p_len[0] = P
+  tokens, mask = packing.pack(rng.integers(3, 64, (6, P)), p_len, rng.integers(3, 64, (6, R)),
+                               r_len, 0)
+  # student rows hold their own actions: the sampled-token targets are the tokens
+  batch = train.make_batch(tokens, mask, np.ones(6, bool), spec.alpha,
+                           rng_lib.key_data(0, "train_step"))
+  batch = dict(batch, key=jax.random.wrap_key_data(batch["key"]))
+  out = {}
+  for W in (0, R):
+    static = train.StepStatic(s_gd, t_gd, spec, None, None, response_window=W)
+    fn = jax.jit(jax.value_and_grad(
+        lambda p, st=static: train.distill_loss_fn(st, p, t_params, batch), has_aux=True))
+    out[W] = fn(s_params)
+  (loss0, m0), g0 = out[0]
+  (loss1, m1), g1 = out[R]
+  np.testing.assert_allclose(loss1, loss0, rtol=1e-6, atol=1e-7)
+  for k in m0:
+    np.testing.assert_allclose(m1[k], m0[k], rtol=1e-5, atol=1e-6, err_msg=k)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g0)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+  idx, wmask = train.response_window(jnp.asarray(mask), R)
+  assert float(wmask.sum()) == float(mask.sum())
+
+
 def test_in_step_student_sampling_matches_softmax():
   """Gumbel-max over chunks draws v ~ softmax(hW/τ) (the teacher-prefix action sampler)."""
   rng = np.random.default_rng(0)

@@ -111,9 +111,10 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
   """Rollouts (k per problem) and their grades; returns (metrics, rollout result)."""
   enc = pipeline.encode_records(records, tokenizer, max_prompt_len=max_prompt_len,
                                 truncate=True)
-  prompts = [p for p in enc.prompt_ids for _ in range(k)]
-  res = rollout_lib.rollout(engine, params, prompts, sampler=sampling.Sampler(temperature),
-                            seed=seed, max_new_tokens=max_new, pad_id=pad_id)
+  # One prefill per problem, k samples from it (rows stay problem-major: i * k + j).
+  res = rollout_lib.rollout(engine, params, enc.prompt_ids,
+                            sampler=sampling.Sampler(temperature), seed=seed,
+                            max_new_tokens=max_new, pad_id=pad_id, samples_per_prompt=k)
   golds = [a for a in enc.answers for _ in range(k)]
   texts, correct, reasons, invalid = _grades(res, tokenizer, golds, grade)
   P = len(records)

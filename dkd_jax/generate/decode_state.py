@@ -180,8 +180,10 @@ def generate_fn(cfg, graphdef, sampler, eos_ids, params, state):
   return decode_step(cfg, graphdef, sampler, eos_ids, params, state)
 
 
-def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state):
-  """Up to num_steps decode steps in one jit; stops early once every slot is done.
+def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state,
+                      stop_free=None):
+  """Up to num_steps decode steps in one jit; stops early once `stop_free` slots (traced;
+  default all) are done, so the host can refill freed slots without waiting for the rest.
 
   The loop runs on per-layer weights and caches: split once here (one copy of each per
   call) so that no token re-slices the stacked weights or rewrites the whole cache
@@ -190,9 +192,12 @@ def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state)
   layers_L = model_lib.layer_list(model_lib.stacked_layers(graphdef, params), cfg.n_layers)
   per_layer = state.replace(cache={n: tuple(c) for n, c in state.cache.items()})
 
+  B = state.done_B.shape[0]
+  stop_free = B if stop_free is None else stop_free
+
   def cond(carry):
     i, s = carry
-    return (i < num_steps) & ~jnp.all(s.done_B)
+    return (i < num_steps) & (jnp.sum(s.done_B) < stop_free)
 
   def body(carry):
     i, s = carry

@@ -144,7 +144,7 @@ class Engine(_EngineBase):
                      donate_argnums=1)
     if name == "generate_steps":
       return jax.jit(functools.partial(generate_steps_fn, cfg, gd, static[0], eos, static[1]),
-                     in_shardings=(ps, ss), out_shardings=ss, donate_argnums=1)
+                     in_shardings=(ps, ss, rep), out_shardings=ss, donate_argnums=1)
     if name == "init":
       return jax.jit(functools.partial(init_state_fn, cfg, self._B,
                                        self._P + self.max_decode_length, self.max_decode_length),
@@ -229,10 +229,12 @@ class Engine(_EngineBase):
     return self._jit("generate", sampler or self.default_sampler)(params, decode_state)
 
   def generate_steps(self, params, decode_state: DecodeState, num_steps: int,
-                     sampler=None) -> DecodeState:
-    """num_steps decode steps in one call (host sync only after), early exit when all done."""
+                     sampler=None, stop_when_free: int | None = None) -> DecodeState:
+    """num_steps decode steps in one call (host sync only after); exits early once
+    `stop_when_free` slots are done (default: all of them)."""
+    stop = self._B if stop_when_free is None else int(stop_when_free)
     return self._jit("generate_steps", sampler or self.default_sampler,
-                     int(num_steps))(params, decode_state)
+                     int(num_steps))(params, decode_state, np.int32(stop))
 
   def free_resource(self, slot: int) -> None:
     del slot  # a dense cache: nothing to free; the next insert overwrites the slot

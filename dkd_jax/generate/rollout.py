@@ -157,8 +157,12 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
     return state
 
   state = fill(engine.init_decode_state())
+  B = engine.max_concurrent_decodes
   while any(o >= 0 for o in owner):
-    state = engine.generate_steps(params, state, sync_every, sampler)
+    # With requests waiting, come back as soon as enough slots free up to refill (an
+    # eighth of the slots: fewer host syncs than one per freed slot); else when all are done.
+    stop = min(B, sum(o < 0 for o in owner) + max(1, B // 8)) if pending else B
+    state = engine.generate_steps(params, state, sync_every, sampler, stop)
     done_B = sharding.to_host(state.done_B)  # the one host sync per sync_every steps
     finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
     if finished:
