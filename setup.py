@@ -35,5 +35,7 @@ setup(
         "test": ["pytest>=8", "torch==2.13.0", "transformers>=4.50", "accelerate",
                  "nbclient==0.11.0", "nbformat==5.11.1", "ipykernel==7.4.0"],
         "jetstream": ["google-jetstream==0.2.2"],
+        # benchmarks/opd_bench.py: TRL's GKDTrainer side by side with our OPD step.
+        "bench": ["trl==1.16.0"],
     },
 )
