@@ -1,6 +1,8 @@
 """The pure decode-state functions the engine jits, and the pytrees they pass.
 
 `prefill_fn` (one padded prompt -> a `Prefix` and its first sampled token(s)),
+`extend_fn` (more tokens on top of an earlier prefix's cache: prefix caching and
+chunked prefill),
 `insert_fn` (a prefix sample into a slot of the `DecodeState`), `decode_step` /
 `generate_fn` (one token for every slot), `generate_steps_fn` (several steps in one
 `lax.while_loop`) and `init_state_fn` (all slots empty). None of them knows about
@@ -30,6 +32,20 @@ class Prefix:
   first: dict                 # STATS -> [N]
   keys_Nx2: jax.Array         # per-sample request keys (uint32)
   max_new: jax.Array          # int32 [], this request's response-length limit
+
+  def __getitem__(self, name: str):
+    """prefix["cache"]: upstream drivers (JetStream's chunked prefill) read a prefix as a
+    dict when they wrap its cache into an `ExistingPrefix`."""
+    return getattr(self, name)
+
+
+@struct.dataclass
+class ExistingPrefix:
+  """Upstream JetStream's prefix-cache handle: a prefix's KV cache and the tokens it holds
+  (their count is the cache's true length). `Engine.prefill(existing_prefix=...)` takes
+  this or a `Prefix`."""
+  cache: dict
+  common_prefix_tokens: Any
 
 
 @struct.dataclass
@@ -81,6 +97,14 @@ class ResultTokens:
     return SlotData(tokens=col(self.tokens_idx), valid=col(self.valid_idx),
                     lengths=col(self.length_idx)[:, 0], log_prob=self.log_prob[rows])
 
+  def get_result_at_slots(self, slots) -> SlotData:
+    """The rows of several slots at once (one gather per field, as upstream): tokens and
+    valid [n, 1], lengths [n], log_prob [n, 1]; row i is slots[i]."""
+    rows_n = np.asarray(slots, np.int32).reshape(-1)
+    col = lambda idx: self.data[rows_n, idx[0]:idx[1]]
+    return SlotData(tokens=col(self.tokens_idx), valid=col(self.valid_idx),
+                    lengths=col(self.length_idx)[:, 0], log_prob=self.log_prob[rows_n])
+
 
 def _result(stats: dict, valid_B, num_B) -> ResultTokens:
   data = jnp.stack([stats["token"], valid_B.astype(jnp.int32), num_B], axis=1)
@@ -104,15 +128,12 @@ def _finished(token, num, limit, eos_ids: tuple[int, ...]):
   return hit_eos | (num >= limit)
 
 
-def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2,
-               max_new):
-  """Runs the padded prompt into a fresh [L,1,T,K,Dh] cache; samples the first token(s)."""
-  T = tokens_1xT.shape[1]
-  positions_1xT = jnp.arange(T, dtype=jnp.int32)[None]
-  hidden_1xTxD, cache = model_lib.apply(graphdef, params, tokens_1xT, positions_1xT,
-                                        model_lib.init_cache(cfg, 1, T))
+def _first_tokens(cfg, graphdef, sampler, num_samples, params, hidden_1xTxD, last, key_2):
+  """STATS of `num_samples` first tokens drawn from the logits at index `last`, and their
+  keys (sample i uses fold_in(key, i) when there are several)."""
+  del cfg
   # Only the last real position needs logits: never a [T, V] tensor.
-  h_D = jax.lax.dynamic_index_in_dim(hidden_1xTxD[0], true_length - 1, keepdims=False)
+  h_D = jax.lax.dynamic_index_in_dim(hidden_1xTxD[0], last, keepdims=False)
   w_DxV = model_lib.head(graphdef, params)
   logits_V = jnp.einsum("d,dv->v", h_D, w_DxV.astype(h_D.dtype),
                         preferred_element_type=jnp.float32)
@@ -124,9 +145,47 @@ def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_len
   logits_NxV = jnp.broadcast_to(logits_V, (num_samples,) + logits_V.shape)
   first = sampling.sample_with_stats(sampler, logits_NxV, keys_Nx2,
                                      jnp.zeros((num_samples,), jnp.int32))
+  return first, keys_Nx2
+
+
+def _prefix_and_result(cache, true_length, first, keys_Nx2, max_new):
   prefix = Prefix(cache, true_length, first, keys_Nx2, max_new)
-  ones_N = jnp.ones((num_samples,), jnp.int32)
+  ones_N = jnp.ones((keys_Nx2.shape[0],), jnp.int32)
   return prefix, _result(first, ones_N, ones_N)
+
+
+def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2,
+               max_new):
+  """Runs the padded prompt into a fresh [L,1,T,K,Dh] cache; samples the first token(s)."""
+  T = tokens_1xT.shape[1]
+  positions_1xT = jnp.arange(T, dtype=jnp.int32)[None]
+  hidden_1xTxD, cache = model_lib.apply(graphdef, params, tokens_1xT, positions_1xT,
+                                        model_lib.init_cache(cfg, 1, T))
+  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, params, hidden_1xTxD,
+                                  true_length - 1, key_2)
+  return _prefix_and_result(cache, true_length, first, keys_Nx2, max_new)
+
+
+def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_length,
+              tokens_1xT, true_length, key_2, max_new):
+  """Prefills `true_length` more tokens (padded to T) at positions old_length.. on top of
+  an earlier prefix's cache [L,1,Pc,K,Dh]; the new prefix's cache has length out_len (a
+  bucket >= old_length + true_length) and its true length is the sum.
+
+  The work cache is Pc + T long (or out_len if longer), so the T padded positions always
+  fit: dynamic_update_slice clamps an overflowing start, which would shift the keys.
+  Stale slots past old_length are either overwritten here or lie beyond every query's
+  position (the same invariant as prefill's padding)."""
+  T, Pc = tokens_1xT.shape[1], cache["k"].shape[2]
+  work_len = max(Pc + T, out_len)
+  pad = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, work_len - Pc), (0, 0), (0, 0)))
+  positions_1xT = old_length + jnp.arange(T, dtype=jnp.int32)[None]
+  hidden_1xTxD, work = model_lib.apply(graphdef, params, tokens_1xT, positions_1xT,
+                                       {n: pad(c) for n, c in cache.items()})
+  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, params, hidden_1xTxD,
+                                  true_length - 1, key_2)
+  out_cache = {n: c[:, :, :out_len] for n, c in work.items()}
+  return _prefix_and_result(out_cache, old_length + true_length, first, keys_Nx2, max_new)
 
 
 def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> DecodeState:

@@ -9,7 +9,12 @@ Contracts:
   own shardings: never copied, resharded or donated (a mis-sharded params tree is
   an error, not a silent transfer). Only the decode state is donated.
 - One compile per prefill bucket (prefill, insert), one per sampler (generate);
-  slot indices, true lengths, seeds and per-request length limits are traced.
+  slot indices, true lengths, seeds and per-request length limits are traced. A
+  sampler is a `sampling.Sampler` or a hashable function of the logits (upstream's
+  `Callable`); either is a static argument, so the compile cache is keyed by it.
+- Prefix caching and chunked prefill share one pure function (`extend_fn`): more
+  tokens prefilled on top of an earlier prefix's cache, one compile per (existing
+  cache length, new-token bucket, result bucket).
 - `ResultTokens.log_prob` holds the model's temperature-1 log-prob of the emitted
   token; `sampling_log_prob` the log-prob under the distribution actually sampled
   from; `entropy` the model's temperature-1 entropy at that step.
@@ -24,23 +29,28 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 from typing import Any
+from typing import Callable
 from typing import Sequence
 
 import jax
 import numpy as np
 
 from dkd_jax import sharding as sharding_lib
+from dkd_jax.generate import loading
 from dkd_jax.generate import sampling
 
 # The pytrees and pure functions live in generate.decode_state; re-exported here for callers.
 from dkd_jax.generate.decode_state import STATS  # noqa: F401
 from dkd_jax.generate.decode_state import DecodeState  # noqa: F401
+from dkd_jax.generate.decode_state import ExistingPrefix  # noqa: F401
 from dkd_jax.generate.decode_state import Prefix  # noqa: F401
 from dkd_jax.generate.decode_state import ResultTokens  # noqa: F401
 from dkd_jax.generate.decode_state import SlotData  # noqa: F401
 from dkd_jax.generate.decode_state import decode_step  # noqa: F401
 from dkd_jax.generate.decode_state import default_buckets  # noqa: F401
+from dkd_jax.generate.decode_state import extend_fn  # noqa: F401
 from dkd_jax.generate.decode_state import generate_fn  # noqa: F401
 from dkd_jax.generate.decode_state import generate_steps_fn  # noqa: F401
 from dkd_jax.generate.decode_state import init_state_fn  # noqa: F401
@@ -71,12 +81,18 @@ _EngineBase = jetstream_api.Engine if jetstream_api is not None else object
 class Engine(_EngineBase):
   """Continuous-batching engine: `max_concurrent_decodes` slots over one KV cache of
   length max_prefill_length + max_decode_length. Stateless apart from compiled
-  functions; the decode state is a pytree the caller threads through."""
+  functions; the decode state is a pytree the caller threads through.
+
+  tokenizer: optional (`dkd_jax.data.protocols.Tokenizer`), returned by get_tokenizer.
+  prefill_chunk_size: None = one-shot prefill; n = prompts longer than n tokens are
+  prefilled n tokens at a time, each chunk extending the cache (same results)."""
 
   def __init__(self, cfg: model_lib.ModelConfig, graphdef, *, max_concurrent_decodes: int,
                max_prefill_length: int, max_decode_length: int, mesh=None,
                eos_ids: Sequence[int] = (), prefill_buckets: Sequence[int] | None = None,
-               param_shardings=None, sampler: sampling.Sampler = sampling.GREEDY):
+               param_shardings=None,
+               sampler: sampling.Sampler | Callable = sampling.GREEDY, tokenizer=None,
+               prefill_chunk_size: int | None = None):
     self.cfg, self.graphdef = cfg.validate(), graphdef
     for name, v in (("max_concurrent_decodes", max_concurrent_decodes),
                     ("max_prefill_length", max_prefill_length),
@@ -94,7 +110,12 @@ class Engine(_EngineBase):
       raise ValueError(f"prefill_buckets={self.buckets} must be >= 1 and end at "
                        f"max_prefill_length={self._P}")
     self.eos_ids = tuple(int(e) for e in eos_ids)
-    self.default_sampler = sampler
+    self.default_sampler = sampling.check_sampler(sampler)
+    self.tokenizer = tokenizer
+    if prefill_chunk_size is not None and not 1 <= int(prefill_chunk_size) <= self._P:
+      raise ValueError(f"prefill_chunk_size={prefill_chunk_size} must be in [1, "
+                       f"max_prefill_length={self._P}] (None turns chunking off)")
+    self._chunk = None if prefill_chunk_size is None else int(prefill_chunk_size)
     self._mesh = mesh if mesh is not None else sharding_lib.make_mesh((1, 1, 1))
     self.param_shardings = (param_shardings if param_shardings is not None
                             else model_lib.param_shardings(self._mesh, cfg))
@@ -133,6 +154,11 @@ class Engine(_EngineBase):
       sampler, n = static
       return jax.jit(functools.partial(prefill_fn, cfg, gd, sampler, n),
                      in_shardings=(ps, rep, rep, rep, rep),
+                     out_shardings=(self.prefix_shardings, self._result_rep))
+    if name == "extend":
+      sampler, n, out_len = static
+      return jax.jit(functools.partial(extend_fn, cfg, gd, sampler, n, out_len),
+                     in_shardings=(ps, self.prefix_shardings.cache, rep, rep, rep, rep, rep),
                      out_shardings=(self.prefix_shardings, self._result_rep))
     if name == "insert":
       return jax.jit(functools.partial(insert_fn, eos),
@@ -175,10 +201,16 @@ class Engine(_EngineBase):
     return self._jit("init")()
 
   def prefill(self, *, params, existing_prefix=None, padded_tokens, true_length: int,
-              sampler: sampling.Sampler | None = None, request_id=None, rng=None,
+              sampler=None, request_id=None, rng=None,
               max_new_tokens: int | None = None) -> tuple[Prefix, ResultTokens]:
-    """Prefills one prompt. rng: int seed or raw uint32[2] key of this request (default 0);
-    max_new_tokens: this request's response limit (default max_decode_length)."""
+    """Prefills one prompt -> (Prefix, first token's ResultTokens).
+
+    existing_prefix: a `Prefix` (or upstream-style `ExistingPrefix`) of earlier tokens;
+    padded_tokens then holds only the tokens that follow them (upstream: "logically
+    appended"), prefilled on top of its cache. rng: int seed, raw uint32[2] key or typed
+    jax.random.key (default 0). max_new_tokens: this request's response limit (default
+    max_decode_length). request_id is accepted for upstream callers and unused."""
+    del request_id
     return self._prefill(params, existing_prefix, padded_tokens, true_length, sampler, rng,
                          max_new_tokens, 1)
 
@@ -193,26 +225,42 @@ class Engine(_EngineBase):
 
   def _prefill(self, params, existing_prefix, padded_tokens, true_length, sampler, rng,
                max_new_tokens, num_samples):
-    if existing_prefix is not None:
-      raise NotImplementedError("existing_prefix (prefix caching) is not supported")
-    tokens = np.asarray(padded_tokens, np.int32).reshape(-1)
-    true_length = int(true_length)
-    if true_length < 1:
-      raise ValueError("empty prompt (true_length=0): a prompt needs at least one token")
-    if true_length > len(tokens):
-      raise ValueError(f"true_length={true_length} > len(padded_tokens)={len(tokens)}")
-    padded, _ = self.pad_to_bucket(tokens[:true_length])
+    tokens = _new_tokens(padded_tokens, true_length)
+    base = _existing(existing_prefix)   # None or (cache, length already in it)
+    total = (0 if base is None else base[1]) + len(tokens)
+    if total > self._P:
+      raise ValueError(f"existing prefix + new tokens = {total} tokens exceeds "
+                       f"max_prefill_length={self._P}")
     max_new = self.max_decode_length if max_new_tokens is None else int(max_new_tokens)
     if not 1 <= max_new <= self.max_decode_length:
       raise ValueError(f"max_new_tokens={max_new} must be in [1, max_decode_length="
                        f"{self.max_decode_length}]")
-    key = np.asarray(sampling.request_key(0 if rng is None else rng) if np.ndim(rng) == 0
-                     else rng, np.uint32)
-    fn = self._jit("prefill", sampler or self.default_sampler, num_samples)
-    return fn(params, padded[None], np.int32(true_length), key, np.int32(max_new))
+    key = sampling.as_request_key(rng)
+    sampler = sampling.check_sampler(sampler or self.default_sampler)
+    step = self._chunk or len(tokens)
+    pieces = [tokens[i:i + step] for i in range(0, len(tokens), step)]
+    for piece in pieces[:-1]:
+      # Intermediate chunks only extend the cache: their first token is discarded, so
+      # they draw greedily (one compile whatever the request's sampler).
+      prefix, _ = self._prefill_piece(params, base, piece, sampling.GREEDY, 1, key, max_new)
+      base = (prefix.cache, (0 if base is None else base[1]) + len(piece))
+    return self._prefill_piece(params, base, pieces[-1], sampler, num_samples, key, max_new)
 
-  def insert(self, prefix: Prefix, decode_state: DecodeState, slot: int,
+  def _prefill_piece(self, params, base, tokens, sampler, num_samples, key, max_new):
+    """One jitted call: a fresh prefill (base None) or an extension of base's cache."""
+    padded, n = self.pad_to_bucket(tokens)
+    if base is None:
+      fn = self._jit("prefill", sampler, num_samples)
+      return fn(params, padded[None], np.int32(n), key, np.int32(max_new))
+    cache, old = base
+    fn = self._jit("extend", sampler, num_samples, self.bucket_for(old + n))
+    return fn(params, cache, np.int32(old), padded[None], np.int32(n), key, np.int32(max_new))
+
+  def insert(self, prefix: Prefix, decode_state: DecodeState, slot: int, request_id=None, *,
              sample_index: int = 0) -> DecodeState:
+    """Sample `sample_index` of `prefix` into `slot`. request_id (upstream's request
+    handle) is accepted and unused: a dense cache keeps no per-request bookkeeping."""
+    del request_id
     if not 0 <= int(slot) < self._B:
       raise ValueError(f"slot={slot} out of range [0, {self._B})")
     return self._jit("insert")(prefix, decode_state, np.int32(slot), np.int32(sample_index))
@@ -221,35 +269,54 @@ class Engine(_EngineBase):
                   slots: Sequence[int]) -> DecodeState:
     """Sample i of a (multisampling) prefix goes to slots[i]."""
     for i, slot in enumerate(slots):
-      decode_state = self.insert(prefix, decode_state, slot, i)
+      decode_state = self.insert(prefix, decode_state, slot, sample_index=i)
     return decode_state
 
   def generate(self, params, decode_state: DecodeState, sampler=None
                ) -> tuple[DecodeState, ResultTokens]:
-    return self._jit("generate", sampler or self.default_sampler)(params, decode_state)
+    """One token for every slot; sampler: a `Sampler` or a function (upstream's
+    `Callable`, see generate.sampling), default the engine's."""
+    sampler = sampling.check_sampler(sampler or self.default_sampler)
+    return self._jit("generate", sampler)(params, decode_state)
 
   def generate_steps(self, params, decode_state: DecodeState, num_steps: int,
                      sampler=None, stop_when_free: int | None = None) -> DecodeState:
     """num_steps decode steps in one call (host sync only after); exits early once
     `stop_when_free` slots are done (default: all of them)."""
+    sampler = sampling.check_sampler(sampler or self.default_sampler)
     stop = self._B if stop_when_free is None else int(stop_when_free)
-    return self._jit("generate_steps", sampler or self.default_sampler,
-                     int(num_steps))(params, decode_state, np.int32(stop))
+    return self._jit("generate_steps", sampler, int(num_steps))(params, decode_state,
+                                                                np.int32(stop))
 
   def free_resource(self, slot: int) -> None:
     del slot  # a dense cache: nothing to free; the next insert overwrites the slot
 
-  def load_params(self, *args, seed: int = 0, **kwargs):
-    """Random init into the engine's shardings (checkpoints load elsewhere)."""
-    del args, kwargs
-    return model_lib.init_params(self.cfg, self._mesh, seed)[1]
+  def load_params(self, checkpoint: str | os.PathLike | None = None, *, seed: int = 0,
+                  step: int | None = None):
+    """Params in the engine's shardings: from `checkpoint` (a run directory's latest, or
+    `step`, orbax checkpoint; or a local HF directory), else a random init from `seed`.
+    The engine's ModelConfig must describe the stored model (see generate.loading)."""
+    if checkpoint is not None:
+      return loading.load(checkpoint, self.cfg, self._mesh, self.param_shardings, step)
+    params = model_lib.init_params(self.cfg, self._mesh, seed)[1]
+    return jax.device_put(params, self.param_shardings)
 
   def get_prefix_destination_sharding(self) -> Prefix:
     return self.prefix_shardings
 
   def get_tokenizer(self):
-    raise NotImplementedError("tokenizers live in dkd_jax.data (Tokenizer protocol), "
-                              "not in the engine")
+    """The tokenizer given at construction (our Tokenizer protocol, not upstream's
+    TokenizerParameters proto: `build_tokenizer` hands it back unchanged)."""
+    if self.tokenizer is None:
+      raise ValueError("this Engine has no tokenizer: pass Engine(..., tokenizer=...) "
+                       "(a dkd_jax.data.protocols.Tokenizer)")
+    return self.tokenizer
+
+  def build_tokenizer(self, metadata):
+    """Upstream builds a SentencePiece tokenizer from get_tokenizer()'s proto; ours
+    already is the tokenizer, so the orchestrator's build_tokenizer(get_tokenizer())
+    gets it back."""
+    return metadata
 
   @property
   def max_concurrent_decodes(self) -> int:
@@ -273,8 +340,42 @@ class Engine(_EngineBase):
 
   @property
   def use_chunked_prefill(self) -> bool:
-    return False
+    return self._chunk is not None
 
   @property
   def prefill_chunk_size(self) -> int:
-    return self._P
+    """The chunk size when chunking is on; max_prefill_length (one chunk) when off."""
+    return self._chunk or self._P
+
+
+# ----------------------------------------------------------------------------- host helpers
+
+def _new_tokens(padded_tokens, true_length) -> np.ndarray:
+  """The real tokens of one padded row, int32 [true_length] (at least one)."""
+  tokens = np.asarray(padded_tokens, np.int32).reshape(-1)
+  n = int(true_length)
+  if n < 1:
+    raise ValueError("empty prompt (true_length=0): a prompt needs at least one token "
+                     "(with existing_prefix: at least one new token)")
+  if n > len(tokens):
+    raise ValueError(f"true_length={n} > len(padded_tokens)={len(tokens)}")
+  return tokens[:n]
+
+
+def _existing(existing_prefix) -> tuple[dict, int] | None:
+  """(cache, number of tokens in it) of an existing prefix, or None. A `Prefix` tells its
+  length on device (one scalar read); an upstream `ExistingPrefix` by its tokens."""
+  if existing_prefix is None:
+    return None
+  if hasattr(existing_prefix, "common_prefix_tokens"):
+    n = int(np.asarray(existing_prefix.common_prefix_tokens).size)
+  elif isinstance(existing_prefix, Prefix):
+    n = int(existing_prefix.true_length)
+  else:
+    raise TypeError(f"existing_prefix must be a Prefix or an ExistingPrefix, got "
+                    f"{type(existing_prefix).__name__}")
+  cache = existing_prefix.cache
+  if not 1 <= n <= cache["k"].shape[2]:
+    raise ValueError(f"existing prefix holds {n} tokens but its cache has "
+                     f"{cache['k'].shape[2]} positions")
+  return cache, n

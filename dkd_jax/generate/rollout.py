@@ -151,7 +151,8 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
     for slot, who in enumerate(owner):
       if who < 0 and pending:
         i, j = pending.popleft()
-        state, owner[slot] = engine.insert(prefix_of(i), state, slot, j), i * G + j
+        state = engine.insert(prefix_of(i), state, slot, sample_index=j)
+        owner[slot] = i * G + j
         if j == G - 1:
           del live[i]
     return state

@@ -19,13 +19,25 @@ Two log-probabilities of a sampled token are computed (see `token_stats`):
 the logs need), and `sampling_logprob`, under the distribution actually sampled
 from (temperature, top-k, top-p applied; 0 for greedy). Entropy is always the
 model's, at temperature 1.
+
+A sampler may also be a plain function, as upstream JetStream's `sampler` argument
+(`Callable[[logits], tokens]`): `fn(logits_BxV) -> tokens [B] or [B, 1]`, or, when it
+takes a second required positional argument, `fn(logits_BxV, keys_B)` with the typed
+per-row keys fold_in(request key, step) (the same per-request randomness as `Sampler`).
+Its `logprob` and `entropy` are computed from the logits and the chosen tokens as for
+`Sampler`; its `sampling_logprob` is NaN, because the distribution it drew from is
+unknown to the engine (NaN rather than a plausible number, so an importance ratio built
+on it fails loudly). The function is a static jit argument: the engine keys its compile
+cache by the function object, so pass the same object (not a fresh lambda) every call.
 """
 from __future__ import annotations
 
 import dataclasses
+import inspect
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 @dataclasses.dataclass(frozen=True)
@@ -212,9 +224,68 @@ def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array):
   return logprob_B, entropy_B
 
 
-def sample_with_stats(sampler: Sampler, logits_BxV, keys_Bx2, steps_B) -> dict:
+def check_sampler(sampler):
+  """The sampler itself, if it is a `Sampler` or a hashable callable; else a TypeError."""
+  if isinstance(sampler, Sampler):
+    return sampler
+  if not callable(sampler):
+    raise TypeError(f"sampler={sampler!r} must be a sampling.Sampler or a function "
+                    "fn(logits_BxV[, keys_B]) -> tokens_B")
+  try:
+    hash(sampler)
+  except TypeError as e:
+    raise TypeError(f"sampler {sampler!r} must be hashable: the engine keys its compile "
+                    "cache by it") from e
+  return sampler
+
+
+def takes_keys(fn) -> bool:
+  """True iff fn has two or more required positional parameters (then it gets keys)."""
+  try:
+    params = inspect.signature(fn).parameters.values()
+  except (TypeError, ValueError):   # some builtins have no signature: logits only
+    return False
+  positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+  return sum(p.kind in positional and p.default is p.empty for p in params) >= 2
+
+
+def call_sampler(fn, logits_BxV, keys_Bx2, steps_B) -> jax.Array:
+  """tokens_B int32 from a function sampler (see the module docstring)."""
+  B = logits_BxV.shape[0]
+  out = (fn(logits_BxV, step_keys(keys_Bx2, steps_B)) if takes_keys(fn)
+         else fn(logits_BxV))
+  tokens = jnp.asarray(out)
+  if tokens.size != B or not jnp.issubdtype(tokens.dtype, jnp.integer):
+    raise ValueError(f"sampler {fn!r} returned {tokens.dtype}{list(tokens.shape)} for logits "
+                     f"{list(logits_BxV.shape)}; it must return {B} integer token ids")
+  return tokens.reshape(B).astype(jnp.int32)
+
+
+def sample_with_stats(sampler, logits_BxV, keys_Bx2, steps_B) -> dict:
   """Sampled tokens and all three per-token statistics, as one dict of [B] arrays."""
-  tokens_B, sampling_logprob_B = sample(sampler, logits_BxV, keys_Bx2, steps_B)
+  if isinstance(sampler, Sampler):
+    tokens_B, sampling_logprob_B = sample(sampler, logits_BxV, keys_Bx2, steps_B)
+  else:   # a function: its distribution is unknown (module docstring)
+    tokens_B = call_sampler(sampler, logits_BxV, keys_Bx2, steps_B)
+    sampling_logprob_B = jnp.full(tokens_B.shape, jnp.nan, jnp.float32)
   logprob_B, entropy_B = token_stats(logits_BxV, tokens_B)
   return {"token": tokens_B, "logprob": logprob_B, "sampling_logprob": sampling_logprob_B,
           "entropy": entropy_B}
+
+
+def as_request_key(rng) -> "np.ndarray":
+  """Raw uint32[2] request key from an int seed (None = 0), a typed threefry key
+  (jax.random.key) or raw key data (jax.random.PRNGKey / uint32[2])."""
+  if rng is None:
+    rng = 0
+  if isinstance(rng, jax.Array) and jax.dtypes.issubdtype(rng.dtype, jax.dtypes.prng_key):
+    if rng.shape != ():
+      raise ValueError(f"rng must be one typed key, got a key array of shape {rng.shape}")
+    rng = jax.random.key_data(rng)
+  elif np.ndim(rng) == 0:
+    rng = request_key(int(rng))
+  key = np.asarray(rng)
+  if key.shape != (2,) or not np.issubdtype(key.dtype, np.integer):
+    raise ValueError(f"rng key data must be uint32[2] (a threefry key); got "
+                     f"{key.dtype}{list(key.shape)}")
+  return key.astype(np.uint32)

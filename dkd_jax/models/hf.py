@@ -199,14 +199,16 @@ def param_readers(cfg: ModelConfig, shapes: Mapping[str, tuple[int, ...]],
           for k, v in shapes_ours.items()}
 
 
-def place_readers(cfg: ModelConfig, readers, mesh=None):
-  """Leaf readers -> device arrays, each process reading only its devices' slices."""
+def place_readers(cfg: ModelConfig, readers, mesh=None, shardings=None):
+  """Leaf readers -> device arrays, each process reading only its devices' slices;
+  `shardings` (a params tree of them) overrides the mesh's default param shardings."""
   shapes = model_lib.param_shapes(cfg)
   is_shape = lambda x: isinstance(x, tuple)
-  if mesh is None:
+  if mesh is None and shardings is None:
     full = lambda r, shape: jax.numpy.asarray(r(tuple(slice(None) for _ in shape)))
     return jax.tree.map(full, readers, shapes, is_leaf=is_shape)
-  shardings = model_lib.param_shardings(mesh, cfg)
+  if shardings is None:
+    shardings = model_lib.param_shardings(mesh, cfg)
   return jax.tree.map(lambda r, shape, s: jax.make_array_from_callback(shape, s, r),
                       readers, shapes, shardings, is_leaf=is_shape)
 
@@ -359,6 +361,15 @@ def load_hf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
   shapes = {k: tuple(v["shape"]) for k, v in entries.items()}
   readers = param_readers(cfg, shapes, lambda n: _read_tensor(entries[n]), where=path)
   return cfg, place_readers(cfg, readers, mesh)
+
+
+def load_hf_params(path: str, cfg: ModelConfig, shardings):
+  """The params of a local HF directory for an existing `cfg` (every tensor's shape is
+  checked against it), read shard by shard straight into `shardings`."""
+  entries = _hf_entries(path)
+  shapes = {k: tuple(v["shape"]) for k, v in entries.items()}
+  readers = param_readers(cfg, shapes, lambda n: _read_tensor(entries[n]), where=path)
+  return place_readers(cfg, readers, shardings=shardings)
 
 
 def _replace_dir(tmp: str, path: str) -> None:
