@@ -25,7 +25,7 @@ def main(argv):
   os.makedirs(_OUT.value, exist_ok=True)
   table = rl_curves.markdown(study)
   table += "\n## RL gain per initialisation (paired: same problems and seeds)\n\n"
-  table += rl_curves.gains_markdown(rl_curves.gains(rl_curves.load_curves(argv[1])))
+  table += rl_curves.gains_markdown(rl_curves.load_curves(argv[1]))
   with open(os.path.join(_OUT.value, "rl_results.md"), "w") as f:
     f.write(table)
   rl_curves.plot(study, os.path.join(_OUT.value, "rl_curves.png"))

@@ -142,18 +142,24 @@ def gains(curves: dict[str, dict[int, dict]], metric: str = "avg_at_k") -> dict:
   return {"arms": arms, "pairs": pairs}
 
 
-def gains_markdown(g: dict, metric: str = "avg_at_k") -> str:
-  """The gain table, then every pairwise difference of gains with a verdict."""
-  lines = [f"| init (arm) | seeds | start {metric} | start entropy | RL gain (last - step 0) |",
-           "|---|---|---|---|---|"]
-  for arm, r in sorted(g["arms"].items(), key=lambda kv: -kv[1]["gain"][0]):
-    lines.append(f"| {arm} | {r['seeds']} | {r['start']:.3f} | {r['start_entropy']:.3f} | "
-                 f"{_cell(r['gain'])} |")
-  lines += ["", "| gain(a) - gain(b) | difference [95% CI] | verdict |", "|---|---|---|"]
-  for (a, b), v in sorted(g["pairs"].items()):
-    verdict = ("a gains more" if v[1] > 0 else "b gains more" if v[2] < 0
-               else "no difference resolved")
-    lines.append(f"| {a} - {b} | {_cell(v)} | {verdict} |")
+def gains_markdown(curves: dict[str, dict[int, dict]]) -> str:
+  """Each arm's RL change (last step - step 0) in every metric, then the pairwise
+  differences of Avg@k and Pass@k gains with a verdict."""
+  g = {m: gains(curves, m) for m in METRICS}
+  lines = ["| init (arm) | seeds | start Avg@k | start entropy | " +
+           " | ".join(f"Δ {m}" for m in METRICS) + " |", "|---|---|---|---|" + "---|" * len(METRICS)]
+  arms = g["avg_at_k"]["arms"]
+  for arm in sorted(arms, key=lambda a: -arms[a]["gain"][0]):
+    r = arms[arm]
+    lines.append(f"| {arm} | {r['seeds']} | {r['start']:.3f} | {r['start_entropy']:.3f} | " +
+                 " | ".join(_cell(g[m]["arms"][arm]["gain"]) for m in METRICS) + " |")
+  for m in ("avg_at_k", "pass_at_k"):
+    lines += ["", f"| Δ {m}: gain(a) - gain(b) | difference [95% CI] | verdict |",
+              "|---|---|---|"]
+    for (a, b), v in sorted(g[m]["pairs"].items()):
+      verdict = ("a gains more" if v[1] > 0 else "b gains more" if v[2] < 0
+                 else "no difference resolved")
+      lines.append(f"| {a} - {b} | {_cell(v)} | {verdict} |")
   return "\n".join(lines) + "\n"
 
 

@@ -74,5 +74,6 @@ def test_gains_are_paired_end_minus_start_and_differences_get_verdicts(tmp_path)
   assert g["arms"]["flat"]["gain"] == (0.0, 0.0, 0.0)
   assert g["arms"]["rev_student"]["start"] == np.mean([0, 1, 2, 3]) / 4
   assert g["pairs"][("flat", "rev_student")] == (-0.25, -0.25, -0.25)
-  table = rl_curves.gains_markdown(g)
+  table = rl_curves.gains_markdown(rl_curves.load_curves(root))
   assert "| flat - rev_student | -0.250 [-0.250, -0.250] | b gains more |" in table
+  assert "| rev_student | 3 | 0.375 | 0.500 | 0.250 [0.250, 0.250] |" in table
