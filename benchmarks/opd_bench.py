@@ -251,6 +251,10 @@ def run_trl(args, teacher_dir: str, student_dir: str, records: list[dict],
       weight_decay=0.01, max_grad_norm=1.0, lr_scheduler_type="constant", max_length=1024,
       train_sampling_strategy="sequential", dataloader_num_workers=0, use_cpu=True,
       bf16=False, fp16=False, logging_steps=10_000,
+      # TRL's default is True: it recomputes activations in backward and turns the KV cache
+      # off in generation (use_cache=False). Ours runs with remat='none' and a KV cache, so
+      # like for like is False; --trl_gradient_checkpointing measures TRL's default.
+      gradient_checkpointing=args.trl_gradient_checkpointing,
       save_strategy="no", report_to="none", seed=0, disable_tqdm=True)
 
   gen = {"s": 0.0, "tokens": 0}
@@ -317,6 +321,8 @@ def main():
                   help="student = every k-th teacher layer (default 4; quick 2)")
   ap.add_argument("--steps", type=int, default=3, help="timed steps after the warm-up")
   ap.add_argument("--threads", type=int, default=2)
+  ap.add_argument("--trl-gradient-checkpointing", dest="trl_gradient_checkpointing",
+                  action="store_true", help="TRL's default (no KV cache in its generation)")
   ap.add_argument("--synthetic", action="store_true", help="synthetic prompts even if GSM8K")
   args = ap.parse_args()
   args.keep_every = args.keep_every or (2 if args.quick else 4)
@@ -366,7 +372,8 @@ def main():
       "ours_loss0": round(ours["loss"][0], 4), "trl_loss0": r(trl["loss_on_our_first_batch"]),
       "teacher_layers": pair.teacher_cfg.n_layers, "student_layers": pair.student_cfg.n_layers,
       "batch": args.batch, "new_tokens": args.new, "max_prompt_len": args.prompt_len,
-      "timed_steps": args.steps, "threads": args.threads, "load_avg": round(load, 1),
+      "timed_steps": args.steps, "threads": args.threads,
+      "trl_gradient_checkpointing": args.trl_gradient_checkpointing, "load_avg": round(load, 1),
       "platform": jax.devices()[0].platform, "trl_device": "cpu"}))
 
 
