@@ -71,7 +71,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       # fixed set (data_seed), held-out ones disjoint in content from training.
       chain=mlc.ConfigDict(dict(min_ops=2, max_ops=6, check_prob=0.5, error_prob=0.1,
                                 max_redos=3, num_train=20000, num_eval=1000, data_seed=0))))
-  c.rollout = mlc.ConfigDict(dict(temperature=1.0, top_p=1.0, top_k=0, sync_every=8))
+  c.rollout = mlc.ConfigDict(dict(temperature=1.0, top_p=1.0, top_k=0, sync_every=32))
 
   c.optim = mlc.ConfigDict(dict(lr=2e-3, warmup_steps=20, weight_decay=0.01, clip_norm=1.0,
                                 b1=0.9, b2=0.98, end_lr_frac=0.1))
