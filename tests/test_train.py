@@ -73,14 +73,18 @@ OBJECTIVES = [
 ]
 
 
+# The step tests' pair: a 1-layer student under a 2-layer teacher, one shared vocabulary.
+STEP_STUDENT = model_lib.ModelConfig(vocab_size=64, d_model=32, d_ff=64, n_layers=1, n_heads=2,
+                                     n_kv_heads=2, head_dim=16)
+STEP_TEACHER = model_lib.ModelConfig(vocab_size=64, d_model=48, d_ff=96, n_layers=2, n_heads=4,
+                                     n_kv_heads=2, head_dim=12)
+
+
 @pytest.mark.parametrize("prefix,spec", OBJECTIVES,
                          ids=[f"{p}-{s.kind}-{s.estimator}" for p, s in OBJECTIVES])
 def test_one_step_per_quadrant_keeps_shardings(prefix, spec):
   mesh = sharding.make_mesh((2, 2, 2))
-  s_cfg = model_lib.ModelConfig(vocab_size=64, d_model=32, d_ff=64, n_layers=1, n_heads=2,
-                                n_kv_heads=2, head_dim=16)
-  t_cfg = model_lib.ModelConfig(vocab_size=64, d_model=48, d_ff=96, n_layers=2, n_heads=4,
-                                n_kv_heads=2, head_dim=12)
+  s_cfg, t_cfg = STEP_STUDENT, STEP_TEACHER
   s_gd, s_params = model_lib.init_params(s_cfg, mesh, 0)
   t_gd, t_params = model_lib.init_params(t_cfg, mesh, 1)
   opt = train.make_optimizer(config("rev_teacher.py").optim, 10)
@@ -114,10 +118,7 @@ WINDOW_SPECS = [kl_lib.KLSpec(kind="forward", chunk=24), kl_lib.KLSpec(kind="rev
 def test_response_window_gives_the_full_step_loss_and_gradient(spec):
   """Head and KL over each row's response window only (the prompt positions the mask
   drops are skipped): same loss, metrics and gradient as over all positions."""
-  s_cfg = model_lib.ModelConfig(vocab_size=64, d_model=32, d_ff=64, n_layers=1, n_heads=2,
-                                n_kv_heads=2, head_dim=16)
-  t_cfg = model_lib.ModelConfig(vocab_size=64, d_model=48, d_ff=96, n_layers=2, n_heads=4,
-                                n_kv_heads=2, head_dim=12)
+  s_cfg, t_cfg = STEP_STUDENT, STEP_TEACHER
   s_gd, s_params = model_lib.init_params(s_cfg, None, 0)
   t_gd, t_params = model_lib.init_params(t_cfg, None, 1)
   rng = np.random.default_rng(3)

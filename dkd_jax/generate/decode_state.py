@@ -217,9 +217,9 @@ def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState, lay
   if layers_L is None:
     logits_Bx1xV, cache = model_lib.logits(graphdef, params, tokens_Bx1, pos_Bx1, state.cache)
   else:
-    logits_Bx1xV, kv_L = model_lib.logits_per_layer(
-        graphdef, params, layers_L, tokens_Bx1, pos_Bx1,
-        list(zip(state.cache["k"], state.cache["v"])))
+    logits_Bx1xV, kv_L = model_lib.logits(graphdef, params, tokens_Bx1, pos_Bx1,
+                                          list(zip(state.cache["k"], state.cache["v"])),
+                                          layers_L)
     cache = {"k": tuple(k for k, _ in kv_L), "v": tuple(v for _, v in kv_L)}
   stats = sampling.sample_with_stats(sampler, logits_Bx1xV[:, 0], state.keys_Bx2, state.num_B)
   active_B = ~state.done_B

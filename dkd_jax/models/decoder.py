@@ -186,8 +186,11 @@ class Decoder(nnx.Module):
     """The LM-head weight [D, V] (the transposed embedding when tied)."""
     return self.embedding[...].T if self.cfg.tie_embeddings else self.lm_head[...]
 
-  def __call__(self, tokens_BxT, positions_BxT=None, cache=None):
+  def __call__(self, tokens_BxT, positions_BxT=None, cache=None, layers_L=None):
     """Returns (hidden_BxTxD in compute dtype, cache or None).
+
+    With `layers_L` (per-layer weights from `layer_list`) the blocks run as a Python loop
+    and `cache` is a per-layer list [(k, v)] * L (the decode loop's form, same numbers).
 
     Without a cache: causal attention over the T given tokens (right padding is
     harmless: padded positions only see earlier tokens and are masked in the loss).
@@ -201,7 +204,11 @@ class Decoder(nnx.Module):
     dtype = jnp.dtype(cfg.dtype)
     x_BxTxD = self.embedding[...].astype(dtype)[tokens_BxT]
     rope = rope_tables(cfg, positions_BxT)
-    x_BxTxD, cache = apply_layers(cfg, self.layers.arrays(), x_BxTxD, rope, positions_BxT, cache)
+    if layers_L is None:
+      x_BxTxD, cache = apply_layers(cfg, self.layers.arrays(), x_BxTxD, rope, positions_BxT,
+                                    cache)
+    else:
+      x_BxTxD, cache = apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, cache)
     return rms_norm(x_BxTxD, self.final_norm[...], cfg.norm_eps), cache
 
 
@@ -351,21 +358,6 @@ def apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, kv_L):
   return x_BxTxD, out_L
 
 
-def logits_per_layer(graphdef, params, layers_L, tokens_BxT, positions_BxT, kv_L):
-  """`logits` with per-layer weights (`layer_list`) and caches: the decode loop's form;
-  same embedding, blocks, final norm and head, so the same numbers."""
-  model = nnx.merge(graphdef, params)
-  cfg = model.cfg
-  dtype = jnp.dtype(cfg.dtype)
-  x_BxTxD = model.embedding[...].astype(dtype)[tokens_BxT]
-  rope = rope_tables(cfg, positions_BxT)
-  x_BxTxD, kv_L = apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, kv_L)
-  hidden = rms_norm(x_BxTxD, model.final_norm[...], cfg.norm_eps)
-  w = model.head_DxV()
-  return jnp.einsum("btd,dv->btv", hidden, w.astype(hidden.dtype),
-                    preferred_element_type=jnp.float32), kv_L
-
-
 def stacked_layers(graphdef, params) -> dict[str, jax.Array]:
   return nnx.merge(graphdef, params).layers.arrays()
 
@@ -395,18 +387,18 @@ def abstract(cfg: ModelConfig):
   return graphdef, nnx.to_pure_dict(state)
 
 
-def apply(graphdef, params, tokens_BxT, positions_BxT=None, cache=None):
+def apply(graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_L=None):
   """Pure forward: (hidden_BxTxD, cache)."""
-  return nnx.merge(graphdef, params)(tokens_BxT, positions_BxT, cache)
+  return nnx.merge(graphdef, params)(tokens_BxT, positions_BxT, cache, layers_L)
 
 
 def head(graphdef, params) -> jax.Array:
   return nnx.merge(graphdef, params).head_DxV()
 
 
-def logits(graphdef, params, tokens_BxT, positions_BxT=None, cache=None):
+def logits(graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_L=None):
   """Full logits (fp32) — for generation, tests and eval only, never the training loss."""
-  hidden, cache = apply(graphdef, params, tokens_BxT, positions_BxT, cache)
+  hidden, cache = apply(graphdef, params, tokens_BxT, positions_BxT, cache, layers_L)
   w = head(graphdef, params)
   return jnp.einsum("btd,dv->btv", hidden, w.astype(hidden.dtype),
                     preferred_element_type=jnp.float32), cache

@@ -22,12 +22,14 @@ from dkd_jax.data import arithmetic
 from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
-from dkd_jax.models import decoder as model
 from dkd_jax.models import hf
 
-CFG = model.ModelConfig(vocab_size=96, d_model=32, d_ff=64, n_layers=2, n_heads=4,
-                        n_kv_heads=2, head_dim=8, tie_embeddings=False, max_seq_len=64)
-P, R, B = 16, 10, 4
+# The same tiny decoder, mesh, engine and uncached references as test_engine.py (imported:
+# the fixtures are shared, not copied; this directory is on sys.path under pytest).
+from test_engine import B, CFG, P, R  # noqa: E402,F401
+from test_engine import eng, full_logits, greedy_reference, make_engine, mesh  # noqa: E402,F401
+from test_engine import params_gd  # noqa: E402,F401
+
 PROMPTS = [[1, 5, 7, 9, 3], [2, 8], [4, 4, 6, 11, 13, 17, 19, 23, 29, 31, 2], [3],
            [9, 9, 9], [10, 20, 30, 40, 50, 60, 70]]
 LONG = [4, 4, 6, 11, 13, 17, 19, 23, 29, 31, 2, 8, 5]   # 13 tokens: 4 chunks of 4
@@ -44,48 +46,8 @@ def categorical_fn(logits_BxV, keys_B):
 
 
 @pytest.fixture(scope="module")
-def mesh():
-  return sharding.make_mesh((2, 2, 2))
-
-
-@pytest.fixture(scope="module")
-def params_gd(mesh):
-  return model.init_params(CFG, mesh, seed=0)
-
-
-def make_engine(mesh, graphdef, **kw):
-  return engine_lib.Engine(CFG, graphdef, mesh=mesh, max_concurrent_decodes=B,
-                           max_prefill_length=P, max_decode_length=R, prefill_buckets=(8, P),
-                           **kw)
-
-
-@pytest.fixture(scope="module")
-def eng(mesh, params_gd):
-  return make_engine(mesh, params_gd[0])
-
-
-@pytest.fixture(scope="module")
 def chunked(mesh, params_gd):
   return make_engine(mesh, params_gd[0], prefill_chunk_size=4)
-
-
-@pytest.fixture(scope="module")
-def full_logits(params_gd):
-  graphdef = params_gd[0]
-  fn = jax.jit(lambda p, t: model.logits(graphdef, p, t)[0])
-
-  def run(params, tokens):
-    buf = np.zeros((1, P + R), np.int32)
-    buf[0, :len(tokens)] = tokens
-    return np.asarray(fn(params, buf))[0, :len(tokens)]
-  return run
-
-
-def greedy_reference(full_logits, params, prompt, n):
-  seq = list(prompt)
-  for _ in range(n):
-    seq.append(int(np.argmax(full_logits(params, seq)[-1])))
-  return seq[len(prompt):]
 
 
 def teacher_forced(full_logits, params, tokens, p, r):
