@@ -5,7 +5,9 @@
 chunked prefill),
 `insert_fn` (a prefix sample into a slot of the `DecodeState`), `decode_step` /
 `generate_fn` (one token for every slot), `generate_steps_fn` (several steps in one
-`lax.while_loop`) and `init_state_fn` (all slots empty). None of them knows about
+`lax.while_loop`) and `init_state_fn` (all slots empty). Each takes the params as given
+or as `DecodeParams` (their blocks split per layer once, `decode_params_fn`). None of them
+knows about
 shardings, buckets or compile caches: `engine.Engine` binds the static arguments with
 `functools.partial` and jits them with explicit shardings and donation.
 """
@@ -25,8 +27,45 @@ STATS = ("token", "logprob", "sampling_logprob", "entropy")
 
 
 @struct.dataclass
+class DecodeParams:
+  """Params laid out for generation: the model's params plus its blocks as L per-layer
+  dicts (`decoder.layer_list`). Made once per weights version (`Engine.decode_params`;
+  a rollout makes one), they let every prefill and decode step read each layer's weights
+  in place: XLA:CPU otherwise copies every layer's slices out of the stacked [L, ...]
+  arrays on each call (a full copy of the weights; BUILD_NOTES, issue 11)."""
+  params: Any
+  layers_L: tuple
+
+
+def decode_params_fn(cfg, graphdef, params) -> DecodeParams:
+  """`params` as DecodeParams (unchanged if they already are)."""
+  if isinstance(params, DecodeParams):
+    return params
+  layers = model_lib.stacked_layers(graphdef, params)
+  return DecodeParams(params, tuple(model_lib.layer_list(layers, cfg.n_layers)))
+
+
+def _forward(graphdef, dp: DecodeParams, tokens_BxT, positions_BxT, caches, head=False):
+  """(hidden or fp32 logits, caches) through the per-layer blocks; caches are
+  {'k','v': L-tuples} of one layer's buffers each (updated in place when loop-carried)."""
+  kv_L = list(zip(caches["k"], caches["v"]))
+  fn = model_lib.logits if head else model_lib.apply
+  out, kv_L = fn(graphdef, dp.params, tokens_BxT, positions_BxT, kv_L, list(dp.layers_L))
+  return out, {"k": tuple(k for k, _ in kv_L), "v": tuple(v for _, v in kv_L)}
+
+
+def _unstack(cache) -> dict:
+  return {n: tuple(c) for n, c in cache.items()}
+
+
+def _stack(caches) -> dict:
+  return {n: jnp.stack(c) for n, c in caches.items()}
+
+
+@struct.dataclass
 class Prefix:
-  """One prefilled prompt: its KV cache [L, 1, Pb, K, Dh] and N sampled first tokens."""
+  """One prefilled prompt: its stacked KV cache (batch 1, length Pb; layouts in
+  `decoder.cache_shapes`) and N sampled first tokens."""
   cache: dict
   true_length: jax.Array      # int32 []
   first: dict                 # STATS -> [N]
@@ -50,9 +89,11 @@ class ExistingPrefix:
 
 @struct.dataclass
 class DecodeState:
-  """Everything `generate` transforms, indexed by slot b. tokens_B is the last sampled
-  token (not yet in the cache) and pos_B its position; out[k] are [B, R] buffers
-  indexed by response step; done_B is True for finished and empty slots."""
+  """Everything `generate` transforms, indexed by slot b. cache holds L per-layer buffers
+  ({'k','v': L-tuples}, `decoder.init_layer_caches`), so a decode step writes each layer's
+  new rows in place; tokens_B is the last sampled token (not yet in the cache) and pos_B
+  its position; out[k] are [B, R] buffers indexed by response step; done_B is True for
+  finished and empty slots."""
   cache: dict
   tokens_B: jax.Array
   pos_B: jax.Array
@@ -128,13 +169,13 @@ def _finished(token, num, limit, eos_ids: tuple[int, ...]):
   return hit_eos | (num >= limit)
 
 
-def _first_tokens(cfg, graphdef, sampler, num_samples, params, hidden_1xTxD, last, key_2):
+def _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, last, key_2):
   """STATS of `num_samples` first tokens drawn from the logits at index `last`, and their
   keys (sample i uses fold_in(key, i) when there are several)."""
   del cfg
   # Only the last real position needs logits: never a [T, V] tensor.
   h_D = jax.lax.dynamic_index_in_dim(hidden_1xTxD[0], last, keepdims=False)
-  w_DxV = model_lib.head(graphdef, params)
+  w_DxV = model_lib.head(graphdef, dp.params)
   logits_V = jnp.einsum("d,dv->v", h_D, w_DxV.astype(h_D.dtype),
                         preferred_element_type=jnp.float32)
   if num_samples == 1:
@@ -156,35 +197,40 @@ def _prefix_and_result(cache, true_length, first, keys_Nx2, max_new):
 
 def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2,
                max_new):
-  """Runs the padded prompt into a fresh [L,1,T,K,Dh] cache; samples the first token(s)."""
+  """Runs the padded prompt into a fresh length-T cache; samples the first token(s)."""
+  dp = decode_params_fn(cfg, graphdef, params)
   T = tokens_1xT.shape[1]
   positions_1xT = jnp.arange(T, dtype=jnp.int32)[None]
-  hidden_1xTxD, cache = model_lib.apply(graphdef, params, tokens_1xT, positions_1xT,
-                                        model_lib.init_cache(cfg, 1, T))
-  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, params, hidden_1xTxD,
+  hidden_1xTxD, caches = _forward(graphdef, dp, tokens_1xT, positions_1xT,
+                                  model_lib.init_layer_caches(cfg, 1, T))
+  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD,
                                   true_length - 1, key_2)
-  return _prefix_and_result(cache, true_length, first, keys_Nx2, max_new)
+  return _prefix_and_result(_stack(caches), true_length, first, keys_Nx2, max_new)
 
 
 def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_length,
               tokens_1xT, true_length, key_2, max_new):
   """Prefills `true_length` more tokens (padded to T) at positions old_length.. on top of
-  an earlier prefix's cache [L,1,Pc,K,Dh]; the new prefix's cache has length out_len (a
+  an earlier prefix's cache (length Pc); the new prefix's cache has length out_len (a
   bucket >= old_length + true_length) and its true length is the sum.
 
   The work cache is Pc + T long (or out_len if longer), so the T padded positions always
   fit: dynamic_update_slice clamps an overflowing start, which would shift the keys.
   Stale slots past old_length are either overwritten here or lie beyond every query's
   position (the same invariant as prefill's padding)."""
-  T, Pc = tokens_1xT.shape[1], cache["k"].shape[2]
+  dp = decode_params_fn(cfg, graphdef, params)
+  T, Pc = tokens_1xT.shape[1], model_lib.cache_length(cache)
   work_len = max(Pc + T, out_len)
-  pad = lambda c: jnp.pad(c, ((0, 0), (0, 0), (0, work_len - Pc), (0, 0), (0, 0)))
+  axis = {"k": 4, "v": 3}   # the length axis of each stacked cache (decoder.cache_shapes)
+  pad = lambda n, c: jnp.pad(c, [(0, work_len - Pc) if a == axis[n] else (0, 0)
+                                 for a in range(c.ndim)])
   positions_1xT = old_length + jnp.arange(T, dtype=jnp.int32)[None]
-  hidden_1xTxD, work = model_lib.apply(graphdef, params, tokens_1xT, positions_1xT,
-                                       {n: pad(c) for n, c in cache.items()})
-  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, params, hidden_1xTxD,
+  hidden_1xTxD, work = _forward(graphdef, dp, tokens_1xT, positions_1xT,
+                                _unstack({n: pad(n, c) for n, c in cache.items()}))
+  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD,
                                   true_length - 1, key_2)
-  out_cache = {n: c[:, :, :out_len] for n, c in work.items()}
+  out_cache = {n: jax.lax.slice_in_dim(c, 0, out_len, axis=axis[n])
+               for n, c in _stack(work).items()}
   return _prefix_and_result(out_cache, old_length + true_length, first, keys_Nx2, max_new)
 
 
@@ -195,8 +241,8 @@ def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> Deco
   pick = lambda x: jax.lax.dynamic_index_in_dim(x, sample, keepdims=False)
   first = {k: pick(v) for k, v in prefix.first.items()}
   # Stale entries past the prompt need no clearing: queries never see slots > position.
-  cache = {n: jax.lax.dynamic_update_slice(
-      state.cache[n], prefix.cache[n].astype(state.cache[n].dtype), (0, slot, 0, 0, 0))
+  cache = {n: tuple(jax.lax.dynamic_update_slice(c, p.astype(c.dtype), (slot, 0, 0, 0))
+                    for c, p in zip(state.cache[n], prefix.cache[n]))
            for n in ("k", "v")}
   out = {k: put(state.out[k], jnp.zeros(state.out[k].shape[1:], state.out[k].dtype)
                 .at[0].set(first[k])) for k in STATS}
@@ -207,20 +253,11 @@ def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> Deco
                      keys_Bx2=put(state.keys_Bx2, pick(prefix.keys_Nx2)), out=out)
 
 
-def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState, layers_L=None):
-  """One token for every slot; finished/empty slots compute but change nothing.
-
-  With `layers_L` (per-layer weights) the cache is per layer too ({'k','v': L-tuples},
-  see `generate_steps_fn`); otherwise it is the stacked [L, B, S, K, Dh] one."""
-  del cfg
+def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState):
+  """One token for every slot; finished/empty slots compute but change nothing."""
+  dp = decode_params_fn(cfg, graphdef, params)
   tokens_Bx1, pos_Bx1 = state.tokens_B[:, None], state.pos_B[:, None]
-  if layers_L is None:
-    logits_Bx1xV, cache = model_lib.logits(graphdef, params, tokens_Bx1, pos_Bx1, state.cache)
-  else:
-    logits_Bx1xV, kv_L = model_lib.logits(graphdef, params, tokens_Bx1, pos_Bx1,
-                                          list(zip(state.cache["k"], state.cache["v"])),
-                                          layers_L)
-    cache = {"k": tuple(k for k, _ in kv_L), "v": tuple(v for _, v in kv_L)}
+  logits_Bx1xV, cache = _forward(graphdef, dp, tokens_Bx1, pos_Bx1, state.cache, head=True)
   stats = sampling.sample_with_stats(sampler, logits_Bx1xV[:, 0], state.keys_Bx2, state.num_B)
   active_B = ~state.done_B
   rows_B = jnp.arange(state.num_B.shape[0])
@@ -243,14 +280,8 @@ def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state,
                       stop_free=None):
   """Up to num_steps decode steps in one jit; stops early once `stop_free` slots (traced;
   default all) are done, so the host can refill freed slots without waiting for the rest.
-
-  The loop runs on per-layer weights and caches: split once here (one copy of each per
-  call) so that no token re-slices the stacked weights or rewrites the whole cache
-  (BUILD_NOTES, issue 11); the cache is restacked once at the end.
-  """
-  layers_L = model_lib.layer_list(model_lib.stacked_layers(graphdef, params), cfg.n_layers)
-  per_layer = state.replace(cache={n: tuple(c) for n, c in state.cache.items()})
-
+  Given plain params, the blocks are split per layer once here, not per token."""
+  dp = decode_params_fn(cfg, graphdef, params)
   B = state.done_B.shape[0]
   stop_free = B if stop_free is None else stop_free
 
@@ -260,10 +291,9 @@ def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state,
 
   def body(carry):
     i, s = carry
-    return i + 1, decode_step(cfg, graphdef, sampler, eos_ids, params, s, layers_L)[0]
+    return i + 1, decode_step(cfg, graphdef, sampler, eos_ids, dp, s)[0]
 
-  out = jax.lax.while_loop(cond, body, (jnp.int32(0), per_layer))[1]
-  return out.replace(cache={n: jnp.stack(c) for n, c in out.cache.items()})
+  return jax.lax.while_loop(cond, body, (jnp.int32(0), state))[1]
 
 
 def init_state_fn(cfg, batch: int, cache_len: int, max_decode: int) -> DecodeState:
@@ -271,7 +301,8 @@ def init_state_fn(cfg, batch: int, cache_len: int, max_decode: int) -> DecodeSta
   zeros = lambda shape, dt=jnp.int32: jnp.zeros(shape, dt)
   out = {k: zeros((batch, max_decode), jnp.int32 if k == "token" else jnp.float32)
          for k in STATS}
-  return DecodeState(cache=model_lib.init_cache(cfg, batch, cache_len), tokens_B=zeros(batch),
+  return DecodeState(cache=model_lib.init_layer_caches(cfg, batch, cache_len),
+                     tokens_B=zeros(batch),
                      pos_B=zeros(batch), num_B=zeros(batch), limit_B=zeros(batch),
                      done_B=jnp.ones((batch,), bool), keys_Bx2=zeros((batch, 2), jnp.uint32),
                      out=out)

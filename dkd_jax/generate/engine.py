@@ -43,11 +43,13 @@ from dkd_jax.generate import sampling
 
 # The pytrees and pure functions live in generate.decode_state; re-exported here for callers.
 from dkd_jax.generate.decode_state import STATS  # noqa: F401
+from dkd_jax.generate.decode_state import DecodeParams  # noqa: F401
 from dkd_jax.generate.decode_state import DecodeState  # noqa: F401
 from dkd_jax.generate.decode_state import ExistingPrefix  # noqa: F401
 from dkd_jax.generate.decode_state import Prefix  # noqa: F401
 from dkd_jax.generate.decode_state import ResultTokens  # noqa: F401
 from dkd_jax.generate.decode_state import SlotData  # noqa: F401
+from dkd_jax.generate.decode_state import decode_params_fn  # noqa: F401
 from dkd_jax.generate.decode_state import decode_step  # noqa: F401
 from dkd_jax.generate.decode_state import default_buckets  # noqa: F401
 from dkd_jax.generate.decode_state import extend_fn  # noqa: F401
@@ -128,28 +130,35 @@ class Engine(_EngineBase):
     rep = sharding_lib.replicated(mesh)
     b1, b2 = sharding_lib.batch_sharding(mesh, 1), sharding_lib.batch_sharding(mesh, 2)
     self.state_shardings = DecodeState(
-        cache=model_lib.cache_shardings(mesh, self.cfg, B, S), tokens_B=b1, pos_B=b1, num_B=b1,
-        limit_B=b1, done_B=b1, keys_Bx2=b2, out={k: b2 for k in STATS})
+        cache=model_lib.cache_shardings(mesh, self.cfg, B, S, per_layer=True), tokens_B=b1,
+        pos_B=b1, num_B=b1, limit_B=b1, done_B=b1, keys_Bx2=b2, out={k: b2 for k in STATS})
     # A prefix has batch 1: replicated over the batch axes, kv heads still over 'tensor'.
-    shape = (self.cfg.n_layers, 1, self.buckets[0], self.cfg.n_kv_heads, self.cfg.head_dim)
-    kv = sharding_lib.named_sharding(
-        mesh, ("layers", None, "cache_length", "kv_heads", "head_dim"), shape, "prefix_cache")
-    self.prefix_shardings = Prefix(cache={"k": kv, "v": kv}, true_length=rep,
+    kv = model_lib.cache_shardings(mesh, self.cfg, 1, self.buckets[0], shard_batch=False)
+    self.prefix_shardings = Prefix(cache=kv, true_length=rep,
                                    first={k: rep for k in STATS}, keys_Nx2=rep, max_new=rep)
     self._rep = rep
+    # A layer's slice of a stacked weight keeps the stacked sharding minus the 'layers' axis.
+    per_layer = {n: jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(*s.spec[1:]))
+                 for n, s in self.param_shardings["layers"].items()}
+    self.decode_param_shardings = DecodeParams(self.param_shardings,
+                                               (per_layer,) * self.cfg.n_layers)
     self._result_shardings = ResultTokens(b2, b2, b2, b2)
     self._result_rep = ResultTokens(rep, rep, rep, rep)
 
   # -- compiled functions (cached per static configuration) -------------------------------
-  def _jit(self, name: str, *static):
-    key = (name,) + static
+  def _jit(self, name: str, *static, params=None):
+    """The jitted `name` for these static arguments and this kind of params (plain or
+    `DecodeParams`: their shardings differ)."""
+    decode = isinstance(params, DecodeParams)
+    key = (name,) + static + (("decode_params",) if decode else ())
     if key not in self._jits:
-      self._jits[key] = self._make_jit(name, *static)
+      self._jits[key] = self._make_jit(name, *static, decode=decode)
     return self._jits[key]
 
-  def _make_jit(self, name, *static):
-    cfg, gd, eos, ps, ss, rep = (self.cfg, self.graphdef, self.eos_ids, self.param_shardings,
-                                 self.state_shardings, self._rep)
+  def _make_jit(self, name, *static, decode=False):
+    ps = self.decode_param_shardings if decode else self.param_shardings
+    cfg, gd, eos, ss, rep = (self.cfg, self.graphdef, self.eos_ids, self.state_shardings,
+                             self._rep)
     if name == "prefill":
       sampler, n = static
       return jax.jit(functools.partial(prefill_fn, cfg, gd, sampler, n),
@@ -171,6 +180,9 @@ class Engine(_EngineBase):
     if name == "generate_steps":
       return jax.jit(functools.partial(generate_steps_fn, cfg, gd, static[0], eos, static[1]),
                      in_shardings=(ps, ss, rep), out_shardings=ss, donate_argnums=1)
+    if name == "decode_params":
+      return jax.jit(functools.partial(decode_params_fn, cfg, gd), in_shardings=(ps,),
+                     out_shardings=self.decode_param_shardings)
     if name == "init":
       return jax.jit(functools.partial(init_state_fn, cfg, self._B,
                                        self._P + self.max_decode_length, self.max_decode_length),
@@ -195,6 +207,14 @@ class Engine(_EngineBase):
     out = np.full((self.bucket_for(len(tokens)),), pad_id, np.int32)
     out[:len(tokens)] = tokens
     return out, len(tokens)
+
+  def decode_params(self, params) -> DecodeParams:
+    """`params` laid out for generation (the blocks split per layer, one copy of them):
+    make them once per weights version and pass them to prefill/insert/generate in place
+    of the params, so no call re-slices the stacked weights. Plain params work too."""
+    if isinstance(params, DecodeParams):
+      return params
+    return self._jit("decode_params")(params)
 
   def init_decode_state(self, *args, **kwargs) -> DecodeState:
     del args, kwargs
@@ -250,10 +270,10 @@ class Engine(_EngineBase):
     """One jitted call: a fresh prefill (base None) or an extension of base's cache."""
     padded, n = self.pad_to_bucket(tokens)
     if base is None:
-      fn = self._jit("prefill", sampler, num_samples)
+      fn = self._jit("prefill", sampler, num_samples, params=params)
       return fn(params, padded[None], np.int32(n), key, np.int32(max_new))
     cache, old = base
-    fn = self._jit("extend", sampler, num_samples, self.bucket_for(old + n))
+    fn = self._jit("extend", sampler, num_samples, self.bucket_for(old + n), params=params)
     return fn(params, cache, np.int32(old), padded[None], np.int32(n), key, np.int32(max_new))
 
   def insert(self, prefix: Prefix, decode_state: DecodeState, slot: int, request_id=None, *,
@@ -277,7 +297,7 @@ class Engine(_EngineBase):
     """One token for every slot; sampler: a `Sampler` or a function (upstream's
     `Callable`, see generate.sampling), default the engine's."""
     sampler = sampling.check_sampler(sampler or self.default_sampler)
-    return self._jit("generate", sampler)(params, decode_state)
+    return self._jit("generate", sampler, params=params)(params, decode_state)
 
   def generate_steps(self, params, decode_state: DecodeState, num_steps: int,
                      sampler=None, stop_when_free: int | None = None) -> DecodeState:
@@ -285,8 +305,8 @@ class Engine(_EngineBase):
     `stop_when_free` slots are done (default: all of them)."""
     sampler = sampling.check_sampler(sampler or self.default_sampler)
     stop = self._B if stop_when_free is None else int(stop_when_free)
-    return self._jit("generate_steps", sampler, int(num_steps))(params, decode_state,
-                                                                np.int32(stop))
+    fn = self._jit("generate_steps", sampler, int(num_steps), params=params)
+    return fn(params, decode_state, np.int32(stop))
 
   def free_resource(self, slot: int) -> None:
     del slot  # a dense cache: nothing to free; the next insert overwrites the slot
@@ -375,7 +395,7 @@ def _existing(existing_prefix) -> tuple[dict, int] | None:
     raise TypeError(f"existing_prefix must be a Prefix or an ExistingPrefix, got "
                     f"{type(existing_prefix).__name__}")
   cache = existing_prefix.cache
-  if not 1 <= n <= cache["k"].shape[2]:
+  if not 1 <= n <= model_lib.cache_length(cache):
     raise ValueError(f"existing prefix holds {n} tokens but its cache has "
-                     f"{cache['k'].shape[2]} positions")
+                     f"{model_lib.cache_length(cache)} positions")
   return cache, n

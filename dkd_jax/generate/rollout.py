@@ -133,6 +133,8 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
   rows_in, cut, width = prepare_prompts(prompts, prompt_lens, engine.max_prefill_length,
                                         truncate_prompts)
   keys = request_keys(seed, len(rows_in))
+  # One per-layer copy of the blocks for the whole rollout (not one per engine call).
+  params = engine.decode_params(params)
   pending = collections.deque((i, j) for i in range(len(rows_in)) for j in range(G))
   owner = [-1] * engine.max_concurrent_decodes
   done_rows: dict[int, dict] = {}

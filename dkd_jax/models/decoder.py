@@ -108,7 +108,13 @@ PARAM_AXES = {
     "w_up": ("layers", "embed", "mlp"),
     "w_down": ("layers", "mlp", "embed"),
 }
-CACHE_AXES = ("layers", "batch", "cache_length", "kv_heads", "head_dim")
+# The KV cache: keys [L, B, K, Dh, S], values [L, B, K, S, Dh]. These are the operand
+# layouts of the two attention matmuls (q·k over Dh, p·v over S) on XLA:CPU's batched-matmul
+# path; a [L, B, S, K, Dh] cache made every decode step transpose each layer's whole cache
+# twice (read from the compiled HLO, BUILD_NOTES issue 11). Writing one new position is a
+# strided write of B·K·Dh values: negligible.
+CACHE_AXES = {"k": ("layers", "batch", "kv_heads", "head_dim", "cache_length"),
+              "v": ("layers", "batch", "kv_heads", "cache_length", "head_dim")}
 
 
 def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -194,7 +200,8 @@ class Decoder(nnx.Module):
 
     Without a cache: causal attention over the T given tokens (right padding is
     harmless: padded positions only see earlier tokens and are masked in the loss).
-    With a cache {'k','v': [L,B,S,K,Dh]}: the new keys/values are written at
+    With a cache (`init_cache`: k [L,B,K,Dh,S], v [L,B,K,S,Dh]): the new keys/values are
+    written at
     `positions_BxT` and queries attend to cache slots <= their own position.
     """
     cfg = self.cfg
@@ -246,13 +253,19 @@ def apply_rope(x_BxTxNxDh, rope):
   return out.astype(x_BxTxNxDh.dtype)
 
 
-def _write_cache(cache_BxSxKxDh, new_BxTxKxDh, start_B):
-  write = lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (s, 0, 0))
-  return jax.vmap(write)(cache_BxSxKxDh, new_BxTxKxDh, start_B)
+def _write_kv(kv, k_BxTxKxDh, v_BxTxKxDh, start_B):
+  """This layer's cache (keys [B,K,Dh,S], values [B,K,S,Dh]) with T new positions per row
+  written from start_B on."""
+  keys, values = kv
+  put_k = lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, 0, s))
+  put_v = lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, s, 0))
+  return (jax.vmap(put_k)(keys, k_BxTxKxDh.transpose(0, 2, 3, 1), start_B),
+          jax.vmap(put_v)(values, v_BxTxKxDh.transpose(0, 2, 1, 3), start_B))
 
 
 def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
-  """GQA self-attention; kv=(k_BxSxKxDh, v_BxSxKxDh) is this layer's cache or None."""
+  """GQA self-attention; kv=(keys_BxKxDhxS, values_BxKxSxDh) is this layer's cache or
+  None."""
   dtype = x_BxTxD.dtype
   B, T, _ = x_BxTxD.shape
   H, K, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
@@ -266,29 +279,27 @@ def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
     q, k = rms_norm(q, p["q_norm"], cfg.norm_eps), rms_norm(k, p["k_norm"], cfg.norm_eps)
   q, k = apply_rope(q, rope), apply_rope(k, rope)
   if kv is None:
-    keys, values = k, v
+    keys, values = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
   else:
-    keys = _write_cache(kv[0], k, positions_BxT[:, 0])
-    values = _write_cache(kv[1], v, positions_BxT[:, 0])
-    kv = (keys, values)
-  G, S = H // K, keys.shape[1]
+    kv = keys, values = _write_kv(kv, k, v, positions_BxT[:, 0])
+  G, S = H // K, values.shape[2]
   key_pos_S = jnp.arange(S)
   # Plain batched matmuls over (b, k) with the G query heads of a group folded into the
   # rows: XLA:CPU ran the 5-d einsums 'btkgd,bskd->bkgts' up to 80x slower (a cliff
   # between T=128 and 256, measured in BUILD_NOTES); same contractions, same numerics.
   q_BxKxNxDh = q.reshape(B, T, K, G, Dh).transpose(0, 2, 3, 1, 4).reshape(B, K, G * T, Dh)
-  # The cache stays [B, S, K, Dh] (measured: a [B, K, S, Dh] cache made the decode step
-  # 8-11% slower: writes of one position then scatter across K strided rows).
-  k_BxSxKxDh, v_BxSxKxDh = keys.astype(dtype), values.astype(dtype)
-  scores = jnp.einsum("bknd,bskd->bkns", q_BxKxNxDh, k_BxSxKxDh).astype(jnp.float32)
+  k_BxKxDhxS, v_BxKxSxDh = keys.astype(dtype), values.astype(dtype)
+  scores = jnp.einsum("bknd,bkds->bkns", q_BxKxNxDh, k_BxKxDhxS).astype(jnp.float32)
   scores = scores / math.sqrt(Dh)
   positions_BxN = jnp.tile(positions_BxT, (1, G))      # row n = g * T + t
   visible_BxNxS = key_pos_S[None, None, :] <= positions_BxN[:, :, None]
   scores = jnp.where(visible_BxNxS[:, None], scores, -1e30)
   probs_BxKxNxS = jax.nn.softmax(scores, axis=-1).astype(dtype)
-  out = jnp.einsum("bkns,bskd->bknd", probs_BxKxNxS, v_BxSxKxDh)
-  out = out.reshape(B, K, G, T, Dh).transpose(0, 3, 1, 2, 4).reshape(B, T, H, Dh)
-  return jnp.einsum("bthe,hed->btd", out, w("wo")), kv
+  out = jnp.einsum("bkns,bksd->bknd", probs_BxKxNxS, v_BxKxSxDh)
+  out_BxTxHDh = out.reshape(B, K, G, T, Dh).transpose(0, 3, 1, 2, 4).reshape(B, T, H * Dh)
+  # One contraction over the merged (head, head_dim) axis: with two contracting dims
+  # XLA:CPU transposed the [H, Dh, D] weight itself on every decode step.
+  return jnp.einsum("btf,fd->btd", out_BxTxHDh, w("wo").reshape(H * Dh, -1)), kv
 
 
 def block(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
@@ -362,11 +373,29 @@ def stacked_layers(graphdef, params) -> dict[str, jax.Array]:
   return nnx.merge(graphdef, params).layers.arrays()
 
 
+def cache_shapes(cfg: ModelConfig, batch: int, length: int) -> dict[str, tuple[int, ...]]:
+  """The stacked cache's shapes: k [L, B, K, Dh, S], v [L, B, K, S, Dh] (see CACHE_AXES)."""
+  L, K, Dh = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
+  return {"k": (L, batch, K, Dh, length), "v": (L, batch, K, length, Dh)}
+
+
+def cache_length(cache) -> int:
+  """S of a stacked cache (or of one layer's)."""
+  return cache["v"].shape[-2]
+
+
 def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
-  """Zeroed KV cache {'k','v': [L, B, S, K, Dh]} in the compute dtype."""
-  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
+  """Zeroed stacked KV cache (`cache_shapes`) in the compute dtype."""
   dtype = jnp.dtype(dtype or cfg.dtype)
-  return {"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)}
+  return {n: jnp.zeros(s, dtype) for n, s in cache_shapes(cfg, batch, length).items()}
+
+
+def init_layer_caches(cfg: ModelConfig, batch: int, length: int, dtype=None):
+  """The same zeroed cache as L per-layer buffers {'k','v': L-tuples} (the decode loop's
+  form: each layer's buffer is updated in place)."""
+  dtype = jnp.dtype(dtype or cfg.dtype)
+  return {n: tuple(jnp.zeros(s[1:], dtype) for _ in range(cfg.n_layers))
+          for n, s in cache_shapes(cfg, batch, length).items()}
 
 
 # ----------------------------------------------------------------------------- functional API
@@ -420,8 +449,17 @@ def init_params(cfg: ModelConfig, mesh=None, seed: int = 0):
   return graphdef, jax.jit(init, out_shardings=param_shardings(mesh, cfg))()
 
 
-def cache_shardings(mesh, cfg: ModelConfig, batch: int, length: int):
+def cache_shardings(mesh, cfg: ModelConfig, batch: int, length: int, *,
+                    per_layer: bool = False, shard_batch: bool = True):
+  """NamedShardings of the stacked cache, or (per_layer) of `init_layer_caches`' tuples.
+  shard_batch=False replicates the batch axis (a one-prompt prefix)."""
   from dkd_jax import sharding
-  shape = (cfg.n_layers, batch, length, cfg.n_kv_heads, cfg.head_dim)
-  s = sharding.named_sharding(mesh, CACHE_AXES, shape, "kv_cache")
-  return {"k": s, "v": s}
+  out = {}
+  for n, shape in cache_shapes(cfg, batch, length).items():
+    axes = CACHE_AXES[n] if shard_batch else (CACHE_AXES[n][0], None) + CACHE_AXES[n][2:]
+    if per_layer:
+      out[n] = (sharding.named_sharding(mesh, axes[1:], shape[1:], f"kv_cache.{n}"),
+                ) * cfg.n_layers
+    else:
+      out[n] = sharding.named_sharding(mesh, axes, shape, f"kv_cache.{n}")
+  return out
