@@ -9,9 +9,9 @@ other requests in the batch or on when it was scheduled.
 Drawing is an inverse CDF with one uniform per row, never a sort of the vocabulary nor
 B·V Gumbel draws (both cost more than the model's decode step on CPU): with top-k or
 top-p the draw looks only at the top C candidates from `lax.top_k`, and falls back to
-larger C, then to the full-vocabulary reference (`sampling_logits`), only when some
-row's kept set might reach past the candidates (nucleus mass not reached inside them, or
-a tie at the edge). Temperature-only draws walk block sums of the probabilities, then
+the full vocabulary only when some row's kept set might reach past the candidates
+(nucleus mass not reached inside them, or a tie at the edge); there the top-k and top-p
+edges are found by bisection over the values (`_sample_threshold`), not by a sort. Temperature-only draws walk block sums of the probabilities, then
 one block. So the distribution sampled is exactly `softmax(sampling_logits(...))`.
 
 Two log-probabilities of a sampled token are computed (see `token_stats`):
@@ -103,9 +103,11 @@ def sampling_logits(sampler: Sampler, logits_BxV: jax.Array) -> jax.Array:
   return x
 
 
-# Candidate counts tried, in order, for top-p without a small top-k: lax.top_k of 257 of
-# 49,152 logits costs ~4 ms on 2 CPU cores, 4,097 ~33 ms, the full sort ~220 ms.
-TOP_P_TIERS = (256, 4096)
+# Candidate counts tried, in order, for top-p without a small top-k, before the exact
+# sort-free threshold path. B=16, V=49,152 on 2 CPU cores: lax.top_k of 257 costs ~4 ms,
+# the threshold path ~11 ms, lax.top_k of 4,097 ~33 ms (a former second tier), the sort
+# ~180-220 ms (the former fallback).
+TOP_P_TIERS = (256,)
 # Block width of the temperature-only inverse CDF (V is padded up to a multiple).
 _BLOCK = 256
 
@@ -141,9 +143,43 @@ def _draw_full(probs_BxV, u_B) -> jax.Array:
   return n_B * _BLOCK + g_B
 
 
-def _sample_full(sampler, logits_BxV, u_B):
-  """Reference path: the full masked logits (a sort when top-p is on)."""
-  x_BxV = sampling_logits(sampler, logits_BxV)
+def _float_order(x):
+  """int32 keys ordered as the float32 values (for exact bisection over values)."""
+  i = jax.lax.bitcast_convert_type(x, jnp.int32)
+  return jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)
+
+
+def _threshold(key_BxV, above_fn, limit):
+  """Per row, the smallest key t among the row's keys with above_fn(key > t) < limit
+  (above_fn sums a [B, V] mask to [B]; it falls as t grows). 32 halvings of the row's
+  key range, each one pass over [B, V]: exact, and no sort."""
+  lo_B = jnp.min(key_BxV, axis=-1) - 1        # above(lo) = everything: >= limit
+  hi_B = jnp.max(key_BxV, axis=-1)            # above(hi) = nothing: < limit
+
+  def halve(_, bounds):
+    lo, hi = bounds
+    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)   # floor((lo + hi) / 2) without overflow
+    ok = above_fn(key_BxV > mid[:, None]) < limit
+    return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
+
+  return jax.lax.fori_loop(0, 32, halve, (lo_B, hi_B))[1]
+
+
+def _sample_threshold(sampler, x_BxV, u_B):
+  """The full-vocabulary path, sort-free: the top-k edge (count) and then the top-p edge
+  (mass) found by bisection over the values; ties at either edge are kept, as in
+  `sampling_logits`. Then an inverse-CDF draw over the kept tokens."""
+  key_BxV = _float_order(x_BxV)
+  V = x_BxV.shape[-1]
+  if 0 < sampler.top_k < V:
+    count = lambda m: jnp.sum(m, axis=-1)
+    edge_B = _threshold(key_BxV, count, sampler.top_k)
+    x_BxV = jnp.where(key_BxV >= edge_B[:, None], x_BxV, -jnp.inf)
+  if sampler.top_p < 1.0:
+    probs_BxV = jax.nn.softmax(x_BxV, axis=-1)
+    mass = lambda m: jnp.sum(jnp.where(m, probs_BxV, 0.0), axis=-1)
+    edge_B = _threshold(_float_order(x_BxV), mass, sampler.top_p)
+    x_BxV = jnp.where(_float_order(x_BxV) >= edge_B[:, None], x_BxV, -jnp.inf)
   logp_BxV = jax.nn.log_softmax(x_BxV, axis=-1)
   tokens_B = _draw_full(jnp.exp(logp_BxV), u_B)
   return tokens_B, jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
@@ -207,7 +243,7 @@ def sample(sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array,
 
   def draw(tiers):
     if not tiers:
-      return _sample_full(sampler, logits_BxV, u_B)
+      return _sample_threshold(sampler, x_BxV, u_B)
     tokens_B, logp_B, exact = _sample_candidates(sampler, x_BxV, u_B, tiers[0])
     # lax.cond runs one branch on CPU/GPU: the wider tiers and the sort run only when
     # some row needs them.

@@ -48,6 +48,22 @@ CASES = [
 @pytest.mark.parametrize("sampler,kind", CASES, ids=[f"{s}-{k}" for s, k in CASES])
 def test_frequencies_match_filtered_softmax(sampler, kind, monkeypatch):
   monkeypatch.setattr(sampling, "TOP_P_TIERS", (4, 16))   # every tier reachable at V=64
+  _check_frequencies(sampler, kind)
+
+
+THRESHOLD_CASES = [c for c in CASES if c[0].top_p < 1.0 or c[0].top_k > 0]
+
+
+@pytest.mark.parametrize("sampler,kind", THRESHOLD_CASES,
+                         ids=[f"{s}-{k}" for s, k in THRESHOLD_CASES])
+def test_sort_free_threshold_path_alone(sampler, kind, monkeypatch):
+  """No candidate tiers: every top-k/top-p draw takes the bisection path."""
+  monkeypatch.setattr(sampling, "TOP_P_TIERS", ())
+  monkeypatch.setattr(sampling, "_candidate_tiers", lambda *_: ())
+  _check_frequencies(sampler, kind)
+
+
+def _check_frequencies(sampler, kind):
   logits_V = _logits(kind)
   want_logp_V = np.asarray(jax.nn.log_softmax(
       sampling.sampling_logits(sampler, jnp.asarray(logits_V)[None])[0]))
