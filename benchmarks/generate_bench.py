@@ -13,6 +13,9 @@ same machine in the same run; each is warmed up (compiled) before it is timed.
   over --naive-steps steps.
 - hf: transformers `generate` (PyTorch CPU, --threads threads) on the same weights,
   converted by `gguf_lib.gguf_to_hf_dir` (quick mode: `hf_lib.export_hf`).
+- matmuls only: the decode step reduced to its projections and LM head (same weights,
+  B rows): a bound for any fp32 engine on this machine; of_matmul_bound is the engine's
+  share of it, matmul_bound_vs_hf the best ratio to transformers that bound allows.
 Each timed path runs --reps times, interleaved with the others (engine greedy, engine
 sampled, transformers greedy, transformers sampled, then again), and reports its best
 run: on a shared machine the slowest runs measure the neighbours, not the code.
@@ -126,6 +129,35 @@ def bench_naive(args, graphdef, params, prompts):
   return B * args.naive_steps / (time.perf_counter() - t0)
 
 
+def bench_matmul_floor(args, cfg, graphdef, params, reps: int = 10) -> float:
+  """tok/s of a decode step reduced to its matmuls: per layer the q, k, v, o, gate, up and
+  down projections, then the LM head, for B rows, on the same weights (per-layer buffers,
+  jitted, best of `reps`). No attention, norms, cache or sampling: a bound on what any
+  fp32 engine gets from this machine's matmuls at this batch size."""
+  layers = model.layer_list(model.stacked_layers(graphdef, params), cfg.n_layers)
+  head_DxV = model.head(graphdef, params)
+  D = cfg.d_model
+
+  @jax.jit
+  def step(x_BxD, layers, head_DxV):
+    for p in layers:
+      q, k, v = (x_BxD @ p[n].reshape(D, -1) for n in ("wq", "wk", "wv"))
+      attn = q @ p["wo"].reshape(-1, D)
+      mlp = (jax.nn.silu(x_BxD @ p["w_gate"]) * (x_BxD @ p["w_up"])) @ p["w_down"]
+      # Small residual updates keep every layer dependent on the previous one, as in decode.
+      x_BxD = x_BxD + 1e-3 * (attn + mlp) + 1e-6 * (k.sum() + v.sum())
+    return jnp.argmax(x_BxD @ head_DxV, axis=-1)
+
+  x = jnp.ones((args.batch, D), jnp.float32)
+  jax.block_until_ready(step(x, layers, head_DxV))
+  best = float("inf")
+  for _ in range(reps):
+    t0 = time.perf_counter()
+    jax.block_until_ready(step(x, layers, head_DxV))
+    best = min(best, time.perf_counter() - t0)
+  return args.batch / best
+
+
 def hf_timer(args, hf_dir, prompts, sampled=False):
   """A function () -> (tok/s, new tokens [B, N]) of transformers' generate; sampled =
   T=1, top-p 0.9 (top_k=0: transformers' default top-k 50 off)."""
@@ -182,6 +214,7 @@ def main():
     eng = make_engine(args, cfg, graphdef, mesh)
     decode_tok_s = bench_decode_loop(args, eng, params, prompts)
     naive_tok_s = bench_naive(args, graphdef, params, prompts)
+    floor_tok_s = bench_matmul_floor(args, cfg, graphdef, params)
     timers = {"engine": rollout_timer(args, eng, params, prompts, sampling.GREEDY),
               "engine_sampled": rollout_timer(args, make_engine(args, cfg, graphdef, mesh),
                                               params, prompts, SAMPLED)}
@@ -194,7 +227,8 @@ def main():
     hf_tok_s, hf_tokens = best.get("hf", none)
     hf_samp_tok_s = best.get("hf_sampled", none)[0]
   rows = [("engine (rollout, end to end)", eng_tok_s), ("engine decode loop only", decode_tok_s),
-          ("naive jitted full forward", naive_tok_s), ("transformers generate", hf_tok_s),
+          ("naive jitted full forward", naive_tok_s),
+          ("matmuls only (bound)", floor_tok_s), ("transformers generate", hf_tok_s),
           ("engine sampled T=1 top-p 0.9", samp_tok_s),
           ("transformers sampled", hf_samp_tok_s)]
   print(f"\n{'path':32s} tok/s   (B={args.batch}, prompt {args.prompt_len}, {args.new} new, "
@@ -212,6 +246,9 @@ def main():
   print(json.dumps({"engine_tok_s": r1(eng_tok_s), "naive_tok_s": r1(naive_tok_s),
                     "hf_tok_s": r1(hf_tok_s), "vs_hf": ratio(eng_tok_s, hf_tok_s),
                     "vs_naive": ratio(eng_tok_s, naive_tok_s),
+                    "matmul_bound_tok_s": r1(floor_tok_s),
+                    "of_matmul_bound": ratio(eng_tok_s, floor_tok_s),
+                    "matmul_bound_vs_hf": ratio(floor_tok_s, hf_tok_s),
                     "sampled_tok_s": r1(samp_tok_s), "hf_sampled_tok_s": r1(hf_samp_tok_s),
                     "vs_hf_sampled": ratio(samp_tok_s, hf_samp_tok_s)}))
 
