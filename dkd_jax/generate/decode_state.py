@@ -1,6 +1,7 @@
 """The pure decode-state functions the engine jits, and the pytrees they pass.
 
 `prefill_fn` (one padded prompt -> a `Prefix` and its first sampled token(s)),
+`prefill_batch_fn` (N padded prompts in one forward -> a `Prefix` of N rows),
 `extend_fn` (more tokens on top of an earlier prefix's cache: prefix caching and
 chunked prefill),
 `insert_fn` (a prefix sample into a slot of the `DecodeState`), `decode_step` /
@@ -22,6 +23,7 @@ import numpy as np
 
 from dkd_jax.generate import sampling
 from dkd_jax.models import decoder as model_lib
+from dkd_jax.models import kv_cache
 
 STATS = ("token", "logprob", "sampling_logprob", "entropy")
 
@@ -64,8 +66,10 @@ def _stack(caches) -> dict:
 
 @struct.dataclass
 class Prefix:
-  """One prefilled prompt: its stacked KV cache (batch 1, length Pb; layouts in
-  `decoder.cache_shapes`) and N sampled first tokens."""
+  """Prefilled prompts and N sampled first tokens: either one prompt (cache batch 1,
+  true_length and max_new scalars) whose N samples share its cache, or N prompts (cache
+  batch N, true_length and max_new [N]) of one sample each. The cache is stacked, length
+  Pb (layouts in `kv_cache.cache_shapes`); sample i goes into a slot by `insert_fn`."""
   cache: dict
   true_length: jax.Array      # int32 []
   first: dict                 # STATS -> [N]
@@ -90,7 +94,7 @@ class ExistingPrefix:
 @struct.dataclass
 class DecodeState:
   """Everything `generate` transforms, indexed by slot b. cache holds L per-layer buffers
-  ({'k','v': L-tuples}, `decoder.init_layer_caches`), so a decode step writes each layer's
+  ({'k','v': L-tuples}, `kv_cache.init_layer_caches`), so a decode step writes each layer's
   new rows in place; tokens_B is the last sampled token (not yet in the cache) and pos_B
   its position; out[k] are [B, R] buffers indexed by response step; done_B is True for
   finished and empty slots."""
@@ -174,10 +178,8 @@ def _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, last, k
   keys (sample i uses fold_in(key, i) when there are several)."""
   del cfg
   # Only the last real position needs logits: never a [T, V] tensor.
-  h_D = jax.lax.dynamic_index_in_dim(hidden_1xTxD[0], last, keepdims=False)
-  w_DxV = model_lib.head(graphdef, dp.params)
-  logits_V = jnp.einsum("d,dv->v", h_D, w_DxV.astype(h_D.dtype),
-                        preferred_element_type=jnp.float32)
+  h_1xD = jax.lax.dynamic_index_in_dim(hidden_1xTxD[0], last, keepdims=True)
+  logits_V = _head_logits(graphdef, dp, h_1xD)[0]
   if num_samples == 1:
     keys_Nx2 = key_2[None]
   else:
@@ -187,6 +189,12 @@ def _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, last, k
   first = sampling.sample_with_stats(sampler, logits_NxV, keys_Nx2,
                                      jnp.zeros((num_samples,), jnp.int32))
   return first, keys_Nx2
+
+
+def _head_logits(graphdef, dp, h_NxD):
+  w_DxV = model_lib.head(graphdef, dp.params)
+  return jnp.einsum("nd,dv->nv", h_NxD, w_DxV.astype(h_NxD.dtype),
+                    preferred_element_type=jnp.float32)
 
 
 def _prefix_and_result(cache, true_length, first, keys_Nx2, max_new):
@@ -202,10 +210,26 @@ def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_len
   T = tokens_1xT.shape[1]
   positions_1xT = jnp.arange(T, dtype=jnp.int32)[None]
   hidden_1xTxD, caches = _forward(graphdef, dp, tokens_1xT, positions_1xT,
-                                  model_lib.init_layer_caches(cfg, 1, T))
+                                  kv_cache.init_layer_caches(cfg, 1, T))
   first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD,
                                   true_length - 1, key_2)
   return _prefix_and_result(_stack(caches), true_length, first, keys_Nx2, max_new)
+
+
+def prefill_batch_fn(cfg, graphdef, sampler, params, tokens_NxT, true_length_N, keys_Nx2,
+                     max_new_N):
+  """N padded prompts (right-padded to one bucket T) in one forward into a fresh cache of
+  batch N; row i's first token is drawn as `prefill_fn` draws it for prompt i alone
+  (its key, step 0). Rows are independent: padding only follows each row's tokens."""
+  dp = decode_params_fn(cfg, graphdef, params)
+  N, T = tokens_NxT.shape
+  positions_NxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
+  hidden_NxTxD, caches = _forward(graphdef, dp, tokens_NxT, positions_NxT,
+                                  kv_cache.init_layer_caches(cfg, N, T))
+  h_NxD = jnp.take_along_axis(hidden_NxTxD, (true_length_N - 1)[:, None, None], axis=1)[:, 0]
+  first = sampling.sample_with_stats(sampler, _head_logits(graphdef, dp, h_NxD), keys_Nx2,
+                                     jnp.zeros((N,), jnp.int32))
+  return _prefix_and_result(_stack(caches), true_length_N, first, keys_Nx2, max_new_N)
 
 
 def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_length,
@@ -219,9 +243,9 @@ def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_l
   Stale slots past old_length are either overwritten here or lie beyond every query's
   position (the same invariant as prefill's padding)."""
   dp = decode_params_fn(cfg, graphdef, params)
-  T, Pc = tokens_1xT.shape[1], model_lib.cache_length(cache)
+  T, Pc = tokens_1xT.shape[1], kv_cache.cache_length(cache)
   work_len = max(Pc + T, out_len)
-  axis = {"k": 4, "v": 3}   # the length axis of each stacked cache (decoder.cache_shapes)
+  axis = {"k": 4, "v": 3}   # the length axis of each stacked cache (kv_cache.cache_shapes)
   pad = lambda n, c: jnp.pad(c, [(0, work_len - Pc) if a == axis[n] else (0, 0)
                                  for a in range(c.ndim)])
   positions_1xT = old_length + jnp.arange(T, dtype=jnp.int32)[None]
@@ -239,17 +263,23 @@ def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> Deco
   put = lambda buf, x: jax.lax.dynamic_update_index_in_dim(
       buf, jnp.asarray(x).astype(buf.dtype), slot, 0)
   pick = lambda x: jax.lax.dynamic_index_in_dim(x, sample, keepdims=False)
+  N = prefix.keys_Nx2.shape[0]
+  per_row = lambda x: pick(jnp.broadcast_to(x, (N,)))   # scalar (one prompt) or [N]
   first = {k: pick(v) for k, v in prefix.first.items()}
+  # A one-prompt prefix shares cache row 0 among its samples; a batched one has a row each.
+  row = sample if prefix.cache["k"].shape[1] > 1 else 0
+  take = lambda p: jax.lax.dynamic_slice_in_dim(p, row, 1, axis=0)
   # Stale entries past the prompt need no clearing: queries never see slots > position.
-  cache = {n: tuple(jax.lax.dynamic_update_slice(c, p.astype(c.dtype), (slot, 0, 0, 0))
+  cache = {n: tuple(jax.lax.dynamic_update_slice(c, take(p).astype(c.dtype), (slot, 0, 0, 0))
                     for c, p in zip(state.cache[n], prefix.cache[n]))
            for n in ("k", "v")}
+  max_new, true_length = per_row(prefix.max_new), per_row(prefix.true_length)
   out = {k: put(state.out[k], jnp.zeros(state.out[k].shape[1:], state.out[k].dtype)
                 .at[0].set(first[k])) for k in STATS}
-  done = _finished(first["token"], 1, prefix.max_new, eos_ids)
+  done = _finished(first["token"], 1, max_new, eos_ids)
   return DecodeState(cache=cache, tokens_B=put(state.tokens_B, first["token"]),
-                     pos_B=put(state.pos_B, prefix.true_length), num_B=put(state.num_B, 1),
-                     limit_B=put(state.limit_B, prefix.max_new), done_B=put(state.done_B, done),
+                     pos_B=put(state.pos_B, true_length), num_B=put(state.num_B, 1),
+                     limit_B=put(state.limit_B, max_new), done_B=put(state.done_B, done),
                      keys_Bx2=put(state.keys_Bx2, pick(prefix.keys_Nx2)), out=out)
 
 
@@ -301,7 +331,7 @@ def init_state_fn(cfg, batch: int, cache_len: int, max_decode: int) -> DecodeSta
   zeros = lambda shape, dt=jnp.int32: jnp.zeros(shape, dt)
   out = {k: zeros((batch, max_decode), jnp.int32 if k == "token" else jnp.float32)
          for k in STATS}
-  return DecodeState(cache=model_lib.init_layer_caches(cfg, batch, cache_len),
+  return DecodeState(cache=kv_cache.init_layer_caches(cfg, batch, cache_len),
                      tokens_B=zeros(batch),
                      pos_B=zeros(batch), num_B=zeros(batch), limit_B=zeros(batch),
                      done_B=jnp.ones((batch,), bool), keys_Bx2=zeros((batch, 2), jnp.uint32),

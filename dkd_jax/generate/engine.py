@@ -7,7 +7,9 @@ half of continuous batching; `rollout.py` is the host loop that drives it.
 Contracts:
 - params are an argument of every call, jitted with `in_shardings` = the params'
   own shardings: never copied, resharded or donated (a mis-sharded params tree is
-  an error, not a silent transfer). Only the decode state is donated.
+  an error, not a silent transfer). Only the decode state is donated. Every call also
+  takes `DecodeParams` (`Engine.decode_params(params)`: the blocks split per layer once,
+  which a rollout does once); given plain params, a call splits them itself.
 - One compile per prefill bucket (prefill, insert), one per sampler (generate);
   slot indices, true lengths, seeds and per-request length limits are traced. A
   sampler is a `sampling.Sampler` or a hashable function of the logits (upstream's
@@ -57,8 +59,10 @@ from dkd_jax.generate.decode_state import generate_fn  # noqa: F401
 from dkd_jax.generate.decode_state import generate_steps_fn  # noqa: F401
 from dkd_jax.generate.decode_state import init_state_fn  # noqa: F401
 from dkd_jax.generate.decode_state import insert_fn  # noqa: F401
+from dkd_jax.generate.decode_state import prefill_batch_fn  # noqa: F401
 from dkd_jax.generate.decode_state import prefill_fn  # noqa: F401
 from dkd_jax.models import decoder as model_lib
+from dkd_jax.models import kv_cache
 
 
 def _import_jetstream():
@@ -130,10 +134,10 @@ class Engine(_EngineBase):
     rep = sharding_lib.replicated(mesh)
     b1, b2 = sharding_lib.batch_sharding(mesh, 1), sharding_lib.batch_sharding(mesh, 2)
     self.state_shardings = DecodeState(
-        cache=model_lib.cache_shardings(mesh, self.cfg, B, S, per_layer=True), tokens_B=b1,
+        cache=kv_cache.cache_shardings(mesh, self.cfg, B, S, per_layer=True), tokens_B=b1,
         pos_B=b1, num_B=b1, limit_B=b1, done_B=b1, keys_Bx2=b2, out={k: b2 for k in STATS})
     # A prefix has batch 1: replicated over the batch axes, kv heads still over 'tensor'.
-    kv = model_lib.cache_shardings(mesh, self.cfg, 1, self.buckets[0], shard_batch=False)
+    kv = kv_cache.cache_shardings(mesh, self.cfg, 1, self.buckets[0], shard_batch=False)
     self.prefix_shardings = Prefix(cache=kv, true_length=rep,
                                    first={k: rep for k in STATS}, keys_Nx2=rep, max_new=rep)
     self._rep = rep
@@ -162,6 +166,10 @@ class Engine(_EngineBase):
     if name == "prefill":
       sampler, n = static
       return jax.jit(functools.partial(prefill_fn, cfg, gd, sampler, n),
+                     in_shardings=(ps, rep, rep, rep, rep),
+                     out_shardings=(self.prefix_shardings, self._result_rep))
+    if name == "prefill_batch":
+      return jax.jit(functools.partial(prefill_batch_fn, cfg, gd, static[0]),
                      in_shardings=(ps, rep, rep, rep, rep),
                      out_shardings=(self.prefix_shardings, self._result_rep))
     if name == "extend":
@@ -242,6 +250,36 @@ class Engine(_EngineBase):
     del request_id
     return self._prefill(params, existing_prefix, padded_tokens, true_length, sampler, rng,
                          max_new_tokens, int(num_samples))
+
+  def prefill_batch(self, *, params, padded_tokens, true_lengths, sampler=None, rngs=None,
+                    max_new_tokens=None) -> tuple[Prefix, ResultTokens]:
+    """N prompts in one call -> (Prefix of N rows, their first tokens' ResultTokens).
+
+    padded_tokens [N, Pb]: each row right-padded to one prefill bucket Pb; true_lengths
+    [N]; rngs: N per-request keys (uint32 [N, 2], or None: request_key(i)); max_new_tokens
+    an int or [N] (default max_decode_length). Row i's first token and everything after
+    it equal `prefill(padded_tokens[i], rng=rngs[i])`'s; put row i in a slot with
+    `insert(prefix, state, slot, sample_index=i)`. One forward of N rows uses the
+    machine better than N one-row forwards; the compile is per (N, Pb)."""
+    tokens = np.asarray(padded_tokens, np.int32)
+    if tokens.ndim != 2 or tokens.shape[0] < 1:
+      raise ValueError(f"padded_tokens must be [N, Pb] with N >= 1, got {tokens.shape}")
+    N, width = tokens.shape
+    if width not in self.buckets:
+      raise ValueError(f"padded_tokens width {width} is not a prefill bucket {self.buckets}")
+    lens = np.asarray(true_lengths, np.int32).reshape(-1)
+    if lens.shape != (N,) or lens.min() < 1 or lens.max() > width:
+      raise ValueError(f"true_lengths must be N={N} values in [1, {width}], got {lens}")
+    keys = (np.stack([sampling.request_key(i) for i in range(N)]) if rngs is None
+            else np.asarray(rngs, np.uint32).reshape(N, 2))
+    max_new = np.broadcast_to(np.asarray(
+        self.max_decode_length if max_new_tokens is None else max_new_tokens, np.int32), (N,))
+    if max_new.min() < 1 or max_new.max() > self.max_decode_length:
+      raise ValueError(f"max_new_tokens must be in [1, max_decode_length="
+                       f"{self.max_decode_length}], got {max_new}")
+    sampler = sampling.check_sampler(sampler or self.default_sampler)
+    fn = self._jit("prefill_batch", sampler, params=params)
+    return fn(params, tokens, lens, keys, np.ascontiguousarray(max_new))
 
   def _prefill(self, params, existing_prefix, padded_tokens, true_length, sampler, rng,
                max_new_tokens, num_samples):
@@ -395,7 +433,7 @@ def _existing(existing_prefix) -> tuple[dict, int] | None:
     raise TypeError(f"existing_prefix must be a Prefix or an ExistingPrefix, got "
                     f"{type(existing_prefix).__name__}")
   cache = existing_prefix.cache
-  if not 1 <= n <= model_lib.cache_length(cache):
+  if not 1 <= n <= kv_cache.cache_length(cache):
     raise ValueError(f"existing prefix holds {n} tokens but its cache has "
-                     f"{model_lib.cache_length(cache)} positions")
+                     f"{kv_cache.cache_length(cache)} positions")
   return cache, n

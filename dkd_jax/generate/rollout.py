@@ -122,7 +122,9 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
   [N, P] + prompt_lens); the result has N*G rows, prompt-major (row i*G + j is sample j
   of prompt i). With G > 1 each prompt is prefilled once (`prefill_multisampling`: sample
   j uses fold_in(request key i, j)) and its prefix inserted into G slots as they free up.
-  G = 1 is the one-prefill-per-request path, unchanged."""
+  With G = 1 the requests that go into free slots together are prefilled together
+  (`Engine.prefill_batch`, one call per prompt bucket); a request's tokens do not depend
+  on which others share its call."""
   if sync_every < 1:
     raise ValueError(f"sync_every={sync_every} must be >= 1")
   G = int(samples_per_prompt)
@@ -143,20 +145,39 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
   def prefix_of(i):
     if i not in live:
       padded, n = engine.pad_to_bucket(rows_in[i], pad_id)
-      kw = dict(params=params, padded_tokens=padded, true_length=n, sampler=sampler,
-                rng=keys[i], max_new_tokens=max_new)
-      live[i] = (engine.prefill(**kw) if G == 1
-                 else engine.prefill_multisampling(num_samples=G, **kw))[0]
+      live[i] = engine.prefill_multisampling(
+          params=params, padded_tokens=padded, true_length=n, sampler=sampler, rng=keys[i],
+          max_new_tokens=max_new, num_samples=G)[0]
     return live[i]
 
+  def prefill_rows(ids):
+    """{prompt: (prefix, row)}: one batched prefill per prompt bucket among `ids`, N
+    padded to a power of two (repeats of the first prompt) so few shapes compile."""
+    by_width = collections.defaultdict(list)
+    for i in ids:
+      by_width[engine.bucket_for(len(rows_in[i]))].append(i)
+    placed = {}
+    for width, group in by_width.items():
+      rows = group + group[:1] * ((1 << (len(group) - 1).bit_length()) - len(group))
+      padded = np.full((len(rows), width), pad_id, np.int32)
+      for r, i in enumerate(rows):
+        padded[r, :len(rows_in[i])] = rows_in[i]
+      prefix, _ = engine.prefill_batch(
+          params=params, padded_tokens=padded, true_lengths=[len(rows_in[i]) for i in rows],
+          sampler=sampler, rngs=keys[rows], max_new_tokens=max_new)
+      placed.update((i, (prefix, r)) for r, i in enumerate(group))
+    return placed
+
   def fill(state):
-    for slot, who in enumerate(owner):
-      if who < 0 and pending:
-        i, j = pending.popleft()
-        state = engine.insert(prefix_of(i), state, slot, sample_index=j)
-        owner[slot] = i * G + j
-        if j == G - 1:
-          del live[i]
+    free = [slot for slot, who in enumerate(owner) if who < 0]
+    todo = [pending.popleft() for _ in range(min(len(free), len(pending)))]
+    placed = prefill_rows([i for i, _ in todo]) if G == 1 else {}
+    for slot, (i, j) in zip(free, todo):
+      prefix, row = placed[i] if G == 1 else (prefix_of(i), j)
+      state = engine.insert(prefix, state, slot, sample_index=row)
+      owner[slot] = i * G + j
+      if G > 1 and j == G - 1:
+        del live[i]
     return state
 
   state = fill(engine.init_decode_state())

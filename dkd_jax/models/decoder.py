@@ -20,6 +20,8 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
+from dkd_jax.models import kv_cache
+
 ARCHS = ("llama", "qwen2", "qwen3")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
 DTYPES = ("float32", "bfloat16")
@@ -108,13 +110,6 @@ PARAM_AXES = {
     "w_up": ("layers", "embed", "mlp"),
     "w_down": ("layers", "mlp", "embed"),
 }
-# The KV cache: keys [L, B, K, Dh, S], values [L, B, K, S, Dh]. These are the operand
-# layouts of the two attention matmuls (q·k over Dh, p·v over S) on XLA:CPU's batched-matmul
-# path; a [L, B, S, K, Dh] cache made every decode step transpose each layer's whole cache
-# twice (read from the compiled HLO, BUILD_NOTES issue 11). Writing one new position is a
-# strided write of B·K·Dh values: negligible.
-CACHE_AXES = {"k": ("layers", "batch", "kv_heads", "head_dim", "cache_length"),
-              "v": ("layers", "batch", "kv_heads", "cache_length", "head_dim")}
 
 
 def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
@@ -200,8 +195,8 @@ class Decoder(nnx.Module):
 
     Without a cache: causal attention over the T given tokens (right padding is
     harmless: padded positions only see earlier tokens and are masked in the loss).
-    With a cache (`init_cache`: k [L,B,K,Dh,S], v [L,B,K,S,Dh]): the new keys/values are
-    written at
+    With a cache (`kv_cache.init_cache`: k [L,B,K,Dh,S], v [L,B,K,S,Dh]): the new
+    keys/values are written at
     `positions_BxT` and queries attend to cache slots <= their own position.
     """
     cfg = self.cfg
@@ -253,16 +248,6 @@ def apply_rope(x_BxTxNxDh, rope):
   return out.astype(x_BxTxNxDh.dtype)
 
 
-def _write_kv(kv, k_BxTxKxDh, v_BxTxKxDh, start_B):
-  """This layer's cache (keys [B,K,Dh,S], values [B,K,S,Dh]) with T new positions per row
-  written from start_B on."""
-  keys, values = kv
-  put_k = lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, 0, s))
-  put_v = lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, s, 0))
-  return (jax.vmap(put_k)(keys, k_BxTxKxDh.transpose(0, 2, 3, 1), start_B),
-          jax.vmap(put_v)(values, v_BxTxKxDh.transpose(0, 2, 1, 3), start_B))
-
-
 def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
   """GQA self-attention; kv=(keys_BxKxDhxS, values_BxKxSxDh) is this layer's cache or
   None."""
@@ -281,7 +266,7 @@ def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
   if kv is None:
     keys, values = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
   else:
-    kv = keys, values = _write_kv(kv, k, v, positions_BxT[:, 0])
+    kv = keys, values = kv_cache.write(kv, k, v, positions_BxT[:, 0])
   G, S = H // K, values.shape[2]
   key_pos_S = jnp.arange(S)
   # Plain batched matmuls over (b, k) with the G query heads of a group folded into the
@@ -373,31 +358,6 @@ def stacked_layers(graphdef, params) -> dict[str, jax.Array]:
   return nnx.merge(graphdef, params).layers.arrays()
 
 
-def cache_shapes(cfg: ModelConfig, batch: int, length: int) -> dict[str, tuple[int, ...]]:
-  """The stacked cache's shapes: k [L, B, K, Dh, S], v [L, B, K, S, Dh] (see CACHE_AXES)."""
-  L, K, Dh = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
-  return {"k": (L, batch, K, Dh, length), "v": (L, batch, K, length, Dh)}
-
-
-def cache_length(cache) -> int:
-  """S of a stacked cache (or of one layer's)."""
-  return cache["v"].shape[-2]
-
-
-def init_cache(cfg: ModelConfig, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
-  """Zeroed stacked KV cache (`cache_shapes`) in the compute dtype."""
-  dtype = jnp.dtype(dtype or cfg.dtype)
-  return {n: jnp.zeros(s, dtype) for n, s in cache_shapes(cfg, batch, length).items()}
-
-
-def init_layer_caches(cfg: ModelConfig, batch: int, length: int, dtype=None):
-  """The same zeroed cache as L per-layer buffers {'k','v': L-tuples} (the decode loop's
-  form: each layer's buffer is updated in place)."""
-  dtype = jnp.dtype(dtype or cfg.dtype)
-  return {n: tuple(jnp.zeros(s[1:], dtype) for _ in range(cfg.n_layers))
-          for n, s in cache_shapes(cfg, batch, length).items()}
-
-
 # ----------------------------------------------------------------------------- functional API
 
 def create(cfg: ModelConfig, seed: int = 0) -> Decoder:
@@ -447,19 +407,3 @@ def init_params(cfg: ModelConfig, mesh=None, seed: int = 0):
   if mesh is None:
     return graphdef, jax.jit(init)()
   return graphdef, jax.jit(init, out_shardings=param_shardings(mesh, cfg))()
-
-
-def cache_shardings(mesh, cfg: ModelConfig, batch: int, length: int, *,
-                    per_layer: bool = False, shard_batch: bool = True):
-  """NamedShardings of the stacked cache, or (per_layer) of `init_layer_caches`' tuples.
-  shard_batch=False replicates the batch axis (a one-prompt prefix)."""
-  from dkd_jax import sharding
-  out = {}
-  for n, shape in cache_shapes(cfg, batch, length).items():
-    axes = CACHE_AXES[n] if shard_batch else (CACHE_AXES[n][0], None) + CACHE_AXES[n][2:]
-    if per_layer:
-      out[n] = (sharding.named_sharding(mesh, axes[1:], shape[1:], f"kv_cache.{n}"),
-                ) * cfg.n_layers
-    else:
-      out[n] = sharding.named_sharding(mesh, axes, shape, f"kv_cache.{n}")
-  return out

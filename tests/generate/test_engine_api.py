@@ -315,3 +315,51 @@ def test_orchestrator_style_drive(eng, params_gd, full_logits):
         free.append(slot)
   for i, prompt in enumerate(PROMPTS):
     assert out[i] == greedy_reference(full_logits, params, prompt, R), i
+
+
+def test_prefill_batch_rows_equal_single_prefills(eng, params_gd):
+  """Row i of one batched prefill = prompt i prefilled alone: its first token and stats,
+  its cache at the real positions, and the tokens decoded after inserting it."""
+  _, params = params_gd
+  prompts = [PROMPTS[0], PROMPTS[2], PROMPTS[3]]
+  width = eng.bucket_for(max(map(len, prompts)))
+  padded = np.zeros((3, width), np.int32)
+  for i, p in enumerate(prompts):
+    padded[i, :len(p)] = p
+  keys = np.stack([sampling.request_key(10 + i) for i in range(3)])
+  sampler = sampling.Sampler(temperature=1.0)
+  pre, res = eng.prefill_batch(params=params, padded_tokens=padded,
+                               true_lengths=[len(p) for p in prompts], sampler=sampler,
+                               rngs=keys, max_new_tokens=[4, 5, 6])
+  state_b, state_1 = eng.init_decode_state(), eng.init_decode_state()
+  for i, p in enumerate(prompts):
+    one, one_res = eng.prefill(params=params, padded_tokens=eng.pad_to_bucket(p)[0],
+                               true_length=len(p), sampler=sampler, rng=keys[i],
+                               max_new_tokens=4 + i)
+    assert int(res.data[i, 0]) == int(one_res.data[0, 0])
+    np.testing.assert_allclose(res.log_prob[i], one_res.log_prob[0], atol=1e-5)
+    np.testing.assert_allclose(res.entropy[i], one_res.entropy[0], atol=1e-5)
+    n = len(p)
+    np.testing.assert_allclose(np.asarray(pre.cache["k"])[:, i, ..., :n],
+                               np.asarray(one.cache["k"])[:, 0, ..., :n], atol=1e-5)
+    np.testing.assert_allclose(np.asarray(pre.cache["v"])[:, i, :, :n],
+                               np.asarray(one.cache["v"])[:, 0, :, :n], atol=1e-5)
+    state_b = eng.insert(pre, state_b, i, sample_index=i)
+    state_1 = eng.insert(one, state_1, i)
+  state_b = eng.generate_steps(params, state_b, 8, sampler)
+  state_1 = eng.generate_steps(params, state_1, 8, sampler)
+  np.testing.assert_array_equal(np.asarray(state_b.num_B)[:3], [4, 5, 6])
+  np.testing.assert_array_equal(np.asarray(state_b.out["token"]), np.asarray(state_1.out["token"]))
+  np.testing.assert_allclose(np.asarray(state_b.out["logprob"]),
+                             np.asarray(state_1.out["logprob"]), atol=1e-5)
+
+
+def test_prefill_batch_bad_inputs(eng, params_gd):
+  _, params = params_gd
+  with pytest.raises(ValueError, match="not a prefill bucket"):
+    eng.prefill_batch(params=params, padded_tokens=np.ones((2, 5), np.int32), true_lengths=[2, 3])
+  with pytest.raises(ValueError, match="true_lengths"):
+    eng.prefill_batch(params=params, padded_tokens=np.ones((2, 8), np.int32), true_lengths=[0, 3])
+  with pytest.raises(ValueError, match="max_new_tokens"):
+    eng.prefill_batch(params=params, padded_tokens=np.ones((1, 8), np.int32), true_lengths=[3],
+                      max_new_tokens=R + 1)

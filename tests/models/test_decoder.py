@@ -10,6 +10,7 @@ import pytest
 from dkd_jax import sharding
 from dkd_jax.models import decoder as M
 from dkd_jax.models import hf as hf_lib
+from dkd_jax.models import kv_cache
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -134,7 +135,7 @@ def test_cached_decode_equals_full_forward(tiny, arch):
   ref = np.asarray(jax.jit(forward, static_argnums=0)(cfg, params, full)[0])
   prompt = jnp.where(jnp.arange(6)[None] < lengths[:, None], full[:, :6], 0)
   step = jax.jit(forward, static_argnums=0)
-  cache = M.init_cache(cfg, 2, S)
+  cache = kv_cache.init_cache(cfg, 2, S)
   pos = jnp.broadcast_to(jnp.arange(6), (2, 6))
   out, cache = step(cfg, params, prompt, pos, cache)
   for b, n in enumerate(lengths):
