@@ -11,6 +11,7 @@ import time, sys, importlib.util
 sys.path.insert(0, sys_path_root)   # this checkout, not an installed copy
 import jax, jax.numpy as jnp
 from dkd_jax.models import decoder as new
+from dkd_jax.models import kv_cache
 mods = {"new": new}
 if len(sys.argv) > 1:
   spec = importlib.util.spec_from_file_location("decoder_old", sys.argv[1])
@@ -21,7 +22,7 @@ B, S = 16, 160
 def mk(mod):
   gdm = mod.abstract(cfg)[0]
   step = jax.jit(lambda p, c, t, pos: mod.logits(gdm, p, t, pos, c), donate_argnums=1)
-  cache = mod.init_cache(cfg, B, S)
+  cache = (mod.init_cache if hasattr(mod, 'init_cache') else kv_cache.init_cache)(cfg, B, S)
   tok = jnp.ones((B, 1), jnp.int32)
   state = {"c": cache, "i": 40}
   def run():

@@ -123,8 +123,8 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
   of prompt i). With G > 1 each prompt is prefilled once (`prefill_multisampling`: sample
   j uses fold_in(request key i, j)) and its prefix inserted into G slots as they free up.
   With G = 1 the requests that go into free slots together are prefilled together
-  (`Engine.prefill_batch`, one call per prompt bucket); a request's tokens do not depend
-  on which others share its call."""
+  (`Engine.prefill_batch`, one call); a request's tokens do not depend on which others
+  share its call."""
   if sync_every < 1:
     raise ValueError(f"sync_every={sync_every} must be >= 1")
   G = int(samples_per_prompt)
@@ -151,27 +151,24 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
     return live[i]
 
   def prefill_rows(ids):
-    """{prompt: (prefix, row)}: one batched prefill per prompt bucket among `ids`, N
-    padded to a power of two (repeats of the first prompt) so few shapes compile."""
-    by_width = collections.defaultdict(list)
-    for i in ids:
-      by_width[engine.bucket_for(len(rows_in[i]))].append(i)
-    placed = {}
-    for width, group in by_width.items():
-      rows = group + group[:1] * ((1 << (len(group) - 1).bit_length()) - len(group))
-      padded = np.full((len(rows), width), pad_id, np.int32)
-      for r, i in enumerate(rows):
-        padded[r, :len(rows_in[i])] = rows_in[i]
-      prefix, _ = engine.prefill_batch(
-          params=params, padded_tokens=padded, true_lengths=[len(rows_in[i]) for i in rows],
-          sampler=sampler, rngs=keys[rows], max_new_tokens=max_new)
-      placed.update((i, (prefix, r)) for r, i in enumerate(group))
-    return placed
+    """{prompt: (prefix, row)} from one batched prefill of `ids`: padded to the bucket of
+    the longest and to a power-of-two count (repeats of the first prompt), so a run
+    compiles one shape per (bucket, count) it meets: a rollout's first fill is B prompts,
+    its refills a few (splitting by bucket instead recompiled mid-run: BUILD_NOTES)."""
+    rows = ids + ids[:1] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
+    padded = np.full((len(rows), engine.bucket_for(max(len(rows_in[i]) for i in ids))),
+                     pad_id, np.int32)
+    for r, i in enumerate(rows):
+      padded[r, :len(rows_in[i])] = rows_in[i]
+    prefix, _ = engine.prefill_batch(
+        params=params, padded_tokens=padded, true_lengths=[len(rows_in[i]) for i in rows],
+        sampler=sampler, rngs=keys[rows], max_new_tokens=max_new)
+    return {i: (prefix, r) for r, i in enumerate(ids)}
 
   def fill(state):
     free = [slot for slot, who in enumerate(owner) if who < 0]
     todo = [pending.popleft() for _ in range(min(len(free), len(pending)))]
-    placed = prefill_rows([i for i, _ in todo]) if G == 1 else {}
+    placed = prefill_rows([i for i, _ in todo]) if G == 1 and todo else {}
     for slot, (i, j) in zip(free, todo):
       prefix, row = placed[i] if G == 1 else (prefix_of(i), j)
       state = engine.insert(prefix, state, slot, sample_index=row)
