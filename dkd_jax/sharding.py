@@ -111,6 +111,20 @@ def tree_shardings(mesh: Mesh, logical_tree, shape_tree):
   return jax.tree_util.tree_unflatten(treedef, out)
 
 
+def without_axis(s: NamedSharding, mesh_axis: str, drop_leading: bool = False) -> NamedSharding:
+  """`s` with `mesh_axis` removed from its spec (that dimension then replicated over it);
+  drop_leading also removes the spec's first entry (a slice of a stacked array)."""
+  spec = list(s.spec)[1 if drop_leading else 0:]
+  def keep(entry):
+    if entry == mesh_axis:
+      return None
+    if isinstance(entry, tuple):
+      rest = tuple(a for a in entry if a != mesh_axis)
+      return rest if len(rest) > 1 else (rest[0] if rest else None)
+    return entry
+  return NamedSharding(s.mesh, P(*[keep(e) for e in spec]))
+
+
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Leading dim over ('data','fsdp'), the rest replicated."""
   return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1)))

@@ -8,9 +8,8 @@ chunked prefill),
 `generate_fn` (one token for every slot), `generate_steps_fn` (several steps in one
 `lax.while_loop`) and `init_state_fn` (all slots empty). Each takes the params as given
 or as `DecodeParams` (their blocks split per layer once, `decode_params_fn`). None of them
-knows about
-shardings, buckets or compile caches: `engine.Engine` binds the static arguments with
-`functools.partial` and jits them with explicit shardings and donation.
+knows about shardings, buckets or compile caches: `engine.Engine` binds the static
+arguments with `functools.partial` and jits them with explicit shardings and donation.
 """
 from __future__ import annotations
 
@@ -71,10 +70,10 @@ class Prefix:
   batch N, true_length and max_new [N]) of one sample each. The cache is stacked, length
   Pb (layouts in `kv_cache.cache_shapes`); sample i goes into a slot by `insert_fn`."""
   cache: dict
-  true_length: jax.Array      # int32 []
+  true_length: jax.Array      # int32 [] (one prompt) or [N] (N prompts)
   first: dict                 # STATS -> [N]
   keys_Nx2: jax.Array         # per-sample request keys (uint32)
-  max_new: jax.Array          # int32 [], this request's response-length limit
+  max_new: jax.Array          # int32 [] or [N]: the response-length limit(s)
 
   def __getitem__(self, name: str):
     """prefix["cache"]: upstream drivers (JetStream's chunked prefill) read a prefix as a

@@ -10,7 +10,8 @@ Contracts:
   an error, not a silent transfer). Only the decode state is donated. Every call also
   takes `DecodeParams` (`Engine.decode_params(params)`: the blocks split per layer once,
   which a rollout does once); given plain params, a call splits them itself.
-- One compile per prefill bucket (prefill, insert), one per sampler (generate);
+- One compile per prefill bucket (prefill, insert; batched prefill and its inserts:
+  per bucket and number of prompts), one per sampler (generate);
   slot indices, true lengths, seeds and per-request length limits are traced. A
   sampler is a `sampling.Sampler` or a hashable function of the logits (upstream's
   `Callable`); either is a static argument, so the compile cache is keyed by it.
@@ -136,13 +137,16 @@ class Engine(_EngineBase):
     self.state_shardings = DecodeState(
         cache=kv_cache.cache_shardings(mesh, self.cfg, B, S, per_layer=True), tokens_B=b1,
         pos_B=b1, num_B=b1, limit_B=b1, done_B=b1, keys_Bx2=b2, out={k: b2 for k in STATS})
-    # A prefix has batch 1: replicated over the batch axes, kv heads still over 'tensor'.
+    # A prefix (one prompt, or N from prefill_batch): replicated over the batch axes, kv
+    # heads still over 'tensor'.
     kv = kv_cache.cache_shardings(mesh, self.cfg, 1, self.buckets[0], shard_batch=False)
     self.prefix_shardings = Prefix(cache=kv, true_length=rep,
                                    first={k: rep for k in STATS}, keys_Nx2=rep, max_new=rep)
     self._rep = rep
-    # A layer's slice of a stacked weight keeps the stacked sharding minus the 'layers' axis.
-    per_layer = {n: jax.sharding.NamedSharding(s.mesh, jax.sharding.PartitionSpec(*s.spec[1:]))
+    # DecodeParams' per-layer weights: the stacked sharding minus the 'layers' axis and
+    # minus FSDP, so a rollout gathers the FSDP shards once (in `decode_params`) instead
+    # of every token all-gathering every layer's weights; 'tensor' sharding stays.
+    per_layer = {n: sharding_lib.without_axis(s, "fsdp", drop_leading=True)
                  for n, s in self.param_shardings["layers"].items()}
     self.decode_param_shardings = DecodeParams(self.param_shardings,
                                                (per_layer,) * self.cfg.n_layers)
@@ -188,9 +192,9 @@ class Engine(_EngineBase):
     if name == "generate_steps":
       return jax.jit(functools.partial(generate_steps_fn, cfg, gd, static[0], eos, static[1]),
                      in_shardings=(ps, ss, rep), out_shardings=ss, donate_argnums=1)
-    if name == "decode_params":
-      return jax.jit(functools.partial(decode_params_fn, cfg, gd), in_shardings=(ps,),
-                     out_shardings=self.decode_param_shardings)
+    if name == "decode_params":   # only the split is computed: params pass through as is
+      return jax.jit(lambda p: decode_params_fn(cfg, gd, p).layers_L, in_shardings=(ps,),
+                     out_shardings=self.decode_param_shardings.layers_L)
     if name == "init":
       return jax.jit(functools.partial(init_state_fn, cfg, self._B,
                                        self._P + self.max_decode_length, self.max_decode_length),
@@ -222,7 +226,7 @@ class Engine(_EngineBase):
     of the params, so no call re-slices the stacked weights. Plain params work too."""
     if isinstance(params, DecodeParams):
       return params
-    return self._jit("decode_params")(params)
+    return DecodeParams(params, self._jit("decode_params")(params))
 
   def init_decode_state(self, *args, **kwargs) -> DecodeState:
     del args, kwargs

@@ -273,3 +273,20 @@ def test_satisfies_jetstream_abc_from_wheel_source(mesh, params_gd, monkeypatch)
   cls = type("JetStreamDkd", (engine_lib.Engine, api.Engine), {})
   assert not cls.__abstractmethods__
   _run_jetstream_roundtrip(cls, mesh, params_gd)
+
+
+def test_decode_params_gather_fsdp_once_and_keep_tensor(eng, params_gd):
+  """Per-layer decode weights drop the FSDP axis (gathered once per rollout, not per
+  token) and keep the 'tensor' one; the params pass through untouched."""
+  _, params = params_gd
+  dp = eng.decode_params(params)
+  assert dp.params is params and eng.decode_params(dp) is dp
+  flat = lambda spec: [a for e in spec for a in ((e,) if isinstance(e, str) else (e or ()))]
+  assert len(dp.layers_L) == CFG.n_layers
+  for name, w in dp.layers_L[0].items():
+    stacked = flat(params["layers"][name].sharding.spec)
+    got = flat(w.sharding.spec)
+    assert "fsdp" not in got, (name, w.sharding.spec)
+    assert ("tensor" in got) == ("tensor" in stacked), (name, w.sharding.spec)
+    np.testing.assert_array_equal(np.asarray(w), np.asarray(params["layers"][name][0]))
+  assert any("fsdp" in flat(a.sharding.spec) for a in jax.tree.leaves(params["layers"]))
