@@ -202,17 +202,23 @@ def _prefix_and_result(cache, true_length, first, keys_Nx2, max_new):
   return prefix, _result(first, ones_N, ones_N)
 
 
+def _prefill_forward(cfg, graphdef, dp, tokens_NxT):
+  """(hidden_NxTxD, stacked cache of batch N and length T) of N prompts padded to T."""
+  N, T = tokens_NxT.shape
+  positions_NxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
+  hidden_NxTxD, caches = _forward(graphdef, dp, tokens_NxT, positions_NxT,
+                                  kv_cache.init_layer_caches(cfg, N, T))
+  return hidden_NxTxD, _stack(caches)
+
+
 def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2,
                max_new):
   """Runs the padded prompt into a fresh length-T cache; samples the first token(s)."""
   dp = decode_params_fn(cfg, graphdef, params)
-  T = tokens_1xT.shape[1]
-  positions_1xT = jnp.arange(T, dtype=jnp.int32)[None]
-  hidden_1xTxD, caches = _forward(graphdef, dp, tokens_1xT, positions_1xT,
-                                  kv_cache.init_layer_caches(cfg, 1, T))
+  hidden_1xTxD, cache = _prefill_forward(cfg, graphdef, dp, tokens_1xT)
   first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD,
                                   true_length - 1, key_2)
-  return _prefix_and_result(_stack(caches), true_length, first, keys_Nx2, max_new)
+  return _prefix_and_result(cache, true_length, first, keys_Nx2, max_new)
 
 
 def prefill_batch_fn(cfg, graphdef, sampler, params, tokens_NxT, true_length_N, keys_Nx2,
@@ -221,14 +227,12 @@ def prefill_batch_fn(cfg, graphdef, sampler, params, tokens_NxT, true_length_N, 
   batch N; row i's first token is drawn as `prefill_fn` draws it for prompt i alone
   (its key, step 0). Rows are independent: padding only follows each row's tokens."""
   dp = decode_params_fn(cfg, graphdef, params)
-  N, T = tokens_NxT.shape
-  positions_NxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
-  hidden_NxTxD, caches = _forward(graphdef, dp, tokens_NxT, positions_NxT,
-                                  kv_cache.init_layer_caches(cfg, N, T))
+  hidden_NxTxD, cache = _prefill_forward(cfg, graphdef, dp, tokens_NxT)
   h_NxD = jnp.take_along_axis(hidden_NxTxD, (true_length_N - 1)[:, None, None], axis=1)[:, 0]
+  N = tokens_NxT.shape[0]
   first = sampling.sample_with_stats(sampler, _head_logits(graphdef, dp, h_NxD), keys_Nx2,
                                      jnp.zeros((N,), jnp.int32))
-  return _prefix_and_result(_stack(caches), true_length_N, first, keys_Nx2, max_new_N)
+  return _prefix_and_result(cache, true_length_N, first, keys_Nx2, max_new_N)
 
 
 def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_length,
@@ -244,7 +248,7 @@ def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_l
   dp = decode_params_fn(cfg, graphdef, params)
   T, Pc = tokens_1xT.shape[1], kv_cache.cache_length(cache)
   work_len = max(Pc + T, out_len)
-  axis = {"k": 4, "v": 3}   # the length axis of each stacked cache (kv_cache.cache_shapes)
+  axis = kv_cache.LENGTH_AXIS
   pad = lambda n, c: jnp.pad(c, [(0, work_len - Pc) if a == axis[n] else (0, 0)
                                  for a in range(c.ndim)])
   positions_1xT = old_length + jnp.arange(T, dtype=jnp.int32)[None]

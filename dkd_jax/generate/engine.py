@@ -42,6 +42,7 @@ import numpy as np
 
 from dkd_jax import sharding as sharding_lib
 from dkd_jax.generate import loading
+from dkd_jax.generate import requests
 from dkd_jax.generate import sampling
 
 # The pytrees and pure functions live in generate.decode_state; re-exported here for callers.
@@ -265,38 +266,24 @@ class Engine(_EngineBase):
     it equal `prefill(padded_tokens[i], rng=rngs[i])`'s; put row i in a slot with
     `insert(prefix, state, slot, sample_index=i)`. One forward of N rows uses the
     machine better than N one-row forwards; the compile is per (N, Pb)."""
-    tokens = np.asarray(padded_tokens, np.int32)
-    if tokens.ndim != 2 or tokens.shape[0] < 1:
-      raise ValueError(f"padded_tokens must be [N, Pb] with N >= 1, got {tokens.shape}")
-    N, width = tokens.shape
-    if width not in self.buckets:
-      raise ValueError(f"padded_tokens width {width} is not a prefill bucket {self.buckets}")
-    lens = np.asarray(true_lengths, np.int32).reshape(-1)
-    if lens.shape != (N,) or lens.min() < 1 or lens.max() > width:
-      raise ValueError(f"true_lengths must be N={N} values in [1, {width}], got {lens}")
+    tokens, lens = requests.batch_rows(padded_tokens, true_lengths, self.buckets)
+    N = len(lens)
     keys = (np.stack([sampling.request_key(i) for i in range(N)]) if rngs is None
             else np.asarray(rngs, np.uint32).reshape(N, 2))
-    max_new = np.broadcast_to(np.asarray(
-        self.max_decode_length if max_new_tokens is None else max_new_tokens, np.int32), (N,))
-    if max_new.min() < 1 or max_new.max() > self.max_decode_length:
-      raise ValueError(f"max_new_tokens must be in [1, max_decode_length="
-                       f"{self.max_decode_length}], got {max_new}")
+    max_new = requests.response_limits(max_new_tokens, self.max_decode_length, N)
     sampler = sampling.check_sampler(sampler or self.default_sampler)
     fn = self._jit("prefill_batch", sampler, params=params)
-    return fn(params, tokens, lens, keys, np.ascontiguousarray(max_new))
+    return fn(params, tokens, lens, keys, max_new)
 
   def _prefill(self, params, existing_prefix, padded_tokens, true_length, sampler, rng,
                max_new_tokens, num_samples):
-    tokens = _new_tokens(padded_tokens, true_length)
-    base = _existing(existing_prefix)   # None or (cache, length already in it)
+    tokens = requests.new_tokens(padded_tokens, true_length)
+    base = requests.existing(existing_prefix)   # None or (cache, length already in it)
     total = (0 if base is None else base[1]) + len(tokens)
     if total > self._P:
       raise ValueError(f"existing prefix + new tokens = {total} tokens exceeds "
                        f"max_prefill_length={self._P}")
-    max_new = self.max_decode_length if max_new_tokens is None else int(max_new_tokens)
-    if not 1 <= max_new <= self.max_decode_length:
-      raise ValueError(f"max_new_tokens={max_new} must be in [1, max_decode_length="
-                       f"{self.max_decode_length}]")
+    max_new = int(requests.response_limits(max_new_tokens, self.max_decode_length))
     key = sampling.as_request_key(rng)
     sampler = sampling.check_sampler(sampler or self.default_sampler)
     step = self._chunk or len(tokens)
@@ -408,36 +395,3 @@ class Engine(_EngineBase):
   def prefill_chunk_size(self) -> int:
     """The chunk size when chunking is on; max_prefill_length (one chunk) when off."""
     return self._chunk or self._P
-
-
-# ----------------------------------------------------------------------------- host helpers
-
-def _new_tokens(padded_tokens, true_length) -> np.ndarray:
-  """The real tokens of one padded row, int32 [true_length] (at least one)."""
-  tokens = np.asarray(padded_tokens, np.int32).reshape(-1)
-  n = int(true_length)
-  if n < 1:
-    raise ValueError("empty prompt (true_length=0): a prompt needs at least one token "
-                     "(with existing_prefix: at least one new token)")
-  if n > len(tokens):
-    raise ValueError(f"true_length={n} > len(padded_tokens)={len(tokens)}")
-  return tokens[:n]
-
-
-def _existing(existing_prefix) -> tuple[dict, int] | None:
-  """(cache, number of tokens in it) of an existing prefix, or None. A `Prefix` tells its
-  length on device (one scalar read); an upstream `ExistingPrefix` by its tokens."""
-  if existing_prefix is None:
-    return None
-  if hasattr(existing_prefix, "common_prefix_tokens"):
-    n = int(np.asarray(existing_prefix.common_prefix_tokens).size)
-  elif isinstance(existing_prefix, Prefix):
-    n = int(existing_prefix.true_length)
-  else:
-    raise TypeError(f"existing_prefix must be a Prefix or an ExistingPrefix, got "
-                    f"{type(existing_prefix).__name__}")
-  cache = existing_prefix.cache
-  if not 1 <= n <= kv_cache.cache_length(cache):
-    raise ValueError(f"existing prefix holds {n} tokens but its cache has "
-                     f"{kv_cache.cache_length(cache)} positions")
-  return cache, n

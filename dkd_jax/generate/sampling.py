@@ -11,8 +11,8 @@ B·V Gumbel draws (both cost more than the model's decode step on CPU): with top
 top-p the draw looks only at the top C candidates from `lax.top_k`, and falls back to
 the full vocabulary only when some row's kept set might reach past the candidates
 (nucleus mass not reached inside them, or a tie at the edge); there the top-k and top-p
-edges are found by bisection over the values (`_sample_threshold`), not by a sort. Temperature-only draws walk block sums of the probabilities, then
-one block. So the distribution sampled is exactly `softmax(sampling_logits(...))`.
+edges are found by bisection over the values (`_sample_threshold`), not by a sort.
+Temperature-only draws walk block sums of the probabilities, then one block. So the distribution sampled is exactly `softmax(sampling_logits(...))`.
 
 Two log-probabilities of a sampled token are computed (see `token_stats`):
 `logprob`, the model's own distribution at temperature 1 (what the trainer and
@@ -176,10 +176,11 @@ def _sample_threshold(sampler, x_BxV, u_B):
     edge_B = _threshold(key_BxV, count, sampler.top_k)
     x_BxV = jnp.where(key_BxV >= edge_B[:, None], x_BxV, -jnp.inf)
   if sampler.top_p < 1.0:
+    key_BxV = _float_order(x_BxV)   # the top-k mask's -inf entries included
     probs_BxV = jax.nn.softmax(x_BxV, axis=-1)
     mass = lambda m: jnp.sum(jnp.where(m, probs_BxV, 0.0), axis=-1)
-    edge_B = _threshold(_float_order(x_BxV), mass, sampler.top_p)
-    x_BxV = jnp.where(_float_order(x_BxV) >= edge_B[:, None], x_BxV, -jnp.inf)
+    edge_B = _threshold(key_BxV, mass, sampler.top_p)
+    x_BxV = jnp.where(key_BxV >= edge_B[:, None], x_BxV, -jnp.inf)
   logp_BxV = jax.nn.log_softmax(x_BxV, axis=-1)
   tokens_B = _draw_full(jnp.exp(logp_BxV), u_B)
   return tokens_B, jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]

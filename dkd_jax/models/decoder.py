@@ -196,8 +196,8 @@ class Decoder(nnx.Module):
     Without a cache: causal attention over the T given tokens (right padding is
     harmless: padded positions only see earlier tokens and are masked in the loss).
     With a cache (`kv_cache.init_cache`: k [L,B,K,Dh,S], v [L,B,K,S,Dh]): the new
-    keys/values are written at
-    `positions_BxT` and queries attend to cache slots <= their own position.
+    keys/values are written at `positions_BxT` and queries attend to cache slots <= their
+    own position.
     """
     cfg = self.cfg
     B, T = tokens_BxT.shape

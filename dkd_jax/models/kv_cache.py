@@ -20,6 +20,10 @@ CACHE_AXES = {"k": ("layers", "batch", "kv_heads", "head_dim", "cache_length"),
               "v": ("layers", "batch", "kv_heads", "cache_length", "head_dim")}
 
 
+# Where each stacked cache keeps its positions (a layer's buffer: one axis less).
+LENGTH_AXIS = {n: axes.index("cache_length") for n, axes in CACHE_AXES.items()}
+
+
 def cache_shapes(cfg, batch: int, length: int) -> dict[str, tuple[int, ...]]:
   """The stacked cache's shapes: k [L, B, K, Dh, S], v [L, B, K, S, Dh] (see CACHE_AXES)."""
   L, K, Dh = cfg.n_layers, cfg.n_kv_heads, cfg.head_dim
@@ -27,8 +31,8 @@ def cache_shapes(cfg, batch: int, length: int) -> dict[str, tuple[int, ...]]:
 
 
 def cache_length(cache) -> int:
-  """S of a stacked cache (or of one layer's)."""
-  return cache["v"].shape[-2]
+  """S of a stacked cache (or of one layer's: counted from the end, the same axis)."""
+  return cache["v"].shape[LENGTH_AXIS["v"] - len(CACHE_AXES["v"])]
 
 
 def init_cache(cfg, batch: int, length: int, dtype=None) -> dict[str, jax.Array]:
