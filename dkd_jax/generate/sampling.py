@@ -169,9 +169,8 @@ def _sample_threshold(sampler, x_BxV, u_B):
   """The full-vocabulary path, sort-free: the top-k edge (count) and then the top-p edge
   (mass) found by bisection over the values; ties at either edge are kept, as in
   `sampling_logits`. Then an inverse-CDF draw over the kept tokens."""
-  key_BxV = _float_order(x_BxV)
-  V = x_BxV.shape[-1]
-  if 0 < sampler.top_k < V:
+  if 0 < sampler.top_k < x_BxV.shape[-1]:
+    key_BxV = _float_order(x_BxV)
     count = lambda m: jnp.sum(m, axis=-1)
     edge_B = _threshold(key_BxV, count, sampler.top_k)
     x_BxV = jnp.where(key_BxV >= edge_B[:, None], x_BxV, -jnp.inf)
