@@ -8,13 +8,14 @@ import os, sys, time, importlib.util
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import jax, jax.numpy as jnp
 from dkd_jax.models import decoder as new
+from dkd_jax.models import rope
 spec = importlib.util.spec_from_file_location("decoder_old", sys.argv[1])
 old = sys.modules["decoder_old"] = importlib.util.module_from_spec(spec); spec.loader.exec_module(old)
 cfg = new.ModelConfig(vocab_size=256, d_model=64, d_ff=128, n_layers=2, n_heads=4, n_kv_heads=2, head_dim=16, max_seq_len=512)
 gd, params = new.init_params(cfg, None, 0)
 def fn(mod, T):
   pos = jnp.broadcast_to(jnp.arange(T), (16, T))
-  f = jax.jit(lambda p, x: mod.apply_layers(cfg, p, x, mod.rope_tables(cfg, pos), pos, None)[0])
+  f = jax.jit(lambda p, x: mod.apply_layers(cfg, p, x, getattr(mod, 'rope_tables', rope.tables)(cfg, pos), pos, None)[0])
   x = jnp.ones((16, T, 64), jnp.float32); jax.block_until_ready(f(params["layers"], x))
   return lambda: jax.block_until_ready(f(params["layers"], x))
 for T in [int(a) for a in sys.argv[2:]]:

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 
 from dkd_jax.models import kv_cache
+from dkd_jax.models import rope as rope_lib
 
 ARCHS = ("llama", "qwen2", "qwen3")
 REMAT_POLICIES = ("none", "full", "dots", "dots_no_batch")
@@ -205,7 +206,7 @@ class Decoder(nnx.Module):
       positions_BxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (B, T))
     dtype = jnp.dtype(cfg.dtype)
     x_BxTxD = self.embedding[...].astype(dtype)[tokens_BxT]
-    rope = rope_tables(cfg, positions_BxT)
+    rope = rope_lib.tables(cfg, positions_BxT)
     if layers_L is None:
       x_BxTxD, cache = apply_layers(cfg, self.layers.arrays(), x_BxTxD, rope, positions_BxT,
                                     cache)
@@ -218,34 +219,6 @@ def rms_norm(x, w, eps):
   x32 = x.astype(jnp.float32)
   y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
   return (y * w.astype(jnp.float32)).astype(x.dtype)
-
-
-def rope_inv_freq(cfg: ModelConfig) -> jax.Array:
-  Dh = cfg.head_dim
-  inv = 1.0 / (cfg.rope_theta ** (jnp.arange(0, Dh, 2, dtype=jnp.float32) / Dh))
-  if cfg.rope_scaling is None:
-    return inv
-  # Llama 3: long wavelengths slowed by `factor`, short kept, smooth ramp between.
-  factor, low, high, orig = cfg.rope_scaling
-  wavelen = 2 * math.pi / inv
-  smooth = (orig / wavelen - low) / (high - low)
-  scaled = jnp.where(wavelen > orig / low, inv / factor, inv)
-  mid = (1 - smooth) * inv / factor + smooth * inv
-  is_mid = (wavelen <= orig / low) & (wavelen >= orig / high)
-  return jnp.where(is_mid, mid, scaled)
-
-
-def rope_tables(cfg, positions_BxT):
-  angles = positions_BxT.astype(jnp.float32)[..., None] * rope_inv_freq(cfg)
-  return jnp.cos(angles), jnp.sin(angles)   # [B, T, Dh/2] each
-
-
-def apply_rope(x_BxTxNxDh, rope):
-  cos, sin = (r[:, :, None, :] for r in rope)
-  x = x_BxTxNxDh.astype(jnp.float32)
-  x1, x2 = jnp.split(x, 2, axis=-1)   # HF half-split layout
-  out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
-  return out.astype(x_BxTxNxDh.dtype)
 
 
 def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
@@ -262,7 +235,7 @@ def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
     q, k, v = q + w("bq"), k + w("bk"), v + w("bv")
   if cfg.qk_norm:
     q, k = rms_norm(q, p["q_norm"], cfg.norm_eps), rms_norm(k, p["k_norm"], cfg.norm_eps)
-  q, k = apply_rope(q, rope), apply_rope(k, rope)
+  q, k = rope_lib.apply(q, rope), rope_lib.apply(k, rope)
   if kv is None:
     keys, values = k.transpose(0, 2, 3, 1), v.transpose(0, 2, 1, 3)
   else:
