@@ -10,6 +10,7 @@ import pytest
 from dkd_jax import sharding
 from dkd_jax.models import decoder as M
 from dkd_jax.models import hf as hf_lib
+from dkd_jax.models import architectures
 from dkd_jax.models import kv_cache
 
 torch = pytest.importorskip("torch")
@@ -61,7 +62,7 @@ def tiny():
   out = {}
   for arch in TINY:
     hf = tiny_hf_model(arch)
-    cfg = hf_lib.config_from_hf(hf.config.to_dict())
+    cfg = architectures.config_from_hf(hf.config.to_dict())
     out[arch] = (cfg, params_of(hf, cfg), hf)
   return out
 

@@ -13,6 +13,7 @@ from dkd_jax import sharding
 from dkd_jax.models import decoder as M
 from dkd_jax.models import gguf as gguf_lib
 from dkd_jax.models import hf as hf_lib
+from dkd_jax.models import architectures
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -162,15 +163,15 @@ def test_unsupported_configs_are_refused(hf_dirs):
   with open(os.path.join(hf_dirs["llama"][0], "config.json")) as f:
     base = json.load(f)
   with pytest.raises(ValueError, match="MistralForCausalLM.*LlamaForCausalLM"):
-    hf_lib.config_from_hf({**base, "architectures": ["MistralForCausalLM"],
+    architectures.config_from_hf({**base, "architectures": ["MistralForCausalLM"],
                                 "model_type": "mistral"})
   with pytest.raises(ValueError, match="yarn"):
-    hf_lib.config_from_hf({**base, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
+    architectures.config_from_hf({**base, "rope_parameters": {"rope_type": "yarn", "factor": 4.0}})
   with pytest.raises(ValueError, match="attention_bias"):
-    hf_lib.config_from_hf({**base, "attention_bias": True})
+    architectures.config_from_hf({**base, "attention_bias": True})
   with pytest.raises(ValueError, match="sliding-window"):
-    hf_lib.config_from_hf({**base, "layer_types": ["full_attention", "sliding_attention"]})
-  assert hf_lib.config_from_hf(base, scan_layers=False).scan_layers is False
+    architectures.config_from_hf({**base, "layer_types": ["full_attention", "sliding_attention"]})
+  assert architectures.config_from_hf(base, scan_layers=False).scan_layers is False
 
 
 # ----------------------------------------------------------------------------- SmolLM2 GGUF
