@@ -12,6 +12,7 @@ once, outside the timed calls (what a rollout does); an older checkout splits th
 each call, as its rollouts did. The first 6 greedy tokens of slot 0 are printed for both
 (same weights, same start: they must agree). The last line is one JSON object.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,23 +30,38 @@ def child(repo: str, batch: int, steps: int, cache: int) -> dict:
   sys.path.insert(0, repo)
   import jax  # pylint: disable=import-outside-toplevel
   import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+
   from dkd_jax.generate import decode_state as ds  # pylint: disable=import-outside-toplevel
   from dkd_jax.generate import sampling  # pylint: disable=import-outside-toplevel
   from dkd_jax.models import decoder as model_lib  # pylint: disable=import-outside-toplevel
-  cfg = model_lib.ModelConfig(vocab_size=49152, d_model=576, d_ff=1536, n_layers=30,
-                              n_heads=9, n_kv_heads=3, head_dim=64, max_seq_len=2048)
+
+  cfg = model_lib.ModelConfig(
+    vocab_size=49152,
+    d_model=576,
+    d_ff=1536,
+    n_layers=30,
+    n_heads=9,
+    n_kv_heads=3,
+    head_dim=64,
+    max_seq_len=2048,
+  )
   gd, params = model_lib.init_params(cfg, None, 0)
   if hasattr(ds, "decode_params_fn"):
     params = jax.jit(functools.partial(ds.decode_params_fn, cfg, gd))(params)
   out = {}
-  for name, sampler in (("greedy", sampling.Sampler(0.0)),
-                        ("top_p", sampling.Sampler(1.0, top_p=0.9))):
-    fn = jax.jit(functools.partial(ds.generate_steps_fn, cfg, gd, sampler, (), steps),
-                 donate_argnums=1)
-    fresh = lambda s: s.replace(pos_B=jnp.full((batch,), 32, jnp.int32),
-                                num_B=jnp.zeros((batch,), jnp.int32),
-                                done_B=jnp.zeros((batch,), bool),
-                                limit_B=jnp.full((batch,), cache, jnp.int32))
+  for name, sampler in (
+    ("greedy", sampling.Sampler(0.0)),
+    ("top_p", sampling.Sampler(1.0, top_p=0.9)),
+  ):
+    fn = jax.jit(
+      functools.partial(ds.generate_steps_fn, cfg, gd, sampler, (), steps), donate_argnums=1
+    )
+    fresh = lambda s: s.replace(
+      pos_B=jnp.full((batch,), 32, jnp.int32),
+      num_B=jnp.zeros((batch,), jnp.int32),
+      done_B=jnp.zeros((batch,), bool),
+      limit_B=jnp.full((batch,), cache, jnp.int32),
+    )
     state = jax.block_until_ready(fn(params, fresh(ds.init_state_fn(cfg, batch, cache, cache))))
     best = float("inf")
     for _ in range(5):
@@ -75,17 +91,36 @@ def main():
   best: dict[str, dict] = {}
   for _ in range(a.rounds):
     for tag, repo in repos.items():
-      cmd = [sys.executable, os.path.abspath(__file__), "--child", repo, "--batch",
-             str(a.batch), "--steps", str(a.steps), "--cache", str(a.cache)]
-      res = json.loads(subprocess.run(cmd, check=True, capture_output=True,
-                                      text=True).stdout.strip().splitlines()[-1])
-      print(tag, {k: (round(v, 1) if isinstance(v, float) else v) for k, v in res.items()},
-            "ms/step", flush=True)
+      cmd = [
+        sys.executable,
+        os.path.abspath(__file__),
+        "--child",
+        repo,
+        "--batch",
+        str(a.batch),
+        "--steps",
+        str(a.steps),
+        "--cache",
+        str(a.cache),
+      ]
+      res = json.loads(
+        subprocess.run(cmd, check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+      )
+      print(
+        tag,
+        {k: (round(v, 1) if isinstance(v, float) else v) for k, v in res.items()},
+        "ms/step",
+        flush=True,
+      )
       for k in ("greedy", "top_p"):
         best.setdefault(tag, {})[k] = min(best.get(tag, {}).get(k, float("inf")), res[k])
       best[tag]["tokens"] = res["tokens"]
-  out = {tag: {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()}
-         for tag, r in best.items()}
+  out = {
+    tag: {k: (round(v, 1) if isinstance(v, float) else v) for k, v in r.items()}
+    for tag, r in best.items()
+  }
   if "other" in best:
     out["speedup"] = {k: round(best["other"][k] / best["this"][k], 2) for k in ("greedy", "top_p")}
   out.update(batch=a.batch, steps=a.steps, cache=a.cache, load=round(os.getloadavg()[0], 1))

@@ -21,6 +21,7 @@ sampled, transformers greedy, transformers sampled, then again), and reports its
 run: on a shared machine the slowest runs measure the neighbours, not the code.
 The last line printed is one JSON object with the tokens/s and the ratios.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dkd_jax import sharding  # pylint: disable=wrong-import-position
+from dkd_jax.core import sharding  # pylint: disable=wrong-import-position
 from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout
 from dkd_jax.generate import sampling
@@ -51,8 +52,16 @@ def load(args, mesh, tmp):
   """(cfg, graphdef, params, hf_dir, prompts [B, P] int32)."""
   rng = np.random.default_rng(0)
   if args.quick:
-    cfg = model.ModelConfig(vocab_size=256, d_model=64, d_ff=128, n_layers=2, n_heads=4,
-                            n_kv_heads=2, head_dim=16, max_seq_len=512)
+    cfg = model.ModelConfig(
+      vocab_size=256,
+      d_model=64,
+      d_ff=128,
+      n_layers=2,
+      n_heads=4,
+      n_kv_heads=2,
+      head_dim=16,
+      max_seq_len=512,
+    )
     graphdef, params = model.init_params(cfg, mesh, seed=0)
     hf_dir = os.path.join(tmp, "hf")
     hf_lib.export_hf(hf_dir, cfg, params)
@@ -64,12 +73,15 @@ def load(args, mesh, tmp):
   graphdef, _ = model.abstract(cfg)
   hf_dir = gguf_lib.gguf_to_hf_dir(path, os.path.join(tmp, "hf"))
   from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
+
   tok = AutoTokenizer.from_pretrained(hf_dir)
-  text = ("The history of mathematics is the study of the origins of discoveries in "
-          "mathematics and of the mathematical methods and notation of the past. ") * 4
+  text = (
+    "The history of mathematics is the study of the origins of discoveries in "
+    "mathematics and of the mathematical methods and notation of the past. "
+  ) * 4
   ids = tok(text)["input_ids"]
   # Same length for every row, so no padding convention differs between the three paths.
-  prompts = [ids[i:i + args.prompt_len] for i in range(args.batch)]
+  prompts = [ids[i : i + args.prompt_len] for i in range(args.batch)]
   return cfg, graphdef, params, hf_dir, np.asarray(prompts, np.int32)
 
 
@@ -77,21 +89,35 @@ SAMPLED = sampling.Sampler(temperature=1.0, top_p=0.9)
 
 
 def make_engine(args, cfg, graphdef, mesh):
-  return engine_lib.Engine(cfg, graphdef, mesh=mesh, max_concurrent_decodes=args.batch,
-                           max_prefill_length=args.prompt_len, max_decode_length=args.new)
+  return engine_lib.Engine(
+    cfg,
+    graphdef,
+    mesh=mesh,
+    max_concurrent_decodes=args.batch,
+    max_prefill_length=args.prompt_len,
+    max_decode_length=args.new,
+  )
 
 
 def rollout_timer(args, eng, params, prompts, sampler):
   """A function () -> (tok/s, rollout result) of `rollout.rollout` end to end; the
   compiles (prefill, insert, generate_steps; max_new_tokens is traced) happen here."""
-  run = lambda n: rollout.rollout(eng, params, prompts, prompt_lens=[args.prompt_len] * args.batch,
-                                  sampler=sampler, max_new_tokens=n, sync_every=args.sync_every)
+  run = lambda n: rollout.rollout(
+    eng,
+    params,
+    prompts,
+    prompt_lens=[args.prompt_len] * args.batch,
+    sampler=sampler,
+    max_new_tokens=n,
+    sync_every=args.sync_every,
+  )
   run(2)
 
   def timed():
     t0 = time.perf_counter()
     out = run(args.new)
     return args.batch * args.new / (time.perf_counter() - t0), out
+
   return timed
 
 
@@ -163,14 +189,24 @@ def hf_timer(args, hf_dir, prompts, sampled=False):
   T=1, top-p 0.9 (top_k=0: transformers' default top-k 50 off)."""
   import torch  # pylint: disable=import-outside-toplevel
   from transformers import AutoModelForCausalLM  # pylint: disable=import-outside-toplevel
+
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)
   hf = AutoModelForCausalLM.from_pretrained(hf_dir, dtype=torch.float32).eval()
   ids = torch.as_tensor(prompts, dtype=torch.long)
-  how = (dict(do_sample=True, temperature=1.0, top_p=SAMPLED.top_p, top_k=0) if sampled
-         else dict(do_sample=False))
-  gen = lambda n: hf.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n,
-                              min_new_tokens=n, pad_token_id=0, **how)
+  how = (
+    dict(do_sample=True, temperature=1.0, top_p=SAMPLED.top_p, top_k=0)
+    if sampled
+    else dict(do_sample=False)
+  )
+  gen = lambda n: hf.generate(
+    ids,
+    attention_mask=torch.ones_like(ids),
+    max_new_tokens=n,
+    min_new_tokens=n,
+    pad_token_id=0,
+    **how,
+  )
   with torch.inference_mode():
     gen(2)
 
@@ -179,7 +215,8 @@ def hf_timer(args, hf_dir, prompts, sampled=False):
       t0 = time.perf_counter()
       out = gen(args.new)
       dt = time.perf_counter() - t0
-    return args.batch * args.new / dt, out[:, prompts.shape[1]:].numpy()
+    return args.batch * args.new / dt, out[:, prompts.shape[1] :].numpy()
+
   return timed
 
 
@@ -215,42 +252,63 @@ def main():
     decode_tok_s = bench_decode_loop(args, eng, params, prompts)
     naive_tok_s = bench_naive(args, graphdef, params, prompts)
     floor_tok_s = bench_matmul_floor(args, cfg, graphdef, params)
-    timers = {"engine": rollout_timer(args, eng, params, prompts, sampling.GREEDY),
-              "engine_sampled": rollout_timer(args, make_engine(args, cfg, graphdef, mesh),
-                                              params, prompts, SAMPLED)}
+    timers = {
+      "engine": rollout_timer(args, eng, params, prompts, sampling.GREEDY),
+      "engine_sampled": rollout_timer(
+        args, make_engine(args, cfg, graphdef, mesh), params, prompts, SAMPLED
+      ),
+    }
     if not args.skip_hf:
-      timers.update(hf=hf_timer(args, hf_dir, prompts),
-                    hf_sampled=hf_timer(args, hf_dir, prompts, sampled=True))
+      timers.update(
+        hf=hf_timer(args, hf_dir, prompts), hf_sampled=hf_timer(args, hf_dir, prompts, sampled=True)
+      )
     best = best_of(timers, args.reps)
     none = (None, None)
     (eng_tok_s, out), (samp_tok_s, _) = best["engine"], best["engine_sampled"]
     hf_tok_s, hf_tokens = best.get("hf", none)
     hf_samp_tok_s = best.get("hf_sampled", none)[0]
-  rows = [("engine (rollout, end to end)", eng_tok_s), ("engine decode loop only", decode_tok_s),
-          ("naive jitted full forward", naive_tok_s),
-          ("matmuls only (bound)", floor_tok_s), ("transformers generate", hf_tok_s),
-          ("engine sampled T=1 top-p 0.9", samp_tok_s),
-          ("transformers sampled", hf_samp_tok_s)]
-  print(f"\n{'path':32s} tok/s   (B={args.batch}, prompt {args.prompt_len}, {args.new} new, "
-        f"greedy, {jax.devices()[0].platform}, {'tiny random' if args.quick else 'SmolLM2-135M'}, "
-        f"best of {args.reps}, load {os.getloadavg()[0]:.1f})")
+  rows = [
+    ("engine (rollout, end to end)", eng_tok_s),
+    ("engine decode loop only", decode_tok_s),
+    ("naive jitted full forward", naive_tok_s),
+    ("matmuls only (bound)", floor_tok_s),
+    ("transformers generate", hf_tok_s),
+    ("engine sampled T=1 top-p 0.9", samp_tok_s),
+    ("transformers sampled", hf_samp_tok_s),
+  ]
+  print(
+    f"\n{'path':32s} tok/s   (B={args.batch}, prompt {args.prompt_len}, {args.new} new, "
+    f"greedy, {jax.devices()[0].platform}, {'tiny random' if args.quick else 'SmolLM2-135M'}, "
+    f"best of {args.reps}, load {os.getloadavg()[0]:.1f})"
+  )
   for name, v in rows:
     print(f"{name:32s} {'-' if v is None else f'{v:8.1f}'}")
   if hf_tokens is not None:
     ours = out["response_tokens"]
     same = np.cumprod(ours == hf_tokens, axis=1).sum(axis=1)
-    print(f"greedy agreement with transformers: identical prefix length per row "
-          f"min {same.min()} / median {int(np.median(same))} of {args.new}")
+    print(
+      f"greedy agreement with transformers: identical prefix length per row "
+      f"min {same.min()} / median {int(np.median(same))} of {args.new}"
+    )
   ratio = lambda a, b: None if a is None or b is None else round(a / b, 2)
   r1 = lambda v: None if v is None else round(v, 1)
-  print(json.dumps({"engine_tok_s": r1(eng_tok_s), "naive_tok_s": r1(naive_tok_s),
-                    "hf_tok_s": r1(hf_tok_s), "vs_hf": ratio(eng_tok_s, hf_tok_s),
-                    "vs_naive": ratio(eng_tok_s, naive_tok_s),
-                    "matmul_bound_tok_s": r1(floor_tok_s),
-                    "of_matmul_bound": ratio(eng_tok_s, floor_tok_s),
-                    "matmul_bound_vs_hf": ratio(floor_tok_s, hf_tok_s),
-                    "sampled_tok_s": r1(samp_tok_s), "hf_sampled_tok_s": r1(hf_samp_tok_s),
-                    "vs_hf_sampled": ratio(samp_tok_s, hf_samp_tok_s)}))
+  print(
+    json.dumps(
+      {
+        "engine_tok_s": r1(eng_tok_s),
+        "naive_tok_s": r1(naive_tok_s),
+        "hf_tok_s": r1(hf_tok_s),
+        "vs_hf": ratio(eng_tok_s, hf_tok_s),
+        "vs_naive": ratio(eng_tok_s, naive_tok_s),
+        "matmul_bound_tok_s": r1(floor_tok_s),
+        "of_matmul_bound": ratio(eng_tok_s, floor_tok_s),
+        "matmul_bound_vs_hf": ratio(floor_tok_s, hf_tok_s),
+        "sampled_tok_s": r1(samp_tok_s),
+        "hf_sampled_tok_s": r1(hf_samp_tok_s),
+        "vs_hf_sampled": ratio(samp_tok_s, hf_samp_tok_s),
+      }
+    )
+  )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ logits, d(hidden), d(head)). fp32 on CPU.
 
 The last line printed is one JSON object {"rows": [...]}.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,6 +40,7 @@ def _peak_rss_bytes() -> int:
 
 def _median_time(fn, args, reps):
   import jax
+
   times = []
   for _ in range(reps):
     t0 = time.perf_counter()
@@ -52,14 +54,14 @@ def worker(variant: str, n: int, d: int, v: int, kind: str, chunk: int, reps: in
   import jax
   import jax.numpy as jnp
 
-  from dkd_jax import kl
-  from dkd_jax import naive_kl
+  from dkd_jax.objectives import kl
+  from dkd_jax.objectives import naive_kl
 
   ks = jax.random.split(jax.random.key(0), 4)
   hs = jax.random.normal(ks[0], (n, d), jnp.float32)
   ht = jax.random.normal(ks[1], (n, d), jnp.float32)
-  Ws = jax.random.normal(ks[2], (d, v), jnp.float32) / d ** 0.5
-  Wt = jax.random.normal(ks[3], (d, v), jnp.float32) / d ** 0.5
+  Ws = jax.random.normal(ks[2], (d, v), jnp.float32) / d**0.5
+  Wt = jax.random.normal(ks[3], (d, v), jnp.float32) / d**0.5
   mask = jnp.ones((n,), jnp.float32)
   jax.block_until_ready((hs, ht, Ws, Wt))
   base_rss = _rss_bytes()
@@ -76,14 +78,35 @@ def worker(variant: str, n: int, d: int, v: int, kind: str, chunk: int, reps: in
   jax.block_until_ready(mm(hs, Ws))
   mm_s = _median_time(mm, (hs, Ws), reps)
   rate, mm_rate = 4 * 2 * n * d * v / median, 2 * n * d * v / mm_s
-  return dict(N=n, D=d, V=v, variant=variant, median_s=median, working_bytes=temp,
-              rss_delta_bytes=rss, matmul_s=mm_s, matmul_frac=rate / mm_rate)
+  return dict(
+    N=n,
+    D=d,
+    V=v,
+    variant=variant,
+    median_s=median,
+    working_bytes=temp,
+    rss_delta_bytes=rss,
+    matmul_s=mm_s,
+    matmul_frac=rate / mm_rate,
+  )
 
 
 def _spawn(variant, shape, args) -> dict:
   n, d, v = shape
-  cmd = [sys.executable, __file__, "--worker", variant, "--shapes", f"{n}x{d}x{v}",
-         "--kind", args.kind, "--chunk", str(args.chunk), "--reps", str(args.reps)]
+  cmd = [
+    sys.executable,
+    __file__,
+    "--worker",
+    variant,
+    "--shapes",
+    f"{n}x{d}x{v}",
+    "--kind",
+    args.kind,
+    "--chunk",
+    str(args.chunk),
+    "--reps",
+    str(args.reps),
+  ]
   out = subprocess.run(cmd, capture_output=True, text=True)
   if out.returncode:
     return dict(N=n, D=d, V=v, variant=variant, error=out.stderr.strip()[-400:])
@@ -101,17 +124,21 @@ def _with_ratios(rows):
 
 
 def _table(rows):
-  head = f"{'N':>5} {'D':>5} {'V':>7} {'variant':>7} {'median_s':>9} {'temp_MB':>9} " \
-         f"{'rss_MB':>8} {'t_ratio':>7} {'m_ratio':>7} {'mm_frac':>7}"
+  head = (
+    f"{'N':>5} {'D':>5} {'V':>7} {'variant':>7} {'median_s':>9} {'temp_MB':>9} "
+    f"{'rss_MB':>8} {'t_ratio':>7} {'m_ratio':>7} {'mm_frac':>7}"
+  )
   print(head)
   for r in rows:
     if "error" in r:
       print(f"{r['N']:>5} {r['D']:>5} {r['V']:>7} {r['variant']:>7} ERROR {r['error']!r}")
       continue
     fmt = lambda x: "-" if x is None else f"{x:.3f}"
-    print(f"{r['N']:>5} {r['D']:>5} {r['V']:>7} {r['variant']:>7} {r['median_s']:>9.3f} "
-          f"{r['working_bytes'] / 2**20:>9.1f} {r['rss_delta_bytes'] / 2**20:>8.1f} "
-          f"{fmt(r['time_ratio']):>7} {fmt(r['mem_ratio']):>7} {r['matmul_frac']:>7.3f}")
+    print(
+      f"{r['N']:>5} {r['D']:>5} {r['V']:>7} {r['variant']:>7} {r['median_s']:>9.3f} "
+      f"{r['working_bytes'] / 2**20:>9.1f} {r['rss_delta_bytes'] / 2**20:>8.1f} "
+      f"{fmt(r['time_ratio']):>7} {fmt(r['mem_ratio']):>7} {r['matmul_frac']:>7.3f}"
+    )
 
 
 def main():
@@ -131,8 +158,19 @@ def main():
   rows = [_spawn(var, shape, args) for shape in shapes for var in VARIANTS]
   rows = _with_ratios(rows)
   _table(rows)
-  keys = ("N", "D", "V", "variant", "median_s", "working_bytes", "rss_delta_bytes",
-          "time_ratio", "mem_ratio", "matmul_frac", "error")
+  keys = (
+    "N",
+    "D",
+    "V",
+    "variant",
+    "median_s",
+    "working_bytes",
+    "rss_delta_bytes",
+    "time_ratio",
+    "mem_ratio",
+    "matmul_frac",
+    "error",
+  )
   print(json.dumps({"rows": [{k: r[k] for k in keys if k in r} for r in rows]}))
 
 

@@ -8,6 +8,7 @@ temperature-only, top-k, top-p and top-k+top-p samplers; logits are a scaled Gau
 usually enough. With --old, the same samplers through another copy of the module
 (e.g. `git show <rev>:dkd_jax/generate/sampling.py > /tmp/old.py`). Last line JSON.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,9 +26,12 @@ import numpy as np
 
 from dkd_jax.generate import sampling
 
-SAMPLERS = {"T=1": dict(temperature=1.0), "top_k=50": dict(temperature=1.0, top_k=50),
-            "top_p=0.9": dict(temperature=1.0, top_p=0.9),
-            "top_k=50,top_p=0.9": dict(temperature=1.0, top_k=50, top_p=0.9)}
+SAMPLERS = {
+  "T=1": dict(temperature=1.0),
+  "top_k=50": dict(temperature=1.0, top_k=50),
+  "top_p=0.9": dict(temperature=1.0, top_p=0.9),
+  "top_k=50,top_p=0.9": dict(temperature=1.0, top_k=50, top_p=0.9),
+}
 
 
 def time_ms(mod, kw, logits_BxV, reps):
@@ -60,10 +64,12 @@ def main():
     spec.loader.exec_module(mods["old"])
   res = {}
   for name, kw in SAMPLERS.items():
-    for tag, mod in mods.items():   # interleaved, so load changes hit both alike
+    for tag, mod in mods.items():  # interleaved, so load changes hit both alike
       res[f"{tag} {name}"] = round(time_ms(mod, kw, logits, args.reps), 2)
-      print(f"{tag:4s} {name:20s} {res[f'{tag} {name}']:8.2f} ms/step "
-            f"(B={args.batch}, V={args.vocab})", flush=True)
+      print(
+        f"{tag:4s} {name:20s} {res[f'{tag} {name}']:8.2f} ms/step (B={args.batch}, V={args.vocab})",
+        flush=True,
+      )
   print(json.dumps(res))
 
 

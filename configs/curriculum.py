@@ -5,6 +5,7 @@ Stages of max response length advance when the windowed student entropy stays
 above `gate_entropy` and truncation is low; on collapse the stage is held and the
 forward-KL weight alpha is raised (KL mixing as the stabiliser).
 """
+
 from configs import common
 
 

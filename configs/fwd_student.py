@@ -2,6 +2,7 @@
 
 Run: python -m dkd_jax.launch --config=configs/fwd_student.py[:tiny] --workdir=/tmp/fwd_student
 """
+
 from configs import common
 
 

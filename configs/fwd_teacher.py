@@ -2,6 +2,7 @@
 
 Run: python -m dkd_jax.launch --config=configs/fwd_teacher.py[:tiny] --workdir=/tmp/fwd_teacher
 """
+
 from configs import common
 
 

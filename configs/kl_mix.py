@@ -4,6 +4,7 @@ Run: python -m dkd_jax.launch --config=configs/kl_mix.py[:tiny] --workdir=/tmp/k
 Presets (comma-separated with tiny): `teacher` uses teacher prefixes instead;
 `adaptive` makes alpha entropy-adaptive (rises when student entropy < target).
 """
+
 from configs import common
 
 EXTRA = ("teacher", "adaptive")

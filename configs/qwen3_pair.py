@@ -7,12 +7,13 @@ Run on a TPU VM (see launch/run_tpu_vm.sh):
       --config.teacher.checkpoint=/ckpt/Qwen3-1.7B --config.student.checkpoint=/ckpt/Qwen3-0.6B \
       --config.data.path=/data/gsm8k_train.jsonl --workdir=gs://bucket/qwen3_opd
 """
+
 from configs import common
 
 
 def get_config(arg: str = ""):
   c = common.base(arg)
-  c.mesh = (1, -1, 4)                     # fsdp over hosts, vocab/heads over 4 chips
+  c.mesh = (1, -1, 4)  # fsdp over hosts, vocab/heads over 4 chips
   c.teacher.checkpoint = "/path/to/Qwen3-1.7B"
   c.student.checkpoint = "/path/to/Qwen3-0.6B"
   c.student.init = "checkpoint"
@@ -29,6 +30,6 @@ def get_config(arg: str = ""):
   c.optim.lr = 1e-6
   c.train.kl_chunk = 1024
   c.eval.datasets = ("gsm8k", "math500")
-  c.export.at_end = True                  # WORKDIR/export/hf: a model to use elsewhere
+  c.export.at_end = True  # WORKDIR/export/hf: a model to use elsewhere
   c.eval.max_response_len = 1024
   return c

@@ -2,6 +2,7 @@
 
 Run: python -m dkd_jax.launch --config=configs/rev_student.py[:tiny] --workdir=/tmp/rev_student
 """
+
 from configs import common
 
 

@@ -2,6 +2,7 @@
 
 Run: python -m dkd_jax.launch --config=configs/rev_teacher.py[:tiny] --workdir=/tmp/rev_teacher
 """
+
 from configs import common
 
 

@@ -6,14 +6,15 @@ teacher's embedding and every other layer (15 layers). GSM8K from a local file.
 Run: python -m dkd_jax.launch --config=configs/smollm2_self.py --config.data.path=../shared/data/gsm8k_train.jsonl
 Meant for an accelerator; on 2 CPU cores one step takes minutes.
 """
+
 from configs import common
 
 
 def get_config(arg: str = ""):
   c = common.base(arg)
-  c.teacher.checkpoint = "smollm2-gguf"      # resolved to the installed GGUF
+  c.teacher.checkpoint = "smollm2-gguf"  # resolved to the installed GGUF
   c.student.checkpoint = ""
-  c.student.init = "teacher_layers"           # every other teacher layer
+  c.student.init = "teacher_layers"  # every other teacher layer
   c.data.task = "gsm8k"
   c.data.path = "../shared/data/gsm8k_train.jsonl"
   c.data.max_prompt_len = 256
@@ -23,7 +24,7 @@ def get_config(arg: str = ""):
   c.objective.kl = "reverse"
   c.optim.lr = 1e-5
   c.eval.datasets = ("gsm8k",)
-  c.export.at_end = True                  # WORKDIR/export/hf: a model to use elsewhere
+  c.export.at_end = True  # WORKDIR/export/hf: a model to use elsewhere
   c.eval.max_response_len = 256
   c.train.steps = 200
   return c

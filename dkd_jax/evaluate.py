@@ -8,6 +8,7 @@ Results go to RUN_DIR/eval.json and RUN_DIR/eval.md, the only files it writes th
 missing bootstrapped teacher is an error naming the command that makes it, and a GGUF
 or data file not yet converted in RUN_DIR is converted into a temporary folder.
 """
+
 import json
 import os
 
@@ -16,17 +17,17 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from dkd_jax import checkpointing
-from dkd_jax import configuration
-from dkd_jax import sharding
-from dkd_jax import tasks
-from dkd_jax import train
+from dkd_jax.core import checkpointing
+from dkd_jax.core import sharding
 from dkd_jax.evals import harness
-from dkd_jax.models import pair as pair_lib
+from dkd_jax.runs import configuration
+from dkd_jax.runs import pair as pair_lib
+from dkd_jax.runs import tasks
+from dkd_jax.train import step as train
 
 _CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "Experiment config file (default: the run's saved config.json).",
-    lock_config=True)
+  "config", None, "Experiment config file (default: the run's saved config.json).", lock_config=True
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory to evaluate.")
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "Alias of --workdir.")
 
@@ -39,8 +40,7 @@ def evaluate_checkpoint(c, workdir: str, log=print) -> dict:
   tokenizer = pair_lib.load_tokenizer(c, workdir, read_only=True)
   task = tasks.load_task(c, tokenizer, workdir, read_only=True)
   pair = pair_lib.load_pair(c, mesh, task, workdir, log, read_only=True)
-  like = train.abstract_state(train.make_optimizer(c.optim, c.train.steps), mesh,
-                              pair.student_cfg)
+  like = train.abstract_state(train.make_optimizer(c.optim, c.train.steps), mesh, pair.student_cfg)
   params = checkpointing.restore_params(workdir, like)
   return harness.evaluate_run(c, pair, task, params, mesh, log)
 

@@ -6,24 +6,30 @@ generation_config.json) or as a GGUF file (DIR/model.gguf, or `--out=FILE.gguf`)
 transformers, vLLM, lm-eval or llama.cpp. The run's saved config (RUN_DIR/config.json)
 says what the student is; nothing is written into RUN_DIR except under `--out`.
 """
+
 from absl import app
 from absl import flags
 from absl import logging
 
-from dkd_jax import checkpointing
-from dkd_jax import configuration
-from dkd_jax import sharding
-from dkd_jax import train
+from dkd_jax.core import checkpointing
+from dkd_jax.core import sharding
 from dkd_jax.models import handoff
-from dkd_jax.models import pair as pair_lib
+from dkd_jax.runs import configuration
+from dkd_jax.runs import pair as pair_lib
+from dkd_jax.train import step as train
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory whose student to export.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (or FILE.gguf with --format=gguf).")
-_FORMAT = flags.DEFINE_enum("format", "hf", list(handoff.FORMATS),
-                            "hf: a Hugging Face directory; gguf: one llama.cpp GGUF file.")
+_FORMAT = flags.DEFINE_enum(
+  "format",
+  "hf",
+  list(handoff.FORMATS),
+  "hf: a Hugging Face directory; gguf: one llama.cpp GGUF file.",
+)
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step to export (default: the latest).")
-_DTYPE = flags.DEFINE_enum("dtype", "float32", list(handoff.DTYPES),
-                           "Stored precision of the weight matrices.")
+_DTYPE = flags.DEFINE_enum(
+  "dtype", "float32", list(handoff.DTYPES), "Stored precision of the weight matrices."
+)
 
 
 def _mesh(c, log):
@@ -46,14 +52,22 @@ def student_params(c, workdir: str, step: int | None = None, log=print):
   return cfg, checkpointing.restore_params(workdir, like, step), tokenizer
 
 
-def export_run(workdir: str, out: str, fmt: str = "hf", step: int | None = None,
-               dtype: str = "float32", log=print) -> str:
+def export_run(
+  workdir: str,
+  out: str,
+  fmt: str = "hf",
+  step: int | None = None,
+  dtype: str = "float32",
+  log=print,
+) -> str:
   """Writes the student of `workdir` to `out`; returns the path written."""
   c = configuration.load_run_config(workdir)
   cfg, params, tokenizer = student_params(c, workdir, step, log)
   path = handoff.write_model(fmt, out, cfg, params, tokenizer, dtype)
-  log(f"export: {cfg.arch} student ({cfg.n_layers} layers, d_model {cfg.d_model}, vocab "
-      f"{cfg.vocab_size}) of {workdir} -> {path} ({fmt}, {dtype})")
+  log(
+    f"export: {cfg.arch} student ({cfg.n_layers} layers, d_model {cfg.d_model}, vocab "
+    f"{cfg.vocab_size}) of {workdir} -> {path} ({fmt}, {dtype})"
+  )
   return path
 
 

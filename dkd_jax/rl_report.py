@@ -5,6 +5,7 @@ rl_results.md (Avg@k / Pass@k / length / entropy vs RL step, mean over seeds, 95
 bootstrap intervals over problems; then each initialisation's RL gain and the paired
 differences of gains) and rl_curves.png into --out (see `evals.rl_curves`).
 """
+
 import os
 
 from absl import app
@@ -17,8 +18,9 @@ _OUT = flags.DEFINE_string("out", "report", "Folder for rl_results.md and rl_cur
 
 def main(argv):
   if len(argv) != 2:
-    raise app.UsageError("give the study's OUT directory: python -m dkd_jax.rl_report OUT "
-                         "[--out=DIR]")
+    raise app.UsageError(
+      "give the study's OUT directory: python -m dkd_jax.rl_report OUT [--out=DIR]"
+    )
   study = rl_curves.load_study(argv[1])
   if not study:
     raise app.UsageError(f"no {argv[1]}/<arm>/seed*/rl_evals.jsonl found")

@@ -1,4 +1,5 @@
 """The command-line entry points: each prints its flags on --help and refuses bad usage."""
+
 import os
 import subprocess
 import sys
@@ -6,14 +7,19 @@ import sys
 import pytest
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-CLIS = {"launch": ("--config", "--workdir"), "evaluate": ("--workdir", "--config"),
-        "report": ("--out",), "export": ("--workdir", "--out", "--format", "--step"),
-        "rl_report": ("--out",)}
+CLIS = {
+  "launch": ("--config", "--workdir"),
+  "evaluate": ("--workdir", "--config"),
+  "report": ("--out",),
+  "export": ("--workdir", "--out", "--format", "--step"),
+  "rl_report": ("--out",),
+}
 
 
 def _run(*args):
-  return subprocess.run([sys.executable, "-m", *args], cwd=ROOT, capture_output=True,
-                        text=True, timeout=300)
+  return subprocess.run(
+    [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+  )
 
 
 @pytest.mark.parametrize("name", sorted(CLIS))

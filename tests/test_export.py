@@ -1,6 +1,7 @@
 """A run hands its student off: launch -> export (HF and GGUF) -> transformers gives the
 run's logits; the run's log is plain lines; readers of a run dir (export, evaluate)
 write nothing into it but their own outputs."""
+
 import os
 import shutil
 import subprocess
@@ -11,32 +12,47 @@ import ml_collections as mlc
 import numpy as np
 import pytest
 
-from dkd_jax import configuration
 from dkd_jax import export as export_lib
-from dkd_jax import tasks
 from dkd_jax.data import arithmetic
 from dkd_jax.models import decoder as M
+from dkd_jax.runs import configuration
+from dkd_jax.runs import tasks
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), ".."))
-LAUNCH = ["--config=configs/rev_student.py:tiny", "--config.train.steps=4",
-          "--config.train.ckpt_every=2", "--config.train.log_every=2",
-          "--config.teacher.bootstrap_steps=30", "--config.eval.num_problems=2",
-          "--config.data.arithmetic.num_train=512", "--config.export.at_end=True"]
+LAUNCH = [
+  "--config=configs/rev_student.py:tiny",
+  "--config.train.steps=4",
+  "--config.train.ckpt_every=2",
+  "--config.train.log_every=2",
+  "--config.teacher.bootstrap_steps=30",
+  "--config.eval.num_problems=2",
+  "--config.data.arithmetic.num_train=512",
+  "--config.export.at_end=True",
+]
 PROMPT = "12+3*4=\n"
 
 
 def _env():
   # Commands run from a folder without configs/: everything comes from RUN_DIR.
-  return dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2",
-              PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
+  return dict(
+    os.environ,
+    XLA_FLAGS="--xla_force_host_platform_device_count=2",
+    PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""),
+  )
 
 
 def _cli(module, *args, cwd):
-  return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=_env(),
-                        capture_output=True, text=True, timeout=600)
+  return subprocess.run(
+    [sys.executable, "-m", module, *args],
+    cwd=cwd,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def listing(root):
@@ -56,9 +72,14 @@ def run(tmp_path_factory):
   root = tmp_path_factory.mktemp("handoff")
   work, log = str(root / "run"), str(root / "log.txt")
   with open(log, "w") as f:
-    done = subprocess.run([sys.executable, "-m", "dkd_jax.launch", f"--workdir={work}",
-                           *LAUNCH], cwd=ROOT, env=_env(), stdout=f, stderr=subprocess.STDOUT,
-                          timeout=900)
+    done = subprocess.run(
+      [sys.executable, "-m", "dkd_jax.launch", f"--workdir={work}", *LAUNCH],
+      cwd=ROOT,
+      env=_env(),
+      stdout=f,
+      stderr=subprocess.STDOUT,
+      timeout=900,
+    )
   text = open(log).read()
   assert done.returncode == 0, text[-3000:]
   return work, text
@@ -89,8 +110,9 @@ def test_export_hf_matches_the_run(run, tmp_path):
   out = _cli("dkd_jax.export", f"--workdir={work}", f"--out={tmp_path / 'hf'}", cwd=tmp_path)
   assert out.returncode == 0, out.stderr[-3000:]
   assert listing(work) == before
-  model = transformers.AutoModelForCausalLM.from_pretrained(str(tmp_path / "hf"),
-                                                            dtype=torch.float32).eval()
+  model = transformers.AutoModelForCausalLM.from_pretrained(
+    str(tmp_path / "hf"), dtype=torch.float32
+  ).eval()
   tokens = prompt()
   with torch.no_grad():
     ref = model(torch.tensor(tokens)).logits.numpy()
@@ -105,15 +127,17 @@ def test_export_hf_matches_the_run(run, tmp_path):
 
 
 def test_export_gguf_matches_the_run(run, tmp_path):
-  pytest.importorskip("accelerate")   # transformers' GGUF loader needs it
+  pytest.importorskip("accelerate")  # transformers' GGUF loader needs it
   work, _ = run
   before = listing(work)
-  out = _cli("dkd_jax.export", f"--workdir={work}", f"--out={tmp_path}", "--format=gguf",
-             cwd=tmp_path)
+  out = _cli(
+    "dkd_jax.export", f"--workdir={work}", f"--out={tmp_path}", "--format=gguf", cwd=tmp_path
+  )
   assert out.returncode == 0, out.stderr[-3000:]
   assert listing(work) == before
   model = transformers.AutoModelForCausalLM.from_pretrained(
-      str(tmp_path), gguf_file="model.gguf", dtype=torch.float32).eval()
+    str(tmp_path), gguf_file="model.gguf", dtype=torch.float32
+  ).eval()
   tokens = prompt()
   with torch.no_grad():
     ref = model(torch.tensor(tokens)).logits.numpy()
@@ -151,11 +175,12 @@ def test_read_only_task_prepares_local_files_elsewhere(tmp_path, shared_data):
   src = tmp_path / "gsm8k_small.jsonl"
   with open(os.path.join(shared_data, "gsm8k_train.jsonl")) as f:
     src.write_text("".join(next(f) for _ in range(12)))
-  c = mlc.ConfigDict({"data": {"task": "gsm8k", "path": str(src), "reader": "tfds"},
-                      "eval": {"num_problems": 2}})
+  c = mlc.ConfigDict(
+    {"data": {"task": "gsm8k", "path": str(src), "reader": "tfds"}, "eval": {"num_problems": 2}}
+  )
   work = tmp_path / "run"
   work.mkdir()
   train, held_out = tasks.records_for(c, str(work), read_only=True)
   assert len(train) + len(held_out) == 12 and not os.listdir(work)
-  tasks.records_for(c, str(work))   # a run prepares into WORKDIR/tfds
+  tasks.records_for(c, str(work))  # a run prepares into WORKDIR/tfds
   assert os.listdir(work) == ["tfds"]

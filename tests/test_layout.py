@@ -1,5 +1,6 @@
 """The package's shape: imports run one way (no cycle, lazy ones included), modules sit
 in data-flow layers, and no two modules are look-alikes."""
+
 import ast
 import os
 import pathlib
@@ -9,19 +10,20 @@ import pytest
 
 PKG = pathlib.Path(__file__).resolve().parent.parent / "dkd_jax"
 
-# Lower layers never import higher ones. Within a layer, imports may go either way as
-# long as there is no cycle.
+# One folder per layer, in data-flow order. Lower layers never import higher ones; within
+# a layer imports may go either way as long as there is no cycle. Only `__init__`, the
+# command lines and `launch` stand directly in dkd_jax/.
 LAYERS = (
-    ("rng", "sharding", "kl", "naive_kl", "schedules", "curriculum", "checkpointing",
-     "metrics_log", "prefixes", "multihost", "paths", "topk_loss", "data.*"),
-    ("models.*",),
-    ("train", "configuration", "grpo", "teacher_topk"),
-    ("generate.*",),
-    ("evals.*",),
-    ("tasks",),
-    ("run", "rl_run"),
-    ("launch", "evaluate", "report", "export", "rl_report"),
+  ("core.*",),
+  ("data.*",),
+  ("objectives.*",),
+  ("models.*",),
+  ("generate.*", "train.*"),
+  ("evals.*",),
+  ("runs.*",),
+  ("launch", "evaluate", "report", "export", "rl_report"),
 )
+TOP_LEVEL = {"__init__", "launch", "evaluate", "report", "export", "rl_report"}
 
 
 def _modules() -> dict[str, pathlib.Path]:
@@ -72,7 +74,7 @@ def _cycle(graph):
     stack.append(n)
     for m in sorted(graph.get(n, ())):
       if state.get(m) == 1:
-        return stack[stack.index(m):] + [m]
+        return stack[stack.index(m) :] + [m]
       if m not in state and (found := visit(m)):
         return found
     state[n] = 2
@@ -88,7 +90,9 @@ def _cycle(graph):
 def _layer(module: str) -> int:
   for i, names in enumerate(LAYERS):
     for pat in names:
-      if module == pat or (pat.endswith(".*") and (module == pat[:-2] or module.startswith(pat[:-1]))):
+      if module == pat or (
+        pat.endswith(".*") and (module == pat[:-2] or module.startswith(pat[:-1]))
+      ):
         return i
   raise AssertionError(f"module {module!r} has no layer in tests/test_layout.py LAYERS")
 
@@ -103,10 +107,35 @@ def test_cycle_finder_finds_one():
 
 
 def test_imports_only_go_down_the_layers():
-  bad = [f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)})"
-         for m, deps in import_graph().items() if m != "__init__"
-         for d in deps if _layer(d) > _layer(m)]
+  bad = [
+    f"{m} (layer {_layer(m)}) imports {d} (layer {_layer(d)})"
+    for m, deps in import_graph().items()
+    if m != "__init__"
+    for d in deps
+    if _layer(d) > _layer(m)
+  ]
   assert not bad, "\n".join(bad)
+
+
+def test_only_command_lines_at_the_top():
+  flat = {p.stem for p in PKG.glob("*.py")}
+  assert flat <= TOP_LEVEL, f"move {sorted(flat - TOP_LEVEL)} into a layer folder"
+  folders = {pat.split(".")[0] for names in LAYERS for pat in names if pat.endswith(".*")}
+  subs = {p.name for p in PKG.iterdir() if (p / "__init__.py").exists()}
+  assert subs == folders, f"folders {sorted(subs ^ folders)} must match LAYERS one to one"
+
+
+def test_generate_and_train_are_siblings():
+  """The engine serves the train step's rollouts and never needs the step itself."""
+  g = import_graph()
+  bad = [
+    (m, d)
+    for m, deps in g.items()
+    for d in deps
+    if (m.startswith("generate") and d.startswith("train"))
+    or (m.startswith("train") and d.startswith("generate"))
+  ]
+  assert not bad, bad
 
 
 def test_at_least_three_subpackages():
@@ -123,8 +152,12 @@ def _stem(name: str) -> str:
 
 def test_no_look_alike_module_names():
   names = sorted({k.split(".")[-1] for k in _modules()} - {"__init__"})
-  clash = [(a, b) for i, a in enumerate(names) for b in names[i + 1:]
-           if _stem(a) == _stem(b) or a.startswith(b) or b.startswith(a)]
+  clash = [
+    (a, b)
+    for i, a in enumerate(names)
+    for b in names[i + 1 :]
+    if _stem(a) == _stem(b) or a.startswith(b) or b.startswith(a)
+  ]
   assert not clash, clash
 
 
@@ -136,6 +169,6 @@ def test_every_module_has_a_docstring(module):
 
 def test_tests_mirror_the_package():
   tests = pathlib.Path(__file__).resolve().parent
-  for sub in ("data", "models", "generate", "evals"):
+  for sub in {pat.split(".")[0] for names in LAYERS for pat in names if pat.endswith(".*")}:
     assert list((tests / sub).glob("test_*.py")), f"tests/{sub}/ has no tests"
-  assert os.path.exists(tests / "test_rng.py")
+  assert os.path.exists(tests / "core" / "test_rng.py")

@@ -1,5 +1,6 @@
 """notebooks/colab_tpu_demo.ipynb runs top to bottom on CPU (tiny preset, a few steps), so
 the Colab demo cannot drift from the code."""
+
 import os
 
 import pytest
@@ -18,10 +19,12 @@ def test_colab_notebook_executes_on_cpu(monkeypatch):
   monkeypatch.setenv("MPLBACKEND", "Agg")
   monkeypatch.setenv("PYTHONPATH", ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
   nb = nbformat.read(os.path.join(ROOT, "notebooks", "colab_tpu_demo.ipynb"), as_version=4)
-  nbclient.NotebookClient(nb, timeout=900, kernel_name="python3",
-                          resources={"metadata": {"path": ROOT}}).execute()
-  out = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code"
-                for o in c.get("outputs", []))
+  nbclient.NotebookClient(
+    nb, timeout=900, kernel_name="python3", resources={"metadata": {"path": ROOT}}
+  ).execute()
+  out = "".join(
+    o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+  )
   assert "mesh {'data': 2" in out
   for name in ("fwd_teacher", "rev_teacher", "fwd_student", "rev_student"):
     assert f"{name} " in out and "Avg@2=" in out

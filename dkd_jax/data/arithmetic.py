@@ -11,23 +11,26 @@ Multiplications are reduced first (left to right), then additions and
 subtractions left to right, one line per operation. The final line uses the
 GSM8K `#### N` format so one answer extractor serves both.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
-from dkd_jax.data.sources import Record, extract_hash_answer
+from dkd_jax.data.sources import Record
+from dkd_jax.data.sources import extract_hash_answer
 
 
 @dataclasses.dataclass(frozen=True)
 class ArithmeticConfig:
   """Difficulty knobs; the defaults give 2-5 operands, solutions of ~15-60 chars."""
+
   min_operands: int = 2
   max_operands: int = 5
-  max_digits: int = 2          # operands of + and - have 1..max_digits digits
-  mul_digits: int = 1          # operands next to '*' are kept small (1..mul_digits)
+  max_digits: int = 2  # operands of + and - have 1..max_digits digits
+  mul_digits: int = 1  # operands next to '*' are kept small (1..mul_digits)
   ops: str = "+-*"
 
   def __post_init__(self):
@@ -43,7 +46,7 @@ def _random_int(rng: np.random.Generator, digits: int) -> int:
   # Pick the digit count first so short and long numbers are equally common.
   n = int(rng.integers(1, digits + 1))
   low = 0 if n == 1 else 10 ** (n - 1)
-  return int(rng.integers(low, 10 ** n))
+  return int(rng.integers(low, 10**n))
 
 
 def _apply(a: int, op: str, b: int) -> int:
@@ -59,7 +62,7 @@ def solve(operands: Sequence[int], ops: Sequence[str]) -> tuple[list[str], int]:
     if rest_ops[i] == "*":
       value = nums[i] * nums[i + 1]
       steps.append(f"{nums[i]}*{nums[i + 1]}={value}")
-      nums[i:i + 2] = [value]
+      nums[i : i + 2] = [value]
       del rest_ops[i]
     else:
       i += 1
@@ -84,12 +87,17 @@ def make_problem(seed: int, index: int, config: ArithmeticConfig = ArithmeticCon
   question = "".join(f"{a}{op}" for a, op in zip(operands, ops)) + f"{operands[-1]}="
   steps, value = solve(operands, ops)
   solution = "\n".join(steps + [f"#### {value}"])
-  return {"id": f"arith-{seed}-{index}", "question": question,
-          "answer": str(value), "solution": solution}
+  return {
+    "id": f"arith-{seed}-{index}",
+    "question": question,
+    "answer": str(value),
+    "solution": solution,
+  }
 
 
-def make_records(num: int, seed: int, config: ArithmeticConfig = ArithmeticConfig(),
-                 start: int = 0) -> list[Record]:
+def make_records(
+  num: int, seed: int, config: ArithmeticConfig = ArithmeticConfig(), start: int = 0
+) -> list[Record]:
   """`num` problems [start, start+num) of the stream for `seed`."""
   return [make_problem(seed, i, config) for i in range(start, start + num)]
 
@@ -119,9 +127,11 @@ class CharTokenizer:
   # prepends it), each user turn followed by a newline (`render_prompt`), each
   # assistant turn followed by EOS. '\n' is an expression because jinja's trim_blocks
   # (transformers renders with it) drops a literal newline after a block tag.
-  CHAT_TEMPLATE = ("{{ bos_token }}{% for message in messages %}{{ message['content'] }}"
-                   "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}"
-                   "{% endif %}{% endfor %}")
+  CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{{ message['content'] }}"
+    "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}"
+    "{% endif %}{% endfor %}"
+  )
 
   def __init__(self):
     self._tokens = list(self.SPECIALS) + list(self.CHARS)
@@ -134,8 +144,10 @@ class CharTokenizer:
     try:
       return [self._ids[c] for c in text]
     except KeyError as e:
-      raise ValueError(f"CharTokenizer: character {e.args[0]!r} is not in the vocab "
-                       f"{self.CHARS!r} (text starts {text[:40]!r})") from None
+      raise ValueError(
+        f"CharTokenizer: character {e.args[0]!r} is not in the vocab "
+        f"{self.CHARS!r} (text starts {text[:40]!r})"
+      ) from None
 
   def decode(self, ids: Sequence[int]) -> str:
     return "".join(self._tokens[int(i)] for i in ids)

@@ -18,6 +18,7 @@ traces inherits both habits; its own rollouts are the teacher prefixes of the st
 
 Answers use the GSM8K `#### N` line, so `arithmetic.score` grades both tasks.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -31,11 +32,12 @@ from dkd_jax.data.sources import Record
 @dataclasses.dataclass(frozen=True)
 class ChainConfig:
   """Problem shape and the gold trace's habits."""
+
   min_ops: int = 2
   max_ops: int = 6
-  check_prob: float = 0.5      # chance of a check line after a line
-  error_prob: float = 0.1      # chance a written result is off by 1-3
-  max_redos: int = 3           # redos per operation before moving on
+  check_prob: float = 0.5  # chance of a check line after a line
+  error_prob: float = 0.1  # chance a written result is off by 1-3
+  max_redos: int = 3  # redos per operation before moving on
 
   def __post_init__(self):
     if not 1 <= self.min_ops <= self.max_ops:
@@ -62,8 +64,9 @@ def _written(rng, value: int, cfg: ChainConfig) -> int:
   return value
 
 
-def make_trace(operands: list[int], ops: list[str], cfg: ChainConfig,
-               rng: np.random.Generator) -> tuple[str, int]:
+def make_trace(
+  operands: list[int], ops: list[str], cfg: ChainConfig, rng: np.random.Generator
+) -> tuple[str, int]:
   """(trace text, its final answer): one sample of the imperfect gold policy. Solving
   order is `arithmetic.solve`'s; every later line uses the values as written, so an
   unchecked error carries into the answer."""
@@ -71,7 +74,7 @@ def make_trace(operands: list[int], ops: list[str], cfg: ChainConfig,
   i = 0
   while i < len(rest):  # '*' first, left to right
     if rest[i] == "*":
-      nums[i:i + 2] = [_worked(lines, nums[i], "*", nums[i + 1], cfg, rng)]
+      nums[i : i + 2] = [_worked(lines, nums[i], "*", nums[i + 1], cfg, rng)]
       del rest[i]
     else:
       i += 1
@@ -106,12 +109,17 @@ def make_problem(data_seed: int, index: int, cfg: ChainConfig) -> Record:
   """Problem `index` with one gold trace; the answer is the true value."""
   operands, ops = make_question(data_seed, index, cfg)
   trace, _ = make_trace(operands, ops, cfg, np.random.default_rng([data_seed, index, 1]))
-  return {"id": f"chain-{data_seed}-{index}", "question": question_text(operands, ops),
-          "answer": str(arithmetic.solve(operands, ops)[1]), "solution": trace}
+  return {
+    "id": f"chain-{data_seed}-{index}",
+    "question": question_text(operands, ops),
+    "answer": str(arithmetic.solve(operands, ops)[1]),
+    "solution": trace,
+  }
 
 
-def make_splits(num_train: int, num_eval: int, cfg: ChainConfig,
-                data_seed: int = 0) -> tuple[list[Record], list[Record]]:
+def make_splits(
+  num_train: int, num_eval: int, cfg: ChainConfig, data_seed: int = 0
+) -> tuple[list[Record], list[Record]]:
   """(train, held-out) problems, disjoint in content: held-out problems come from
   their own stream and any question that also occurs in training is skipped."""
   train = [make_problem(data_seed, i, cfg) for i in range(num_train)]
@@ -124,6 +132,8 @@ def make_splits(num_train: int, num_eval: int, cfg: ChainConfig,
       seen.add(r["question"])
       held.append(r)
     if i > 50 * (num_eval + 1):
-      raise ValueError(f"cannot draw {num_eval} held-out chain problems disjoint from "
-                       f"{num_train} training ones; widen data.chain.min_ops/max_ops")
+      raise ValueError(
+        f"cannot draw {num_eval} held-out chain problems disjoint from "
+        f"{num_train} training ones; widen data.chain.min_ops/max_ops"
+      )
   return train, held

@@ -3,6 +3,7 @@
 tokens[b] = prompt ++ response, right-padded to P + R; loss_mask[b, t] = 1 iff
 tokens[b, t+1] is a response token (position t predicts t+1).
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -17,6 +18,6 @@ def pack(prompt_tokens_BxP, prompt_len_B, response_tokens_BxR, response_len_B, p
   for b in range(B):
     p, r = int(prompt_len_B[b]), int(response_len_B[b])
     tokens[b, :p] = prompt_tokens_BxP[b, :p]
-    tokens[b, p:p + r] = response_tokens_BxR[b, :r]
-    mask[b, p - 1:p + r - 1] = 1.0
+    tokens[b, p : p + r] = response_tokens_BxR[b, :r]
+    mask[b, p - 1 : p + r - 1] = 1.0
   return tokens, mask

@@ -5,9 +5,12 @@ and an HF `tokenizer.json` wrapper (in the model-loading code). Everything in
 `dkd_jax.data` only talks to this protocol, so swapping tokenizers never touches
 the pipeline.
 """
+
 from __future__ import annotations
 
-from typing import Protocol, Sequence, runtime_checkable
+from collections.abc import Sequence
+from typing import Protocol
+from typing import runtime_checkable
 
 
 @runtime_checkable
@@ -30,15 +33,12 @@ class Tokenizer(Protocol):
   eos_id: int
   bos_id: int | None
 
-  def encode(self, text: str) -> list[int]:
-    ...
+  def encode(self, text: str) -> list[int]: ...
 
-  def decode(self, ids: Sequence[int]) -> str:
-    ...
+  def decode(self, ids: Sequence[int]) -> str: ...
 
   def render_prompt(self, question: str) -> str:
     """The text the model is conditioned on (chat template or plain format)."""
     ...
 
-  def tokens(self) -> list[str]:
-    ...
+  def tokens(self) -> list[str]: ...

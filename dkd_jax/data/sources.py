@@ -12,23 +12,26 @@ Every reader returns a list of records `{"id", "question", "answer",
 Bad data is an error, never skipped: `DataError` names the file, the 1-based
 line where the offending record starts, and what is wrong.
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
-from typing import Any, Callable, Iterator
+from collections.abc import Callable
+from collections.abc import Iterator
+from typing import Any
 
 Record = dict[str, str]
 _WS = re.compile(r"\s*")
 
 # The files in ../shared/data, by short name -> (file, format).
 SHARED_FILES = {
-    "gsm8k_train": ("gsm8k_train.jsonl", "gsm8k"),
-    "gsm8k_test": ("gsm8k_test.jsonl", "gsm8k"),
-    "math500": ("math500.json", "math"),
-    "aime24": ("aime24.jsonl", "aime"),
-    "amc23": ("amc23.jsonl", "amc"),
+  "gsm8k_train": ("gsm8k_train.jsonl", "gsm8k"),
+  "gsm8k_test": ("gsm8k_test.jsonl", "gsm8k"),
+  "math500": ("math500.json", "math"),
+  "aime24": ("aime24.jsonl", "aime"),
+  "amc23": ("amc23.jsonl", "amc"),
 }
 
 
@@ -92,7 +95,7 @@ def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
     yield line, value
     pos = skip_ws(end)
     if text.startswith("]", pos):
-      if text[pos + 1:].strip():
+      if text[pos + 1 :].strip():
         raise DataError(path, line_of(pos + 1), "extra data after the JSON list")
       return
     if not text.startswith(",", pos):
@@ -106,8 +109,9 @@ def _iter_file(path: str) -> Iterator[tuple[int, Any]]:
   return _iter_json_list(path) if first == "[" else _iter_jsonl(path)
 
 
-def _field_str(path: str, line: int, row: Any, key: str, *, required: bool = True,
-               numeric_ok: bool = False) -> str:
+def _field_str(
+  path: str, line: int, row: Any, key: str, *, required: bool = True, numeric_ok: bool = False
+) -> str:
   """row[key] as a non-empty str; ints (and integral floats) allowed for answers."""
   if not isinstance(row, dict):
     raise DataError(path, line, f"expected a JSON object, got {type(row).__name__}")
@@ -141,35 +145,54 @@ def _parse_gsm8k(path: str, line: int, row: Any, index: int) -> Record:
   answer = extract_hash_answer(solution)
   if answer is None:
     raise DataError(path, line, "field 'answer' has no final '#### N' line")
-  return {"id": _record_id(path, row, "id", index), "question": question,
-          "answer": answer, "solution": solution}
+  return {
+    "id": _record_id(path, row, "id", index),
+    "question": question,
+    "answer": answer,
+    "solution": solution,
+  }
 
 
 def _parse_math(path: str, line: int, row: Any, index: int) -> Record:
   question = _field_str(path, line, row, "problem")
   solution = _field_str(path, line, row, "solution")
   answer = _field_str(path, line, row, "answer", numeric_ok=True)
-  return {"id": _record_id(path, row, "unique_id", index), "question": question,
-          "answer": answer.strip(), "solution": solution}
+  return {
+    "id": _record_id(path, row, "unique_id", index),
+    "question": question,
+    "answer": answer.strip(),
+    "solution": solution,
+  }
 
 
 def _parse_aime(path: str, line: int, row: Any, index: int) -> Record:
   question = _field_str(path, line, row, "problem")
   answer = _field_str(path, line, row, "answer", numeric_ok=True)
   solution = _field_str(path, line, row, "solution", required=False)
-  return {"id": _record_id(path, row, "id", index), "question": question,
-          "answer": answer.strip(), "solution": solution}
+  return {
+    "id": _record_id(path, row, "id", index),
+    "question": question,
+    "answer": answer.strip(),
+    "solution": solution,
+  }
 
 
 def _parse_amc(path: str, line: int, row: Any, index: int) -> Record:
   question = _field_str(path, line, row, "question")
   answer = _field_str(path, line, row, "answer", numeric_ok=True)
-  return {"id": _record_id(path, row, "id", index), "question": question,
-          "answer": answer.strip(), "solution": ""}
+  return {
+    "id": _record_id(path, row, "id", index),
+    "question": question,
+    "answer": answer.strip(),
+    "solution": "",
+  }
 
 
 _PARSERS: dict[str, Callable[[str, int, Any, int], Record]] = {
-    "gsm8k": _parse_gsm8k, "math": _parse_math, "aime": _parse_aime, "amc": _parse_amc,
+  "gsm8k": _parse_gsm8k,
+  "math": _parse_math,
+  "aime": _parse_aime,
+  "amc": _parse_amc,
 }
 FORMATS = tuple(_PARSERS)
 

@@ -15,6 +15,7 @@ Preparing a local file is quiet: TFDS's "Downloading and preparing dataset..." b
 its custom-config warning and its per-split bars (written for remote downloads, and
 alarming to an offline user) are replaced by one line naming the file and the folder.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -22,15 +23,16 @@ import dataclasses
 import logging
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 try:
   import tensorflow_datasets as tfds
 except ImportError as e:  # pragma: no cover - the package is a hard dependency
   raise ImportError(
-      "dkd_jax.data.tfds_math needs the packages tensorflow-datasets and array-record "
-      "(not TensorFlow). Without them use dkd_jax.data.sources readers, which give "
-      "the same records.") from e
+    "dkd_jax.data.tfds_math needs the packages tensorflow-datasets and array-record "
+    "(not TensorFlow). Without them use dkd_jax.data.sources readers, which give "
+    "the same records."
+  ) from e
 
 from etils import epath
 
@@ -43,6 +45,7 @@ _FIELDS = ("id", "question", "answer", "solution")
 @dataclasses.dataclass
 class LocalMathConfig(tfds.core.BuilderConfig):
   """fmt: one of sources.FORMATS; split_files: split name -> file in MANUAL_DIR."""
+
   fmt: str = "gsm8k"
   split_files: tuple[tuple[str, str], ...] = ()
 
@@ -53,14 +56,18 @@ class LocalMath(tfds.core.GeneratorBasedBuilder):
   VERSION = tfds.core.Version("1.0.0")
   RELEASE_NOTES = {"1.0.0": "Uniform records from local JSON/JSONL files."}
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
-      "Place the data files (e.g. gsm8k_train.jsonl, math500.json; see "
-      "../shared/data/README.md) in the manual dir.")
+    "Place the data files (e.g. gsm8k_train.jsonl, math500.json; see "
+    "../shared/data/README.md) in the manual dir."
+  )
   BUILDER_CONFIGS = [
-      LocalMathConfig(name="gsm8k", fmt="gsm8k", split_files=(
-          ("train", "gsm8k_train.jsonl"), ("test", "gsm8k_test.jsonl"))),
-      LocalMathConfig(name="math500", fmt="math", split_files=(("test", "math500.json"),)),
-      LocalMathConfig(name="aime24", fmt="aime", split_files=(("test", "aime24.jsonl"),)),
-      LocalMathConfig(name="amc23", fmt="amc", split_files=(("test", "amc23.jsonl"),)),
+    LocalMathConfig(
+      name="gsm8k",
+      fmt="gsm8k",
+      split_files=(("train", "gsm8k_train.jsonl"), ("test", "gsm8k_test.jsonl")),
+    ),
+    LocalMathConfig(name="math500", fmt="math", split_files=(("test", "math500.json"),)),
+    LocalMathConfig(name="aime24", fmt="aime", split_files=(("test", "aime24.jsonl"),)),
+    LocalMathConfig(name="amc23", fmt="amc", split_files=(("test", "amc23.jsonl"),)),
   ]
 
   @tfds.core.utils.classproperty
@@ -74,11 +81,12 @@ class LocalMath(tfds.core.GeneratorBasedBuilder):
     # DatasetInfo directly: dataset_info_from_configs wants metadata files
     # (README, TAGS...) beside the module, which a library module does not ship.
     return tfds.core.DatasetInfo(
-        builder=self,
-        description="Local math problems as uniform records.",
-        features=tfds.features.FeaturesDict({k: tfds.features.Text() for k in _FIELDS}),
-        # File order is meaningful (ids, eval reproducibility): do not shuffle.
-        disable_shuffling=True)
+      builder=self,
+      description="Local math problems as uniform records.",
+      features=tfds.features.FeaturesDict({k: tfds.features.Text() for k in _FIELDS}),
+      # File order is meaningful (ids, eval reproducibility): do not shuffle.
+      disable_shuffling=True,
+    )
 
   # Nothing is downloaded: TFDS's download banners would only mislead (see `_quiet`).
   def _log_download_bytes(self) -> None:
@@ -89,8 +97,10 @@ class LocalMath(tfds.core.GeneratorBasedBuilder):
 
   def _split_generators(self, dl_manager):
     manual_dir = os.fspath(dl_manager.manual_dir)
-    return {split: self._generate_examples(os.path.join(manual_dir, filename))
-            for split, filename in self.builder_config.split_files}
+    return {
+      split: self._generate_examples(os.path.join(manual_dir, filename))
+      for split, filename in self.builder_config.split_files
+    }
 
   def _generate_examples(self, path: str):
     for i, record in enumerate(sources.read_records(path, self.builder_config.fmt)):
@@ -121,6 +131,7 @@ class TfdsRecords(Sequence):
 def _quiet():
   """No TFDS progress bars or absl warnings while a local file is prepared."""
   from tensorflow_datasets.core.utils import tqdm_utils
+
   bars = getattr(tqdm_utils, "_active", True)
   absl_logger = logging.getLogger("absl")
   level = absl_logger.level
@@ -142,7 +153,8 @@ def prepare(config: str, *, manual_dir: str, data_dir: str) -> LocalMath:
   with _quiet():
     builder = LocalMath(config=config, data_dir=data_dir, file_format="array_record")
     builder.download_and_prepare(
-        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+      download_config=tfds.download.DownloadConfig(manual_dir=manual_dir)
+    )
   return builder
 
 
@@ -150,10 +162,14 @@ def data_source(config: str, split: str, *, manual_dir: str, data_dir: str) -> T
   """`tfds.data_source` for local_math/<config>, preparing on first use."""
   with _quiet():
     source = tfds.data_source(
-        f"local_math/{config}", split=split, data_dir=data_dir,
-        builder_kwargs={"file_format": "array_record"},
-        download_and_prepare_kwargs={
-            "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)})
+      f"local_math/{config}",
+      split=split,
+      data_dir=data_dir,
+      builder_kwargs={"file_format": "array_record"},
+      download_and_prepare_kwargs={
+        "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)
+      },
+    )
   return TfdsRecords(source)
 
 
@@ -177,8 +193,11 @@ def records_from_file(path: str, fmt: str, *, data_dir: str, log=_stderr) -> lis
   builder = _file_builder(path, fmt, data_dir)
   ready = builder.is_prepared()
   with _quiet():
-    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.path.dirname(os.path.abspath(path))))
+    builder.download_and_prepare(
+      download_config=tfds.download.DownloadConfig(
+        manual_dir=os.path.dirname(os.path.abspath(path))
+      )
+    )
     records = list(TfdsRecords(builder.as_data_source()["train"]))
   verb = "read from" if ready else "prepared as TFDS array_record in"
   log(f"data: {path} ({len(records)} records) {verb} {builder.data_dir}")

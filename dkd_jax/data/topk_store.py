@@ -6,6 +6,7 @@ Record layout (little-endian): int32 n, int32 k, then int32 ids [n, k], then flo
 log-probs [n, k]. Row j is the teacher's distribution over response token j (given the
 prompt and response tokens before it).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,15 +20,18 @@ _HEADER = struct.Struct("<ii")
 
 def encode(ids_NxK: np.ndarray, logp_NxK: np.ndarray) -> bytes:
   n, k = ids_NxK.shape
-  return (_HEADER.pack(n, k) + np.asarray(ids_NxK, "<i4").tobytes()
-          + np.asarray(logp_NxK, "<f4").tobytes())
+  return (
+    _HEADER.pack(n, k)
+    + np.asarray(ids_NxK, "<i4").tobytes()
+    + np.asarray(logp_NxK, "<f4").tobytes()
+  )
 
 
 def decode(record: bytes) -> tuple[np.ndarray, np.ndarray]:
   n, k = _HEADER.unpack_from(record)
-  body = memoryview(record)[_HEADER.size:]
-  ids = np.frombuffer(body[:4 * n * k], "<i4").reshape(n, k)
-  logp = np.frombuffer(body[4 * n * k:], "<f4").reshape(n, k)
+  body = memoryview(record)[_HEADER.size :]
+  ids = np.frombuffer(body[: 4 * n * k], "<i4").reshape(n, k)
+  logp = np.frombuffer(body[4 * n * k :], "<f4").reshape(n, k)
   return ids, logp
 
 
@@ -35,6 +39,7 @@ def write(path: str, rows) -> None:
   """Writes (ids [n,k], logp [n,k]) rows in order, atomically (a temporary file renamed
   on completion: a killed pass leaves no cache that looks complete)."""
   from array_record.python.array_record_module import ArrayRecordWriter
+
   tmp = path + ".tmp"
   writer = ArrayRecordWriter(tmp, "group_size:1")
   for ids, logp in rows:
@@ -49,8 +54,10 @@ class TopKSource:
   def __init__(self, path: str, expected_len: int | None = None):
     self._source = grain.sources.ArrayRecordDataSource([path])
     if expected_len is not None and len(self._source) != expected_len:
-      raise ValueError(f"{path}: {len(self._source)} records, the training set has "
-                       f"{expected_len}; delete the file to rebuild the teacher top-k cache")
+      raise ValueError(
+        f"{path}: {len(self._source)} records, the training set has "
+        f"{expected_len}; delete the file to rebuild the teacher top-k cache"
+      )
 
   def __len__(self) -> int:
     return len(self._source)

@@ -10,6 +10,7 @@ mean response length, truncation rate, mean token entropy (nats, temperature 1) 
 held-out teacher-student forward and reverse KL on the student's own samples.
 Unreadable answers count as wrong and are tallied by reason, never a crash.
 """
+
 from __future__ import annotations
 
 import collections
@@ -18,9 +19,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dkd_jax import kl as kl_lib
-from dkd_jax import rng
-from dkd_jax import sharding
+from dkd_jax.core import rng
+from dkd_jax.core import sharding
 from dkd_jax.data import pipeline
 from dkd_jax.evals import math_eval
 from dkd_jax.evals import stats
@@ -28,6 +28,7 @@ from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.models import decoder as model_lib
+from dkd_jax.objectives import kl as kl_lib
 
 
 def _kl_fn(pair, mesh, chunk):
@@ -38,11 +39,17 @@ def _kl_fn(pair, mesh, chunk):
     h_s, _ = model_lib.apply(pair.student_graphdef, s_params, tokens_BxT)
     h_t, _ = model_lib.apply(pair.teacher_graphdef, t_params, tokens_BxT)
     _, tok = kl_lib.distill_loss(
-        h_s.reshape(B * T, -1), model_lib.head(pair.student_graphdef, s_params),
-        h_t.reshape(B * T, -1), model_lib.head(pair.teacher_graphdef, t_params),
-        mask_BxT.reshape(-1), spec, mesh=mesh)
+      h_s.reshape(B * T, -1),
+      model_lib.head(pair.student_graphdef, s_params),
+      h_t.reshape(B * T, -1),
+      model_lib.head(pair.teacher_graphdef, t_params),
+      mask_BxT.reshape(-1),
+      spec,
+      mesh=mesh,
+    )
     m = mask_BxT.reshape(-1)
     return jnp.sum(tok["fkl"] * m), jnp.sum(tok["rkl"] * m), jnp.sum(m)
+
   return jax.jit(fn)
 
 
@@ -56,16 +63,24 @@ def heldout_kl(fn, pair, s_params, tokens, mask, mesh, batch: int):
   put = lambda x: sharding.put_global(x, sharding.batch_sharding(mesh, 2))
   f = r = m = 0.0
   for i in range(0, len(tokens), batch):
-    a, b, c = fn(s_params, pair.teacher_params, put(tokens[i:i + batch]),
-                 put(mask[i:i + batch]))
+    a, b, c = fn(
+      s_params, pair.teacher_params, put(tokens[i : i + batch]), put(mask[i : i + batch])
+    )
     f, r, m = f + float(a), r + float(b), m + float(c)
   return f / max(m, 1.0), r / max(m, 1.0)
 
 
 def make_engine(cfg, graphdef, mesh, *, slots, max_prompt_len, max_new, eos_id, params_shard):
-  return engine_lib.Engine(cfg, graphdef, max_concurrent_decodes=slots,
-                           max_prefill_length=max_prompt_len, max_decode_length=max_new,
-                           mesh=mesh, eos_ids=(eos_id,), param_shardings=params_shard)
+  return engine_lib.Engine(
+    cfg,
+    graphdef,
+    max_concurrent_decodes=slots,
+    max_prefill_length=max_prompt_len,
+    max_decode_length=max_new,
+    mesh=mesh,
+    eos_ids=(eos_id,),
+    param_shardings=params_shard,
+  )
 
 
 def response_texts(res: dict, tokenizer) -> tuple[list[str], int]:
@@ -100,21 +115,41 @@ def _per_problem(res, correct, P: int, k: int) -> dict[str, np.ndarray]:
   """Per-problem arrays (means over its k samples): what intervals resample."""
   mask = res["loss_mask"]
   tok_H = np.sum(res["entropies"] * mask, 1) / np.maximum(np.sum(mask, 1), 1.0)
-  return {"correct": np.asarray(correct, np.float64).reshape(P, k).mean(1),
-          "length": np.asarray(res["response_len"], np.float64).reshape(P, k).mean(1),
-          "entropy": tok_H.reshape(P, k).mean(1),
-          "truncated": np.asarray(res["truncated"], np.float64).reshape(P, k).mean(1)}
+  return {
+    "correct": np.asarray(correct, np.float64).reshape(P, k).mean(1),
+    "length": np.asarray(res["response_len"], np.float64).reshape(P, k).mean(1),
+    "entropy": tok_H.reshape(P, k).mean(1),
+    "truncated": np.asarray(res["truncated"], np.float64).reshape(P, k).mean(1),
+  }
 
 
-def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, max_new,
-                 max_prompt_len, seed, pad_id):
+def evaluate_set(
+  engine,
+  params,
+  tokenizer,
+  records,
+  grade,
+  *,
+  k,
+  temperature,
+  max_new,
+  max_prompt_len,
+  seed,
+  pad_id,
+):
   """Rollouts (k per problem) and their grades; returns (metrics, rollout result)."""
-  enc = pipeline.encode_records(records, tokenizer, max_prompt_len=max_prompt_len,
-                                truncate=True)
+  enc = pipeline.encode_records(records, tokenizer, max_prompt_len=max_prompt_len, truncate=True)
   # One prefill per problem, k samples from it (rows stay problem-major: i * k + j).
-  res = rollout_lib.rollout(engine, params, enc.prompt_ids,
-                            sampler=sampling.Sampler(temperature), seed=seed,
-                            max_new_tokens=max_new, pad_id=pad_id, samples_per_prompt=k)
+  res = rollout_lib.rollout(
+    engine,
+    params,
+    enc.prompt_ids,
+    sampler=sampling.Sampler(temperature),
+    seed=seed,
+    max_new_tokens=max_new,
+    pad_id=pad_id,
+    samples_per_prompt=k,
+  )
   golds = [a for a in enc.answers for _ in range(k)]
   texts, correct, reasons, invalid = _grades(res, tokenizer, golds, grade)
   P = len(records)
@@ -122,23 +157,27 @@ def evaluate_set(engine, params, tokenizer, records, grade, *, k, temperature, m
   per = _per_problem(res, correct, P, k)
   pass_k = stats.per_problem_pass_at_k(correct_PxK, k)
   metrics = {
-      "num_problems": P, "k": k,
-      "avg_at_k": math_eval.avg_at_k(correct_PxK),
-      "pass_at_k": {str(kk): v for kk, v in math_eval.pass_at_k_table(correct_PxK).items()},
-      "mean_response_len": float(np.mean(res["response_len"])),
-      "truncation_rate": float(np.mean(res["truncated"])),
-      "mean_entropy": rollout_lib.token_mean(res, "entropies"),
-      "ci95": {"avg_at_k": stats.bootstrap_ci(per["correct"]),
-               f"pass_at_{k}": stats.bootstrap_ci(pass_k),
-               "mean_response_len": stats.bootstrap_ci(per["length"]),
-               "mean_entropy": stats.bootstrap_ci(per["entropy"])},
-      "per_problem": {name: [round(float(x), 6) for x in v] for name, v in
-                      (*per.items(), (f"pass_at_{k}", pass_k))},
-      "generated_tokens": int(np.sum(res["response_len"])),
-      "wrong_by_reason": dict(reasons),
-      "prompts_truncated": int(enc.num_truncated_prompts),
-      "invalid_tokens": int(invalid),
-      "example": texts[0][:200],
+    "num_problems": P,
+    "k": k,
+    "avg_at_k": math_eval.avg_at_k(correct_PxK),
+    "pass_at_k": {str(kk): v for kk, v in math_eval.pass_at_k_table(correct_PxK).items()},
+    "mean_response_len": float(np.mean(res["response_len"])),
+    "truncation_rate": float(np.mean(res["truncated"])),
+    "mean_entropy": rollout_lib.token_mean(res, "entropies"),
+    "ci95": {
+      "avg_at_k": stats.bootstrap_ci(per["correct"]),
+      f"pass_at_{k}": stats.bootstrap_ci(pass_k),
+      "mean_response_len": stats.bootstrap_ci(per["length"]),
+      "mean_entropy": stats.bootstrap_ci(per["entropy"]),
+    },
+    "per_problem": {
+      name: [round(float(x), 6) for x in v] for name, v in (*per.items(), (f"pass_at_{k}", pass_k))
+    },
+    "generated_tokens": int(np.sum(res["response_len"])),
+    "wrong_by_reason": dict(reasons),
+    "prompts_truncated": int(enc.num_truncated_prompts),
+    "invalid_tokens": int(invalid),
+    "example": texts[0][:200],
   }
   return metrics, res
 
@@ -148,15 +187,28 @@ def teacher_responses(c, pair, task, records, mesh, slots: int) -> dict:
   the one set every student's held-out KL is measured on, so runs are scored on the
   same states."""
   e = c.eval
-  eng = make_engine(pair.teacher_cfg, pair.teacher_graphdef, mesh, slots=slots,
-                    max_prompt_len=c.data.max_prompt_len, max_new=e.max_response_len,
-                    eos_id=task.tokenizer.eos_id, params_shard=pair.teacher_shardings)
-  enc = pipeline.encode_records(records, task.tokenizer, max_prompt_len=c.data.max_prompt_len,
-                                truncate=True)
-  return rollout_lib.rollout(eng, pair.teacher_params, enc.prompt_ids,
-                             sampler=sampling.Sampler(e.temperature),
-                             seed=rng.key(0, "heldout_kl"), max_new_tokens=e.max_response_len,
-                             pad_id=task.tokenizer.pad_id)
+  eng = make_engine(
+    pair.teacher_cfg,
+    pair.teacher_graphdef,
+    mesh,
+    slots=slots,
+    max_prompt_len=c.data.max_prompt_len,
+    max_new=e.max_response_len,
+    eos_id=task.tokenizer.eos_id,
+    params_shard=pair.teacher_shardings,
+  )
+  enc = pipeline.encode_records(
+    records, task.tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=True
+  )
+  return rollout_lib.rollout(
+    eng,
+    pair.teacher_params,
+    enc.prompt_ids,
+    sampler=sampling.Sampler(e.temperature),
+    seed=rng.key(0, "heldout_kl"),
+    max_new_tokens=e.max_response_len,
+    pad_id=task.tokenizer.pad_id,
+  )
 
 
 def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dict:
@@ -166,43 +218,70 @@ def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dic
   the evaluated model's own samples."""
   e = c.eval
   slots = int(e.slots) or c.data.batch_size
-  cfg, graphdef = ((pair.student_cfg, pair.student_graphdef) if role == "student"
-                   else (pair.teacher_cfg, pair.teacher_graphdef))
-  eng = make_engine(cfg, graphdef, mesh, slots=slots, max_prompt_len=c.data.max_prompt_len,
-                    max_new=e.max_response_len, eos_id=task.tokenizer.eos_id,
-                    params_shard=model_lib.param_shardings(mesh, cfg))
+  cfg, graphdef = (
+    (pair.student_cfg, pair.student_graphdef)
+    if role == "student"
+    else (pair.teacher_cfg, pair.teacher_graphdef)
+  )
+  eng = make_engine(
+    cfg,
+    graphdef,
+    mesh,
+    slots=slots,
+    max_prompt_len=c.data.max_prompt_len,
+    max_new=e.max_response_len,
+    eos_id=task.tokenizer.eos_id,
+    params_shard=model_lib.param_shardings(mesh, cfg),
+  )
   kl_fn = _kl_fn(pair, mesh, c.train.kl_chunk)
   out = {}
   for name, records in task.eval_sets(e.datasets, e.data_dir or None).items():
-    records = records[:e.num_problems]
+    records = records[: e.num_problems]
     metrics, res = evaluate_set(
-        eng, params, task.tokenizer, records, task.grade, k=e.k, temperature=e.temperature,
-        max_new=e.max_response_len, max_prompt_len=c.data.max_prompt_len,
-        seed=rng.key(c.seed, "eval_rollout"), pad_id=task.tokenizer.pad_id)
+      eng,
+      params,
+      task.tokenizer,
+      records,
+      task.grade,
+      k=e.k,
+      temperature=e.temperature,
+      max_new=e.max_response_len,
+      max_prompt_len=c.data.max_prompt_len,
+      seed=rng.key(c.seed, "eval_rollout"),
+      pad_id=task.tokenizer.pad_id,
+    )
     metrics["fkl"] = metrics["rkl"] = metrics["fkl_own"] = metrics["rkl_own"] = 0.0
     if role == "student":
       metrics["fkl_own"], metrics["rkl_own"] = heldout_kl(
-          kl_fn, pair, params, res["tokens"], res["loss_mask"], mesh, slots)
-      ref = teacher_responses(c, pair, task, records[:e.kl_problems], mesh, slots)
-      metrics["fkl"], metrics["rkl"] = heldout_kl(kl_fn, pair, params, ref["tokens"],
-                                                  ref["loss_mask"], mesh, slots)
+        kl_fn, pair, params, res["tokens"], res["loss_mask"], mesh, slots
+      )
+      ref = teacher_responses(c, pair, task, records[: e.kl_problems], mesh, slots)
+      metrics["fkl"], metrics["rkl"] = heldout_kl(
+        kl_fn, pair, params, ref["tokens"], ref["loss_mask"], mesh, slots
+      )
     out[name] = metrics
     lo, hi = metrics["ci95"]["avg_at_k"]
-    log(f"eval {role} {name}: Avg@{e.k}={metrics['avg_at_k']:.3f} [{lo:.3f}, {hi:.3f}] "
-        f"Pass@{e.k}={metrics['pass_at_k'][str(e.k)]:.3f} "
-        f"len={metrics['mean_response_len']:.1f} trunc={metrics['truncation_rate']:.2f} "
-        f"H={metrics['mean_entropy']:.3f} KL(p||q)={metrics['fkl']:.4f} "
-        f"KL(q||p)={metrics['rkl']:.4f}")
+    log(
+      f"eval {role} {name}: Avg@{e.k}={metrics['avg_at_k']:.3f} [{lo:.3f}, {hi:.3f}] "
+      f"Pass@{e.k}={metrics['pass_at_k'][str(e.k)]:.3f} "
+      f"len={metrics['mean_response_len']:.1f} trunc={metrics['truncation_rate']:.2f} "
+      f"H={metrics['mean_entropy']:.3f} KL(p||q)={metrics['fkl']:.4f} "
+      f"KL(q||p)={metrics['rkl']:.4f}"
+    )
   return out
 
 
 def markdown(results: dict) -> str:
-  lines = ["| dataset | n | k | Avg@k | Pass@1 | Pass@k | length | trunc | entropy | "
-           "KL(p‖q) | KL(q‖p) |", "|" + "---|" * 11]
+  lines = [
+    "| dataset | n | k | Avg@k | Pass@1 | Pass@k | length | trunc | entropy | KL(p‖q) | KL(q‖p) |",
+    "|" + "---|" * 11,
+  ]
   for name, m in results.items():
     k = str(m["k"])
-    lines.append(f"| {name} | {m['num_problems']} | {k} | {m['avg_at_k']:.3f} | "
-                 f"{m['pass_at_k']['1']:.3f} | {m['pass_at_k'][k]:.3f} | "
-                 f"{m['mean_response_len']:.1f} | {m['truncation_rate']:.2f} | "
-                 f"{m['mean_entropy']:.3f} | {m['fkl']:.4f} | {m['rkl']:.4f} |")
+    lines.append(
+      f"| {name} | {m['num_problems']} | {k} | {m['avg_at_k']:.3f} | "
+      f"{m['pass_at_k']['1']:.3f} | {m['pass_at_k'][k]:.3f} | "
+      f"{m['mean_response_len']:.1f} | {m['truncation_rate']:.2f} | "
+      f"{m['mean_entropy']:.3f} | {m['fkl']:.4f} | {m['rkl']:.4f} |"
+    )
   return "\n".join(lines) + "\n"

@@ -12,25 +12,26 @@ being a daemon it never blocks interpreter exit). Every failure mode -- no
 answer, unparseable text, a bad gold, a timeout, an exception inside
 math-verify -- is graded wrong with a reason code, never raised.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import logging
 import re
 import threading
-from typing import Sequence
+from collections.abc import Sequence
 
 import math_verify
 import numpy as np
 
 # Reason codes carried by `Grade.reason` (stable strings, cheap to count).
 CORRECT = "correct"
-MISMATCH = "mismatch"              # both parsed, not equivalent
-NO_ANSWER = "no_answer"            # None / empty / nothing extractable
-UNPARSEABLE = "unparseable"        # an answer was found but math-verify read nothing
-BAD_GOLD = "bad_gold"              # the reference itself is unreadable (data bug)
-TIMEOUT = "timeout"                # parse+verify exceeded the wall-clock limit
-ERROR = "error"                    # math-verify raised; detail after a colon
+MISMATCH = "mismatch"  # both parsed, not equivalent
+NO_ANSWER = "no_answer"  # None / empty / nothing extractable
+UNPARSEABLE = "unparseable"  # an answer was found but math-verify read nothing
+BAD_GOLD = "bad_gold"  # the reference itself is unreadable (data bug)
+TIMEOUT = "timeout"  # parse+verify exceeded the wall-clock limit
+ERROR = "error"  # math-verify raised; detail after a colon
 REASONS = (CORRECT, MISMATCH, NO_ANSWER, UNPARSEABLE, BAD_GOLD, TIMEOUT, ERROR)
 
 DEFAULT_TIMEOUT_S = 5.0
@@ -79,8 +80,7 @@ def _as_matrix(correct) -> np.ndarray:
   except ValueError as e:  # ragged nested lists
     raise ValueError(f"correct must be a rectangular [P, n] matrix: {e}") from e
   if arr.ndim != 2 or arr.shape[0] == 0 or arr.shape[1] == 0:
-    raise ValueError(
-        f"correct must be a non-empty [P, n] matrix, got shape {arr.shape}")
+    raise ValueError(f"correct must be a non-empty [P, n] matrix, got shape {arr.shape}")
   return arr
 
 
@@ -94,8 +94,7 @@ def pass_at_k_table(correct) -> dict[int, float]:
   arr = _as_matrix(correct)
   n = arr.shape[1]
   c_P = arr.sum(axis=1)
-  return {k: float(np.mean([pass_at_k(n, int(c), k) for c in c_P]))
-          for k in range(1, n + 1)}
+  return {k: float(np.mean([pass_at_k(n, int(c), k) for c in c_P])) for k in range(1, n + 1)}
 
 
 # ------------------------------------------------------ answer extraction ---
@@ -103,8 +102,8 @@ def pass_at_k_table(correct) -> dict[int, float]:
 _GSM8K_RE = re.compile(r"^\s*####\s*(.+?)\s*$", re.MULTILINE)
 _BOXED_RE = re.compile(r"\\(?:boxed|fbox)\s*\{")
 _ANSWER_IS_RE = re.compile(
-    r"answer\s*(?:is|:|=)\s*:?\s*(.+?)\s*(?:\.\s|\.?$|\n)",
-    re.IGNORECASE | re.DOTALL)
+  r"answer\s*(?:is|:|=)\s*:?\s*(.+?)\s*(?:\.\s|\.?$|\n)", re.IGNORECASE | re.DOTALL
+)
 # Signed integers/decimals with optional thousands commas, and simple a/b.
 _WORD_RE = re.compile(r"[A-Za-z]{3,}")
 _NUMBER_RE = re.compile(r"-?\d[\d,]*(?:\.\d+)?(?:\s*/\s*\d+)?|-?\.\d+")
@@ -119,7 +118,7 @@ def _last_boxed(text: str) -> str | None:
   for i in range(starts[-1], len(text)):
     depth += {"{": 1, "}": -1}.get(text[i], 0)
     if depth == 0:
-      return text[starts[-1]:i]
+      return text[starts[-1] : i]
   # Unbalanced: the response was cut off mid-answer; an earlier box would be
   # an answer the model already revised, so report none.
   return ""
@@ -188,9 +187,11 @@ def _answer_of(text: str | None) -> str | None:
 
 # ----------------------------------------------------------------- grading ---
 
+
 @dataclasses.dataclass(frozen=True)
 class Grade:
   """One graded sample. reason is one of REASONS ('error' carries ':detail')."""
+
   correct: bool
   extracted: str | None
   reason: str
@@ -233,15 +234,13 @@ def _run_with_timeout(pred: str, gold: str, timeout_s: float | None) -> str:
   if timeout_s is None:
     return _check_guarded(pred, gold)
   box: list[str] = []
-  worker = threading.Thread(
-      target=lambda: box.append(_check_guarded(pred, gold)), daemon=True)
+  worker = threading.Thread(target=lambda: box.append(_check_guarded(pred, gold)), daemon=True)
   worker.start()
   worker.join(timeout_s)
   return box[0] if box else TIMEOUT
 
 
-def grade(response: str | None, gold: str,
-          timeout_s: float | None = DEFAULT_TIMEOUT_S) -> Grade:
+def grade(response: str | None, gold: str, timeout_s: float | None = DEFAULT_TIMEOUT_S) -> Grade:
   """Grade one response against a gold answer; never raises.
 
   response: a full model response (answer found by `extract_answer`) or a bare
@@ -259,19 +258,19 @@ def grade(response: str | None, gold: str,
   return Grade(reason == CORRECT, pred, reason)
 
 
-def verify(pred_text_or_answer: str | None, gold: str,
-           timeout_s: float | None = DEFAULT_TIMEOUT_S) -> bool:
+def verify(
+  pred_text_or_answer: str | None, gold: str, timeout_s: float | None = DEFAULT_TIMEOUT_S
+) -> bool:
   """True iff the response's answer is equivalent to gold (see `grade`)."""
   return grade(pred_text_or_answer, gold, timeout_s).correct
 
 
-def grade_matrix(responses_PxN: Sequence[Sequence[str | None]],
-                 golds_P: Sequence[str],
-                 timeout_s: float | None = DEFAULT_TIMEOUT_S
-                 ) -> list[list[Grade]]:
+def grade_matrix(
+  responses_PxN: Sequence[Sequence[str | None]],
+  golds_P: Sequence[str],
+  timeout_s: float | None = DEFAULT_TIMEOUT_S,
+) -> list[list[Grade]]:
   """Grade n responses for each of P problems; `.correct` feeds pass_at_k_table."""
   if len(responses_PxN) != len(golds_P):
-    raise ValueError(f"responses has {len(responses_PxN)} problems but golds "
-                     f"has {len(golds_P)}")
-  return [[grade(r, g, timeout_s) for r in row]
-          for row, g in zip(responses_PxN, golds_P)]
+    raise ValueError(f"responses has {len(responses_PxN)} problems but golds has {len(golds_P)}")
+  return [[grade(r, g, timeout_s) for r in row] for row, g in zip(responses_PxN, golds_P)]

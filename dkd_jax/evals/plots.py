@@ -9,6 +9,7 @@ tradeoffs as PNGs:
                              with and without the length curriculum.
 and a markdown table (results.md) with one row per run.
 """
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,10 @@ def load_runs(run_dirs):
   for d in run_dirs:
     path = os.path.join(d, "summary.json")
     if not os.path.exists(path):
-      raise FileNotFoundError(f"{path} is missing: run `python -m dkd_jax.launch` or "
-                              "`python -m dkd_jax.evaluate` on that directory first")
+      raise FileNotFoundError(
+        f"{path} is missing: run `python -m dkd_jax.launch` or "
+        "`python -m dkd_jax.evaluate` on that directory first"
+      )
     with open(path) as f:
       s = json.load(f)
     s["run"] = os.path.basename(os.path.normpath(d))
@@ -60,7 +63,9 @@ def plot_entropy(runs, out):
     e = _main_eval(s)
     ax.scatter(e["mean_entropy"], e["avg_at_k"], s=40)
     ax.annotate(label(s), (e["mean_entropy"], e["avg_at_k"]), fontsize=7)
-  ax.set(xlabel="mean token entropy (nats)", ylabel="Avg@k", title="KL direction: accuracy vs entropy")
+  ax.set(
+    xlabel="mean token entropy (nats)", ylabel="Avg@k", title="KL direction: accuracy vs entropy"
+  )
   fig.tight_layout()
   fig.savefig(os.path.join(out, "accuracy_vs_entropy.png"), dpi=120)
   plt.close(fig)
@@ -73,8 +78,11 @@ def plot_compute(runs, out):
     marker = {"teacher": "s", "student": "o"}.get(prefix, "^")
     ax.scatter(_gen_seconds(s), _main_eval(s)["avg_at_k"], marker=marker, s=40)
     ax.annotate(label(s), (_gen_seconds(s), _main_eval(s)["avg_at_k"]), fontsize=7)
-  ax.set(xlabel="generation time during training (s)", ylabel="Avg@k",
-         title="prefix source: accuracy vs generation compute")
+  ax.set(
+    xlabel="generation time during training (s)",
+    ylabel="Avg@k",
+    title="prefix source: accuracy vs generation compute",
+  )
   fig.tight_layout()
   fig.savefig(os.path.join(out, "accuracy_vs_compute.png"), dpi=120)
   plt.close(fig)
@@ -86,8 +94,10 @@ def plot_horizon(runs, out):
   ref = [s["objective"] for s in runs if s.get("curriculum_enabled")]
   same = [s for s in runs if not ref or s["objective"] == ref[0]]
   for cur in (False, True):
-    rows = sorted(((s["steps"], _main_eval(s)) for s in same
-                   if bool(s.get("curriculum_enabled")) == cur), key=lambda r: r[0])
+    rows = sorted(
+      ((s["steps"], _main_eval(s)) for s in same if bool(s.get("curriculum_enabled")) == cur),
+      key=lambda r: r[0],
+    )
     if not rows:
       continue
     name = "with curriculum" if cur else "without curriculum"
@@ -102,16 +112,20 @@ def plot_horizon(runs, out):
 
 
 def table(runs) -> str:
-  head = ("| run | objective | steps | Avg@k | Pass@k (max k) | length | trunc | entropy | "
-          "fwd KL | rev KL | gen s |")
+  head = (
+    "| run | objective | steps | Avg@k | Pass@k (max k) | length | trunc | entropy | "
+    "fwd KL | rev KL | gen s |"
+  )
   lines = [head, "|" + "---|" * 11]
   for s in runs:
     e = _main_eval(s)
     pk = e["pass_at_k"][str(max(int(k) for k in e["pass_at_k"]))]
-    lines.append(f"| {s['run']} | {label(s)} | {s['steps']} | {e['avg_at_k']:.3f} | {pk:.3f} | "
-                 f"{e['mean_response_len']:.1f} | {e['truncation_rate']:.2f} | "
-                 f"{e['mean_entropy']:.3f} | {e.get('fkl', float('nan')):.4f} | "
-                 f"{e.get('rkl', float('nan')):.4f} | {_gen_seconds(s):.1f} |")
+    lines.append(
+      f"| {s['run']} | {label(s)} | {s['steps']} | {e['avg_at_k']:.3f} | {pk:.3f} | "
+      f"{e['mean_response_len']:.1f} | {e['truncation_rate']:.2f} | "
+      f"{e['mean_entropy']:.3f} | {e.get('fkl', float('nan')):.4f} | "
+      f"{e.get('rkl', float('nan')):.4f} | {_gen_seconds(s):.1f} |"
+    )
   return "\n".join(lines) + "\n"
 
 

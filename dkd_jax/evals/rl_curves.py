@@ -13,6 +13,7 @@ mean only and an interval of "n/a".
 and seeds: how much RL moved each initialisation (last step minus step 0), and whether
 one initialisation gained more than another (the difference of their gains).
 """
+
 from __future__ import annotations
 
 import glob
@@ -45,13 +46,16 @@ def per_problem(m: dict) -> dict[str, np.ndarray] | None:
   per = m.get("per_problem")
   if per is None:
     return None
-  correct = np.asarray(per["correct"], np.float64)   # fraction of the k samples
+  correct = np.asarray(per["correct"], np.float64)  # fraction of the k samples
   pass_k = per.get(f"pass_at_{m['k']}")
-  return {"avg_at_k": correct,
-          "pass_at_k": (correct > 0).astype(np.float64) if pass_k is None
-          else np.asarray(pass_k, np.float64),
-          "length": np.asarray(per["length"], np.float64),
-          "entropy": np.asarray(per["entropy"], np.float64)}
+  return {
+    "avg_at_k": correct,
+    "pass_at_k": (correct > 0).astype(np.float64)
+    if pass_k is None
+    else np.asarray(pass_k, np.float64),
+    "length": np.asarray(per["length"], np.float64),
+    "entropy": np.asarray(per["entropy"], np.float64),
+  }
 
 
 def bootstrap(values_SxP: np.ndarray, n_boot: int = N_BOOT, seed: int = 0):
@@ -77,8 +81,9 @@ def summarise(curves: list[dict[int, dict]]) -> dict[int, dict]:
         row[name] = bootstrap(np.stack([p[name] for p in per]))
       else:
         key = {"length": "mean_response_len", "entropy": "mean_entropy"}.get(name, name)
-        vals = [c[step][key] if name != "pass_at_k" else c[step][key][str(c[step]["k"])]
-                for c in curves]
+        vals = [
+          c[step][key] if name != "pass_at_k" else c[step][key][str(c[step]["k"])] for c in curves
+        ]
         row[name] = (float(np.mean(vals)), None, None)
     out[step] = row
   return out
@@ -90,15 +95,14 @@ def load_curves(out_dir: str) -> dict[str, dict[int, list[dict]]]:
   for path in sorted(glob.glob(os.path.join(out_dir, "*", "seed*", "rl_evals.jsonl"))):
     seed_dir = os.path.dirname(path)
     arm = os.path.basename(os.path.dirname(seed_dir))
-    seed = int(os.path.basename(seed_dir)[len("seed"):])
+    seed = int(os.path.basename(seed_dir)[len("seed") :])
     arms.setdefault(arm, {})[seed] = read_curve(seed_dir)
   return arms
 
 
 def load_study(out_dir: str) -> dict[str, dict[int, dict]]:
   """{arm: summarise(its seeds)} for every OUT/<arm>/seed*/rl_evals.jsonl."""
-  return {arm: summarise(list(seeds.values()))
-          for arm, seeds in load_curves(out_dir).items()}
+  return {arm: summarise(list(seeds.values())) for arm, seeds in load_curves(out_dir).items()}
 
 
 def _gain_SxP(seeds: dict[int, dict], name: str, common: list[int]):
@@ -126,13 +130,16 @@ def gains(curves: dict[str, dict[int, dict]], metric: str = "avg_at_k") -> dict:
       continue
     starts = [per_problem(seeds[s][min(seeds[s])]) for s in common]
     per_arm[arm] = (common, g)
-    arms[arm] = {"gain": bootstrap(g), "seeds": len(common),
-                 "start": float(np.mean([p[metric].mean() for p in starts])),
-                 "start_entropy": float(np.mean([p["entropy"].mean() for p in starts]))}
+    arms[arm] = {
+      "gain": bootstrap(g),
+      "seeds": len(common),
+      "start": float(np.mean([p[metric].mean() for p in starts])),
+      "start_entropy": float(np.mean([p["entropy"].mean() for p in starts])),
+    }
   pairs = {}
   names = sorted(per_arm)
   for i, a in enumerate(names):
-    for b in names[i + 1:]:
+    for b in names[i + 1 :]:
       common = sorted(set(per_arm[a][0]) & set(per_arm[b][0]))
       if not common or per_arm[a][1].shape[1] != per_arm[b][1].shape[1]:
         continue
@@ -146,19 +153,26 @@ def gains_markdown(curves: dict[str, dict[int, dict]]) -> str:
   """Each arm's RL change (last step - step 0) in every metric, then the pairwise
   differences of Avg@k and Pass@k gains with a verdict."""
   g = {m: gains(curves, m) for m in METRICS}
-  lines = ["| init (arm) | seeds | start Avg@k | start entropy | " +
-           " | ".join(f"Δ {m}" for m in METRICS) + " |", "|---|---|---|---|" + "---|" * len(METRICS)]
+  lines = [
+    "| init (arm) | seeds | start Avg@k | start entropy | "
+    + " | ".join(f"Δ {m}" for m in METRICS)
+    + " |",
+    "|---|---|---|---|" + "---|" * len(METRICS),
+  ]
   arms = g["avg_at_k"]["arms"]
   for arm in sorted(arms, key=lambda a: -arms[a]["gain"][0]):
     r = arms[arm]
-    lines.append(f"| {arm} | {r['seeds']} | {r['start']:.3f} | {r['start_entropy']:.3f} | " +
-                 " | ".join(_cell(g[m]["arms"][arm]["gain"]) for m in METRICS) + " |")
+    lines.append(
+      f"| {arm} | {r['seeds']} | {r['start']:.3f} | {r['start_entropy']:.3f} | "
+      + " | ".join(_cell(g[m]["arms"][arm]["gain"]) for m in METRICS)
+      + " |"
+    )
   for m in ("avg_at_k", "pass_at_k"):
-    lines += ["", f"| Δ {m}: gain(a) - gain(b) | difference [95% CI] | verdict |",
-              "|---|---|---|"]
+    lines += ["", f"| Δ {m}: gain(a) - gain(b) | difference [95% CI] | verdict |", "|---|---|---|"]
     for (a, b), v in sorted(g[m]["pairs"].items()):
-      verdict = ("a gains more" if v[1] > 0 else "b gains more" if v[2] < 0
-                 else "no difference resolved")
+      verdict = (
+        "a gains more" if v[1] > 0 else "b gains more" if v[2] < 0 else "no difference resolved"
+      )
       lines.append(f"| {a} - {b} | {_cell(v)} | {verdict} |")
   return "\n".join(lines) + "\n"
 
@@ -169,12 +183,15 @@ def _cell(v) -> str:
 
 
 def markdown(study: dict[str, dict[int, dict]]) -> str:
-  lines = ["| init (arm) | RL step | seeds | Avg@k | Pass@k | length | entropy |",
-           "|---|---|---|---|---|---|---|"]
+  lines = [
+    "| init (arm) | RL step | seeds | Avg@k | Pass@k | length | entropy |",
+    "|---|---|---|---|---|---|---|",
+  ]
   for arm, rows in study.items():
     for step, row in rows.items():
-      lines.append(f"| {arm} | {step} | {row['seeds']} | " +
-                   " | ".join(_cell(row[m]) for m in METRICS) + " |")
+      lines.append(
+        f"| {arm} | {step} | {row['seeds']} | " + " | ".join(_cell(row[m]) for m in METRICS) + " |"
+      )
   return "\n".join(lines) + "\n"
 
 
@@ -184,10 +201,15 @@ def plot(study: dict[str, dict[int, dict]], path: str) -> None:
     steps = sorted(rows)
     for ax, name in zip(axes, METRICS):
       mean = [rows[s][name][0] for s in steps]
-      line, = ax.plot(steps, mean, marker="o", label=arm)
+      (line,) = ax.plot(steps, mean, marker="o", label=arm)
       if all(rows[s][name][1] is not None for s in steps):
-        ax.fill_between(steps, [rows[s][name][1] for s in steps],
-                        [rows[s][name][2] for s in steps], color=line.get_color(), alpha=0.2)
+        ax.fill_between(
+          steps,
+          [rows[s][name][1] for s in steps],
+          [rows[s][name][2] for s in steps],
+          color=line.get_color(),
+          alpha=0.2,
+        )
   for ax, name in zip(axes, METRICS):
     ax.set_xlabel("RL step")
     ax.set_title(name)

@@ -6,6 +6,7 @@ resamples problems with replacement (percentile bootstrap); two runs evaluated o
 same problems are compared by resampling the per-problem differences, which removes
 the between-problem variance that an unpaired comparison would carry.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,8 +16,9 @@ from dkd_jax.evals import math_eval
 N_BOOT = 2000
 
 
-def bootstrap_ci(values_P, *, n_boot: int = N_BOOT, seed: int = 0,
-                 level: float = 0.95) -> tuple[float, float]:
+def bootstrap_ci(
+  values_P, *, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
   """Percentile bootstrap interval of the mean of per-problem values."""
   v = np.asarray(values_P, np.float64)
   if v.ndim != 1 or len(v) == 0:

@@ -11,6 +11,7 @@ each claim also lists the per-seed differences (seeds matched by number) and a v
 stands only when every seed's difference has its sign ("inconclusive (seeds disagree)"
 otherwise).
 """
+
 from __future__ import annotations
 
 import json
@@ -26,8 +27,12 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 ARM_RE = re.compile(r"^(?P<arm>.+)_s(?P<seed>\d+)$")
-PER_PROBLEM = {"avg_at_k": "correct", "mean_response_len": "length",
-               "mean_entropy": "entropy", "truncation_rate": "truncated"}
+PER_PROBLEM = {
+  "avg_at_k": "correct",
+  "mean_response_len": "length",
+  "mean_entropy": "entropy",
+  "truncation_rate": "truncated",
+}
 
 
 def load_arms(run_dirs) -> dict[str, list[dict]]:
@@ -57,8 +62,12 @@ def per_problem(runs, name: str) -> np.ndarray:
 def arm_stats(runs) -> dict:
   """Seed means with bootstrap-over-problems 95% intervals."""
   k = _eval(runs[0])["k"]
-  out = {"seeds": len(runs), "k": k, "steps": runs[0]["steps"],
-         "problems": _eval(runs[0])["num_problems"]}
+  out = {
+    "seeds": len(runs),
+    "k": k,
+    "steps": runs[0]["steps"],
+    "problems": _eval(runs[0])["num_problems"],
+  }
   for metric, field in {**PER_PROBLEM, f"pass_at_{k}": f"pass_at_{k}"}.items():
     v = per_problem(runs, field)
     out[metric] = (float(v.mean()), *stats.bootstrap_ci(v))
@@ -76,15 +85,20 @@ def _fmt(t, digits=3) -> str:
 
 def table(arms: dict[str, list[dict]]) -> str:
   """Markdown: one row per arm, mean [95% CI]."""
-  rows = ["| arm | seeds | steps | Avg@k | Pass@k | length | trunc | entropy | KL(p‖q) "
-          "[seed range] | gen. tokens | train FLOPs |", "|" + "---|" * 11]
+  rows = [
+    "| arm | seeds | steps | Avg@k | Pass@k | length | trunc | entropy | KL(p‖q) "
+    "[seed range] | gen. tokens | train FLOPs |",
+    "|" + "---|" * 11,
+  ]
   for arm, runs in arms.items():
     a = arm_stats(runs)
     k = a["k"]
-    rows.append(f"| {arm} | {a['seeds']} | {a['steps']} | {_fmt(a['avg_at_k'])} | "
-                f"{_fmt(a[f'pass_at_{k}'])} | {_fmt(a['mean_response_len'], 1)} | "
-                f"{_fmt(a['truncation_rate'], 2)} | {_fmt(a['mean_entropy'])} | "
-                f"{_fmt(a['fkl'])} | {a['generated_tokens']:.3g} | {a['train_flops']:.3g} |")
+    rows.append(
+      f"| {arm} | {a['seeds']} | {a['steps']} | {_fmt(a['avg_at_k'])} | "
+      f"{_fmt(a[f'pass_at_{k}'])} | {_fmt(a['mean_response_len'], 1)} | "
+      f"{_fmt(a['truncation_rate'], 2)} | {_fmt(a['mean_entropy'])} | "
+      f"{_fmt(a['fkl'])} | {a['generated_tokens']:.3g} | {a['train_flops']:.3g} |"
+    )
   return "\n".join(rows) + "\n"
 
 
@@ -99,8 +113,10 @@ def seed_diffs(arms, a: str, b: str, field: str) -> list[float]:
   """mean(a) - mean(b) of a per-problem field for every seed both arms ran."""
   by_seed = lambda runs: {s["seed"]: s for s in runs}
   ra, rb = by_seed(arms.get(a, [])), by_seed(arms.get(b, []))
-  return [float(per_problem([ra[s]], field).mean() - per_problem([rb[s]], field).mean())
-          for s in sorted(set(ra) & set(rb))]
+  return [
+    float(per_problem([ra[s]], field).mean() - per_problem([rb[s]], field).mean())
+    for s in sorted(set(ra) & set(rb))
+  ]
 
 
 def verdict(diff: dict | None, expect: str, seeds: list[float] | None = None) -> str:
@@ -117,21 +133,32 @@ def verdict(diff: dict | None, expect: str, seeds: list[float] | None = None) ->
 
 def claims_table(arms, claims) -> str:
   """claims: [(claim, arm_a, arm_b, field, expected sign)] -> markdown with verdicts."""
-  rows = ["| claim | comparison | per-problem field | mean diff [95% CI] | per seed | "
-          "verdict |", "|---|---|---|---|---|---|"]
+  rows = [
+    "| claim | comparison | per-problem field | mean diff [95% CI] | per seed | verdict |",
+    "|---|---|---|---|---|---|",
+  ]
   for claim, a, b, field, expect in claims:
     d = compare(arms, a, b, field)
     seeds = seed_diffs(arms, a, b, field) if d is not None else []
     txt = "—" if d is None else f"{d['mean']:+.4f} [{d['ci95'][0]:+.4f}, {d['ci95'][1]:+.4f}]"
     per_seed = ", ".join(f"{x:+.4f}" for x in seeds) or "—"
-    rows.append(f"| {claim} | {a} − {b} (expected {expect}) | {field} | {txt} | "
-                f"{per_seed} | {verdict(d, expect, seeds)} |")
+    rows.append(
+      f"| {claim} | {a} − {b} (expected {expect}) | {field} | {txt} | "
+      f"{per_seed} | {verdict(d, expect, seeds)} |"
+    )
   return "\n".join(rows) + "\n"
 
 
 def _errorbar(ax, x, t, label, **kw):
-  ax.errorbar([x[0]], [t[0]], xerr=[[x[0] - x[1]], [x[2] - x[0]]] if len(x) == 3 else None,
-              yerr=[[t[0] - t[1]], [t[2] - t[0]]], fmt="o", capsize=3, **kw)
+  ax.errorbar(
+    [x[0]],
+    [t[0]],
+    xerr=[[x[0] - x[1]], [x[2] - x[0]]] if len(x) == 3 else None,
+    yerr=[[t[0] - t[1]], [t[2] - t[0]]],
+    fmt="o",
+    capsize=3,
+    **kw,
+  )
   ax.annotate(label, (x[0], t[0]), fontsize=6, xytext=(3, 3), textcoords="offset points")
 
 
@@ -142,10 +169,17 @@ def plot_tradeoffs(arms, out: str) -> None:
     s = arm_stats(runs)
     _errorbar(a1, s["mean_entropy"], s["avg_at_k"], arm)
     _errorbar(a2, (s["generated_tokens"],), s["avg_at_k"], arm)
-  a1.set(xlabel="mean token entropy (nats) [95% CI]", ylabel="Avg@k [95% CI]",
-         title="accuracy vs entropy")
-  a2.set(xlabel="tokens generated during training", ylabel="Avg@k [95% CI]",
-         title="accuracy vs generation compute", xscale="symlog")
+  a1.set(
+    xlabel="mean token entropy (nats) [95% CI]",
+    ylabel="Avg@k [95% CI]",
+    title="accuracy vs entropy",
+  )
+  a2.set(
+    xlabel="tokens generated during training",
+    ylabel="Avg@k [95% CI]",
+    title="accuracy vs generation compute",
+    xscale="symlog",
+  )
   fig.tight_layout()
   fig.savefig(os.path.join(out, "tradeoffs.png"), dpi=120)
   plt.close(fig)
@@ -169,10 +203,10 @@ def plot_training(arms, out: str, names=None) -> None:
       x, ys = curves[0][0][:n], np.stack([c[1][:n] for c in curves])
       ax.plot(x, ys.mean(0), label=arm)
       ax.fill_between(x, ys.min(0), ys.max(0), alpha=0.2)
-  axes[0].set(xlabel="step", ylabel="mean response length (train prefixes)",
-              title="length over training")
-  axes[1].set(xlabel="step", ylabel="student token entropy (nats)",
-              title="entropy over training")
+  axes[0].set(
+    xlabel="step", ylabel="mean response length (train prefixes)", title="length over training"
+  )
+  axes[1].set(xlabel="step", ylabel="student token entropy (nats)", title="entropy over training")
   if axes[0].get_legend_handles_labels()[0]:
     axes[0].legend(fontsize=6)
   fig.tight_layout()
@@ -190,11 +224,11 @@ def plot_horizon(arms, out: str, pairs) -> None:
     x = [p[0] for p in pts]
     for ax, key in ((a1, "avg_at_k"), (a2, "mean_response_len")):
       y = np.array([p[1][key] for p in pts])
-      ax.errorbar(x, y[:, 0], yerr=[y[:, 0] - y[:, 1], y[:, 2] - y[:, 0]], fmt="o-",
-                  capsize=3, label=label)
+      ax.errorbar(
+        x, y[:, 0], yerr=[y[:, 0] - y[:, 1], y[:, 2] - y[:, 0]], fmt="o-", capsize=3, label=label
+      )
   a1.set(xlabel="training steps", ylabel="Avg@k [95% CI]", title="accuracy vs horizon")
-  a2.set(xlabel="training steps", ylabel="mean response length [95% CI]",
-         title="length vs horizon")
+  a2.set(xlabel="training steps", ylabel="mean response length [95% CI]", title="length vs horizon")
   if a1.get_legend_handles_labels()[0]:
     a1.legend(fontsize=7)
   fig.tight_layout()
@@ -205,46 +239,121 @@ def plot_horizon(arms, out: str, pairs) -> None:
 # The study's design (launch/study.sh names its arms so): the paper's claims as paired
 # comparisons, (claim, arm a, arm b, per-problem field, expected sign of a - b).
 CLAIMS = (
-    ("direction: reverse KL gains accuracy (student prefixes)", "rev_student", "fwd_student",
-     "correct", "+"),
-    ("direction: ... at lower entropy (student prefixes)", "rev_student", "fwd_student",
-     "entropy", "-"),
-    ("direction: reverse KL gains accuracy (teacher prefixes)", "rev_teacher", "fwd_teacher",
-     "correct", "+"),
-    ("direction: ... at lower entropy (teacher prefixes)", "rev_teacher", "fwd_teacher",
-     "entropy", "-"),
-    ("prefix: student prefixes gain accuracy (reverse KL)", "rev_student", "rev_teacher",
-     "correct", "+"),
-    ("prefix: student prefixes gain accuracy (forward KL)", "fwd_student", "fwd_teacher",
-     "correct", "+"),
-    ("horizon: the long run gains accuracy", "rev_student", "horizon_short_plain",
-     "correct", "+"),
-    ("horizon: ... and loses entropy (stability)", "rev_student", "horizon_short_plain",
-     "entropy", "-"),
-    ("horizon: ... and inflates length", "rev_student", "horizon_short_plain", "length", "+"),
-    ("mixing: forward weight (α=0.5) keeps entropy up in a long run", "mix_a50",
-     "rev_student", "entropy", "+"),
-    ("mixing: ... and length down", "mix_a50", "rev_student", "length", "-"),
-    ("mixing: ... without losing accuracy (did not = it lost)", "mix_a50", "rev_student",
-     "correct", "+"),
-    ("mixing (entropy-adaptive α): entropy kept up", "mix_adaptive", "rev_student",
-     "entropy", "+"),
-    ("mixing (entropy-adaptive α): ... without losing accuracy", "mix_adaptive",
-     "rev_student", "correct", "+"),
-    ("curriculum: +Avg@k over fixed long training", "horizon_long_curriculum", "rev_student",
-     "correct", "+"),
-    ("curriculum: +Pass@k over fixed long training", "horizon_long_curriculum", "rev_student",
-     "pass_at_8", "+"),
-    ("curriculum: shorter responses", "horizon_long_curriculum", "rev_student", "length", "-"),
-    ("curriculum (short horizon): +Avg@k", "horizon_short_curriculum", "horizon_short_plain",
-     "correct", "+"),
-    ("curriculum (short horizon): shorter responses", "horizon_short_curriculum",
-     "horizon_short_plain", "length", "-"),
+  (
+    "direction: reverse KL gains accuracy (student prefixes)",
+    "rev_student",
+    "fwd_student",
+    "correct",
+    "+",
+  ),
+  (
+    "direction: ... at lower entropy (student prefixes)",
+    "rev_student",
+    "fwd_student",
+    "entropy",
+    "-",
+  ),
+  (
+    "direction: reverse KL gains accuracy (teacher prefixes)",
+    "rev_teacher",
+    "fwd_teacher",
+    "correct",
+    "+",
+  ),
+  (
+    "direction: ... at lower entropy (teacher prefixes)",
+    "rev_teacher",
+    "fwd_teacher",
+    "entropy",
+    "-",
+  ),
+  (
+    "prefix: student prefixes gain accuracy (reverse KL)",
+    "rev_student",
+    "rev_teacher",
+    "correct",
+    "+",
+  ),
+  (
+    "prefix: student prefixes gain accuracy (forward KL)",
+    "fwd_student",
+    "fwd_teacher",
+    "correct",
+    "+",
+  ),
+  ("horizon: the long run gains accuracy", "rev_student", "horizon_short_plain", "correct", "+"),
+  (
+    "horizon: ... and loses entropy (stability)",
+    "rev_student",
+    "horizon_short_plain",
+    "entropy",
+    "-",
+  ),
+  ("horizon: ... and inflates length", "rev_student", "horizon_short_plain", "length", "+"),
+  (
+    "mixing: forward weight (α=0.5) keeps entropy up in a long run",
+    "mix_a50",
+    "rev_student",
+    "entropy",
+    "+",
+  ),
+  ("mixing: ... and length down", "mix_a50", "rev_student", "length", "-"),
+  (
+    "mixing: ... without losing accuracy (did not = it lost)",
+    "mix_a50",
+    "rev_student",
+    "correct",
+    "+",
+  ),
+  ("mixing (entropy-adaptive α): entropy kept up", "mix_adaptive", "rev_student", "entropy", "+"),
+  (
+    "mixing (entropy-adaptive α): ... without losing accuracy",
+    "mix_adaptive",
+    "rev_student",
+    "correct",
+    "+",
+  ),
+  (
+    "curriculum: +Avg@k over fixed long training",
+    "horizon_long_curriculum",
+    "rev_student",
+    "correct",
+    "+",
+  ),
+  (
+    "curriculum: +Pass@k over fixed long training",
+    "horizon_long_curriculum",
+    "rev_student",
+    "pass_at_8",
+    "+",
+  ),
+  ("curriculum: shorter responses", "horizon_long_curriculum", "rev_student", "length", "-"),
+  (
+    "curriculum (short horizon): +Avg@k",
+    "horizon_short_curriculum",
+    "horizon_short_plain",
+    "correct",
+    "+",
+  ),
+  (
+    "curriculum (short horizon): shorter responses",
+    "horizon_short_curriculum",
+    "horizon_short_plain",
+    "length",
+    "-",
+  ),
 )
-HORIZON = (("without curriculum", ("horizon_short_plain", "rev_student")),
-           ("with curriculum", ("horizon_short_curriculum", "horizon_long_curriculum")))
-TRAINING_CURVES = ("fwd_student", "rev_student", "mix_a50", "mix_adaptive",
-                   "horizon_long_curriculum")
+HORIZON = (
+  ("without curriculum", ("horizon_short_plain", "rev_student")),
+  ("with curriculum", ("horizon_short_curriculum", "horizon_long_curriculum")),
+)
+TRAINING_CURVES = (
+  "fwd_student",
+  "rev_student",
+  "mix_a50",
+  "mix_adaptive",
+  "horizon_long_curriculum",
+)
 
 
 def write_study_report(run_dirs, out: str) -> str:

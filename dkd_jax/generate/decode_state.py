@@ -11,14 +11,15 @@ or as `DecodeParams` (their blocks split per layer once, `decode_params_fn`). No
 knows about shardings, buckets or compile caches: `engine.Engine` binds the static
 arguments with `functools.partial` and jits them with explicit shardings and donation.
 """
+
 from __future__ import annotations
 
 from typing import Any
 
-from flax import struct
 import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import struct
 
 from dkd_jax.generate import sampling
 from dkd_jax.models import decoder as model_lib
@@ -34,6 +35,7 @@ class DecodeParams:
   a rollout makes one), they let every prefill and decode step read each layer's weights
   in place: XLA:CPU otherwise copies every layer's slices out of the stacked [L, ...]
   arrays on each call (a full copy of the weights; BUILD_NOTES, issue 11)."""
+
   params: Any
   layers_L: tuple
 
@@ -69,11 +71,12 @@ class Prefix:
   true_length and max_new scalars) whose N samples share its cache, or N prompts (cache
   batch N, true_length and max_new [N]) of one sample each. The cache is stacked, length
   Pb (layouts in `kv_cache.cache_shapes`); sample i goes into a slot by `insert_fn`."""
+
   cache: dict
-  true_length: jax.Array      # int32 [] (one prompt) or [N] (N prompts)
-  first: dict                 # STATS -> [N]
-  keys_Nx2: jax.Array         # per-sample request keys (uint32)
-  max_new: jax.Array          # int32 [] or [N]: the response-length limit(s)
+  true_length: jax.Array  # int32 [] (one prompt) or [N] (N prompts)
+  first: dict  # STATS -> [N]
+  keys_Nx2: jax.Array  # per-sample request keys (uint32)
+  max_new: jax.Array  # int32 [] or [N]: the response-length limit(s)
 
   def __getitem__(self, name: str):
     """prefix["cache"]: upstream drivers (JetStream's chunked prefill) read a prefix as a
@@ -86,6 +89,7 @@ class ExistingPrefix:
   """Upstream JetStream's prefix-cache handle: a prefix's KV cache and the tokens it holds
   (their count is the cache's true length). `Engine.prefill(existing_prefix=...)` takes
   this or a `Prefix`."""
+
   cache: dict
   common_prefix_tokens: Any
 
@@ -97,6 +101,7 @@ class DecodeState:
   new rows in place; tokens_B is the last sampled token (not yet in the cache) and pos_B
   its position; out[k] are [B, R] buffers indexed by response step; done_B is True for
   finished and empty slots."""
+
   cache: dict
   tokens_B: jax.Array
   pos_B: jax.Array
@@ -118,10 +123,11 @@ class SlotData:
 @struct.dataclass
 class ResultTokens:
   """JetStream's result layout: data [B, 3] int32 = (token, valid, length so far)."""
+
   data: jax.Array
-  log_prob: jax.Array           # [B, 1] model log-prob at temperature 1
+  log_prob: jax.Array  # [B, 1] model log-prob at temperature 1
   sampling_log_prob: jax.Array  # [B, 1] under the sampling distribution used
-  entropy: jax.Array            # [B, 1] model entropy at temperature 1
+  entropy: jax.Array  # [B, 1] model entropy at temperature 1
   tokens_idx: tuple = struct.field(pytree_node=False, default=(0, 1))
   valid_idx: tuple = struct.field(pytree_node=False, default=(1, 2))
   length_idx: tuple = struct.field(pytree_node=False, default=(2, 3))
@@ -132,22 +138,30 @@ class ResultTokens:
       if isinstance(x, jax.Array):
         x.copy_to_host_async()
 
-  def convert_to_numpy(self) -> "ResultTokens":
+  def convert_to_numpy(self) -> ResultTokens:
     return jax.tree.map(np.asarray, self)
 
   def get_result_at_slot(self, slot: int) -> SlotData:
     rows = slice(slot * self.samples_per_slot, (slot + 1) * self.samples_per_slot)
-    col = lambda idx: self.data[rows, idx[0]:idx[1]]
-    return SlotData(tokens=col(self.tokens_idx), valid=col(self.valid_idx),
-                    lengths=col(self.length_idx)[:, 0], log_prob=self.log_prob[rows])
+    col = lambda idx: self.data[rows, idx[0] : idx[1]]
+    return SlotData(
+      tokens=col(self.tokens_idx),
+      valid=col(self.valid_idx),
+      lengths=col(self.length_idx)[:, 0],
+      log_prob=self.log_prob[rows],
+    )
 
   def get_result_at_slots(self, slots) -> SlotData:
     """The rows of several slots at once (one gather per field, as upstream): tokens and
     valid [n, 1], lengths [n], log_prob [n, 1]; row i is slots[i]."""
     rows_n = np.asarray(slots, np.int32).reshape(-1)
-    col = lambda idx: self.data[rows_n, idx[0]:idx[1]]
-    return SlotData(tokens=col(self.tokens_idx), valid=col(self.valid_idx),
-                    lengths=col(self.length_idx)[:, 0], log_prob=self.log_prob[rows_n])
+    col = lambda idx: self.data[rows_n, idx[0] : idx[1]]
+    return SlotData(
+      tokens=col(self.tokens_idx),
+      valid=col(self.valid_idx),
+      lengths=col(self.length_idx)[:, 0],
+      log_prob=self.log_prob[rows_n],
+    )
 
 
 def _result(stats: dict, valid_B, num_B) -> ResultTokens:
@@ -167,6 +181,7 @@ def default_buckets(max_prefill_length: int) -> tuple[int, ...]:
 
 # ----------------------------------------------------------------------------- pure functions
 
+
 def _finished(token, num, limit, eos_ids: tuple[int, ...]):
   hit_eos = jnp.isin(token, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else False
   return hit_eos | (num >= limit)
@@ -185,15 +200,17 @@ def _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, last, k
     fold = lambda i: jax.random.key_data(jax.random.fold_in(jax.random.wrap_key_data(key_2), i))
     keys_Nx2 = jax.vmap(fold)(jnp.arange(num_samples))
   logits_NxV = jnp.broadcast_to(logits_V, (num_samples,) + logits_V.shape)
-  first = sampling.sample_with_stats(sampler, logits_NxV, keys_Nx2,
-                                     jnp.zeros((num_samples,), jnp.int32))
+  first = sampling.sample_with_stats(
+    sampler, logits_NxV, keys_Nx2, jnp.zeros((num_samples,), jnp.int32)
+  )
   return first, keys_Nx2
 
 
 def _head_logits(graphdef, dp, h_NxD):
   w_DxV = model_lib.head(graphdef, dp.params)
-  return jnp.einsum("nd,dv->nv", h_NxD, w_DxV.astype(h_NxD.dtype),
-                    preferred_element_type=jnp.float32)
+  return jnp.einsum(
+    "nd,dv->nv", h_NxD, w_DxV.astype(h_NxD.dtype), preferred_element_type=jnp.float32
+  )
 
 
 def _prefix_and_result(cache, true_length, first, keys_Nx2, max_new):
@@ -206,23 +223,27 @@ def _prefill_forward(cfg, graphdef, dp, tokens_NxT):
   """(hidden_NxTxD, stacked cache of batch N and length T) of N prompts padded to T."""
   N, T = tokens_NxT.shape
   positions_NxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
-  hidden_NxTxD, caches = _forward(graphdef, dp, tokens_NxT, positions_NxT,
-                                  kv_cache.init_layer_caches(cfg, N, T))
+  hidden_NxTxD, caches = _forward(
+    graphdef, dp, tokens_NxT, positions_NxT, kv_cache.init_layer_caches(cfg, N, T)
+  )
   return hidden_NxTxD, _stack(caches)
 
 
-def prefill_fn(cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2,
-               max_new):
+def prefill_fn(
+  cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2, max_new
+):
   """Runs the padded prompt into a fresh length-T cache; samples the first token(s)."""
   dp = decode_params_fn(cfg, graphdef, params)
   hidden_1xTxD, cache = _prefill_forward(cfg, graphdef, dp, tokens_1xT)
-  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD,
-                                  true_length - 1, key_2)
+  first, keys_Nx2 = _first_tokens(
+    cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, true_length - 1, key_2
+  )
   return _prefix_and_result(cache, true_length, first, keys_Nx2, max_new)
 
 
-def prefill_batch_fn(cfg, graphdef, sampler, params, tokens_NxT, true_length_N, keys_Nx2,
-                     max_new_N):
+def prefill_batch_fn(
+  cfg, graphdef, sampler, params, tokens_NxT, true_length_N, keys_Nx2, max_new_N
+):
   """N padded prompts (right-padded to one bucket T) in one forward into a fresh cache of
   batch N; row i's first token is drawn as `prefill_fn` draws it for prompt i alone
   (its key, step 0). Rows are independent: padding only follows each row's tokens."""
@@ -230,13 +251,26 @@ def prefill_batch_fn(cfg, graphdef, sampler, params, tokens_NxT, true_length_N, 
   hidden_NxTxD, cache = _prefill_forward(cfg, graphdef, dp, tokens_NxT)
   h_NxD = jnp.take_along_axis(hidden_NxTxD, (true_length_N - 1)[:, None, None], axis=1)[:, 0]
   N = tokens_NxT.shape[0]
-  first = sampling.sample_with_stats(sampler, _head_logits(graphdef, dp, h_NxD), keys_Nx2,
-                                     jnp.zeros((N,), jnp.int32))
+  first = sampling.sample_with_stats(
+    sampler, _head_logits(graphdef, dp, h_NxD), keys_Nx2, jnp.zeros((N,), jnp.int32)
+  )
   return _prefix_and_result(cache, true_length_N, first, keys_Nx2, max_new_N)
 
 
-def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_length,
-              tokens_1xT, true_length, key_2, max_new):
+def extend_fn(
+  cfg,
+  graphdef,
+  sampler,
+  num_samples,
+  out_len,
+  params,
+  cache,
+  old_length,
+  tokens_1xT,
+  true_length,
+  key_2,
+  max_new,
+):
   """Prefills `true_length` more tokens (padded to T) at positions old_length.. on top of
   an earlier prefix's cache (length Pc); the new prefix's cache has length out_len (a
   bucket >= old_length + true_length) and its true length is the sum.
@@ -249,41 +283,58 @@ def extend_fn(cfg, graphdef, sampler, num_samples, out_len, params, cache, old_l
   T, Pc = tokens_1xT.shape[1], kv_cache.cache_length(cache)
   work_len = max(Pc + T, out_len)
   axis = kv_cache.LENGTH_AXIS
-  pad = lambda n, c: jnp.pad(c, [(0, work_len - Pc) if a == axis[n] else (0, 0)
-                                 for a in range(c.ndim)])
+  pad = lambda n, c: jnp.pad(
+    c, [(0, work_len - Pc) if a == axis[n] else (0, 0) for a in range(c.ndim)]
+  )
   positions_1xT = old_length + jnp.arange(T, dtype=jnp.int32)[None]
-  hidden_1xTxD, work = _forward(graphdef, dp, tokens_1xT, positions_1xT,
-                                _unstack({n: pad(n, c) for n, c in cache.items()}))
-  first, keys_Nx2 = _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD,
-                                  true_length - 1, key_2)
-  out_cache = {n: jax.lax.slice_in_dim(c, 0, out_len, axis=axis[n])
-               for n, c in _stack(work).items()}
+  hidden_1xTxD, work = _forward(
+    graphdef, dp, tokens_1xT, positions_1xT, _unstack({n: pad(n, c) for n, c in cache.items()})
+  )
+  first, keys_Nx2 = _first_tokens(
+    cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, true_length - 1, key_2
+  )
+  out_cache = {
+    n: jax.lax.slice_in_dim(c, 0, out_len, axis=axis[n]) for n, c in _stack(work).items()
+  }
   return _prefix_and_result(out_cache, old_length + true_length, first, keys_Nx2, max_new)
 
 
 def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> DecodeState:
   """Writes sample `sample` of `prefix` into slot `slot` (both traced: one compile)."""
   put = lambda buf, x: jax.lax.dynamic_update_index_in_dim(
-      buf, jnp.asarray(x).astype(buf.dtype), slot, 0)
+    buf, jnp.asarray(x).astype(buf.dtype), slot, 0
+  )
   pick = lambda x: jax.lax.dynamic_index_in_dim(x, sample, keepdims=False)
   N = prefix.keys_Nx2.shape[0]
-  per_row = lambda x: pick(jnp.broadcast_to(x, (N,)))   # scalar (one prompt) or [N]
+  per_row = lambda x: pick(jnp.broadcast_to(x, (N,)))  # scalar (one prompt) or [N]
   first = {k: pick(v) for k, v in prefix.first.items()}
   # A one-prompt prefix shares cache row 0 among its samples; a batched one has a row each.
   row = sample if prefix.cache["k"].shape[1] > 1 else 0
   take = lambda p: jax.lax.dynamic_slice_in_dim(p, row, 1, axis=0)
   # Stale entries past the prompt need no clearing: queries never see slots > position.
-  cache = {n: tuple(jax.lax.dynamic_update_slice(c, take(p).astype(c.dtype), (slot, 0, 0, 0))
-                    for c, p in zip(state.cache[n], prefix.cache[n]))
-           for n in ("k", "v")}
+  cache = {
+    n: tuple(
+      jax.lax.dynamic_update_slice(c, take(p).astype(c.dtype), (slot, 0, 0, 0))
+      for c, p in zip(state.cache[n], prefix.cache[n])
+    )
+    for n in ("k", "v")
+  }
   max_new, true_length = per_row(prefix.max_new), per_row(prefix.true_length)
-  out = {k: put(state.out[k], jnp.zeros(state.out[k].shape[1:], state.out[k].dtype)
-                .at[0].set(first[k])) for k in STATS}
+  out = {
+    k: put(state.out[k], jnp.zeros(state.out[k].shape[1:], state.out[k].dtype).at[0].set(first[k]))
+    for k in STATS
+  }
   done = _finished(first["token"], 1, max_new, eos_ids)
-  return DecodeState(cache=cache, tokens_B=put(state.tokens_B, first["token"]),
-                     pos_B=put(state.pos_B, true_length), num_B=put(state.num_B, 1),
-                     limit_B=put(state.limit_B, max_new), done_B=put(state.done_B, done),
-                     keys_Bx2=put(state.keys_Bx2, pick(prefix.keys_Nx2)), out=out)
+  return DecodeState(
+    cache=cache,
+    tokens_B=put(state.tokens_B, first["token"]),
+    pos_B=put(state.pos_B, true_length),
+    num_B=put(state.num_B, 1),
+    limit_B=put(state.limit_B, max_new),
+    done_B=put(state.done_B, done),
+    keys_Bx2=put(state.keys_Bx2, pick(prefix.keys_Nx2)),
+    out=out,
+  )
 
 
 def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState):
@@ -295,13 +346,22 @@ def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState):
   active_B = ~state.done_B
   rows_B = jnp.arange(state.num_B.shape[0])
   idx_B = jnp.minimum(state.num_B, state.out["token"].shape[1] - 1)
-  out = {k: buf.at[rows_B, idx_B].set(
-      jnp.where(active_B, stats[k].astype(buf.dtype), buf[rows_B, idx_B]))
-         for k, buf in state.out.items()}
+  out = {
+    k: buf.at[rows_B, idx_B].set(
+      jnp.where(active_B, stats[k].astype(buf.dtype), buf[rows_B, idx_B])
+    )
+    for k, buf in state.out.items()
+  }
   num_B = state.num_B + active_B
   done_B = state.done_B | _finished(stats["token"], num_B, state.limit_B, eos_ids)
-  new = state.replace(cache=cache, tokens_B=jnp.where(active_B, stats["token"], state.tokens_B),
-                      pos_B=state.pos_B + active_B, num_B=num_B, done_B=done_B, out=out)
+  new = state.replace(
+    cache=cache,
+    tokens_B=jnp.where(active_B, stats["token"], state.tokens_B),
+    pos_B=state.pos_B + active_B,
+    num_B=num_B,
+    done_B=done_B,
+    out=out,
+  )
   return new, _result(stats, active_B, num_B)
 
 
@@ -309,8 +369,7 @@ def generate_fn(cfg, graphdef, sampler, eos_ids, params, state):
   return decode_step(cfg, graphdef, sampler, eos_ids, params, state)
 
 
-def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state,
-                      stop_free=None):
+def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state, stop_free=None):
   """Up to num_steps decode steps in one jit; stops early once `stop_free` slots (traced;
   default all) are done, so the host can refill freed slots without waiting for the rest.
   Given plain params, the blocks are split per layer once here, not per token."""
@@ -332,10 +391,14 @@ def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state,
 def init_state_fn(cfg, batch: int, cache_len: int, max_decode: int) -> DecodeState:
   """All slots empty (done), zeroed cache and buffers."""
   zeros = lambda shape, dt=jnp.int32: jnp.zeros(shape, dt)
-  out = {k: zeros((batch, max_decode), jnp.int32 if k == "token" else jnp.float32)
-         for k in STATS}
-  return DecodeState(cache=kv_cache.init_layer_caches(cfg, batch, cache_len),
-                     tokens_B=zeros(batch),
-                     pos_B=zeros(batch), num_B=zeros(batch), limit_B=zeros(batch),
-                     done_B=jnp.ones((batch,), bool), keys_Bx2=zeros((batch, 2), jnp.uint32),
-                     out=out)
+  out = {k: zeros((batch, max_decode), jnp.int32 if k == "token" else jnp.float32) for k in STATS}
+  return DecodeState(
+    cache=kv_cache.init_layer_caches(cfg, batch, cache_len),
+    tokens_B=zeros(batch),
+    pos_B=zeros(batch),
+    num_B=zeros(batch),
+    limit_B=zeros(batch),
+    done_B=jnp.ones((batch,), bool),
+    keys_Bx2=zeros((batch, 2), jnp.uint32),
+    out=out,
+  )

@@ -28,20 +28,20 @@ Contracts:
 When `jetstream` is importable, `Engine` subclasses `jetstream.engine.engine_api.Engine`;
 `JETSTREAM_IMPORT_ERROR` says why it is not (see BUILD_NOTES.md).
 """
+
 from __future__ import annotations
 
 import functools
 import logging
 import os
+from collections.abc import Callable
+from collections.abc import Sequence
 from typing import Any
-from typing import Callable
-from typing import Sequence
 
 import jax
 import numpy as np
 
-from dkd_jax import sharding as sharding_lib
-from dkd_jax.generate import loading
+from dkd_jax.core import sharding as sharding_lib
 from dkd_jax.generate import requests
 from dkd_jax.generate import sampling
 
@@ -64,6 +64,7 @@ from dkd_jax.generate.decode_state import insert_fn  # noqa: F401
 from dkd_jax.generate.decode_state import prefill_batch_fn  # noqa: F401
 from dkd_jax.generate.decode_state import prefill_fn  # noqa: F401
 from dkd_jax.models import decoder as model_lib
+from dkd_jax.models import hf
 from dkd_jax.models import kv_cache
 
 
@@ -73,6 +74,7 @@ def _import_jetstream():
   root_level = logging.getLogger().level
   try:
     from jetstream.engine import engine_api  # pylint: disable=import-outside-toplevel
+
     return engine_api, None
   except ImportError as e:
     return None, f"{type(e).__name__}: {e}"
@@ -86,6 +88,10 @@ _EngineBase = jetstream_api.Engine if jetstream_api is not None else object
 
 # ----------------------------------------------------------------------------- the engine
 
+# (path, model config, mesh, param shardings, step or None) -> params in those shardings.
+CheckpointLoader = Callable[[Any, model_lib.ModelConfig, Any, Any, "int | None"], Any]
+
+
 class Engine(_EngineBase):
   """Continuous-batching engine: `max_concurrent_decodes` slots over one KV cache of
   length max_prefill_length + max_decode_length. Stateless apart from compiled
@@ -95,38 +101,61 @@ class Engine(_EngineBase):
   prefill_chunk_size: None = one-shot prefill; n = prompts longer than n tokens are
   prefilled n tokens at a time, each chunk extending the cache (same results)."""
 
-  def __init__(self, cfg: model_lib.ModelConfig, graphdef, *, max_concurrent_decodes: int,
-               max_prefill_length: int, max_decode_length: int, mesh=None,
-               eos_ids: Sequence[int] = (), prefill_buckets: Sequence[int] | None = None,
-               param_shardings=None,
-               sampler: sampling.Sampler | Callable = sampling.GREEDY, tokenizer=None,
-               prefill_chunk_size: int | None = None):
+  def __init__(
+    self,
+    cfg: model_lib.ModelConfig,
+    graphdef,
+    *,
+    max_concurrent_decodes: int,
+    max_prefill_length: int,
+    max_decode_length: int,
+    mesh=None,
+    eos_ids: Sequence[int] = (),
+    prefill_buckets: Sequence[int] | None = None,
+    param_shardings=None,
+    sampler: sampling.Sampler | Callable = sampling.GREEDY,
+    tokenizer=None,
+    prefill_chunk_size: int | None = None,
+    checkpoint_loader: CheckpointLoader | None = None,
+  ):
     self.cfg, self.graphdef = cfg.validate(), graphdef
-    for name, v in (("max_concurrent_decodes", max_concurrent_decodes),
-                    ("max_prefill_length", max_prefill_length),
-                    ("max_decode_length", max_decode_length)):
+    self.checkpoint_loader = checkpoint_loader
+    for name, v in (
+      ("max_concurrent_decodes", max_concurrent_decodes),
+      ("max_prefill_length", max_prefill_length),
+      ("max_decode_length", max_decode_length),
+    ):
       if int(v) < 1:
         raise ValueError(f"Engine.{name}={v} must be >= 1")
-    self._B, self._P, self.max_decode_length = (int(max_concurrent_decodes),
-                                                int(max_prefill_length), int(max_decode_length))
+    self._B, self._P, self.max_decode_length = (
+      int(max_concurrent_decodes),
+      int(max_prefill_length),
+      int(max_decode_length),
+    )
     if self._P + self.max_decode_length > cfg.max_seq_len:
-      raise ValueError(f"max_prefill_length + max_decode_length = "
-                       f"{self._P + self.max_decode_length} exceeds model.max_seq_len="
-                       f"{cfg.max_seq_len}")
+      raise ValueError(
+        f"max_prefill_length + max_decode_length = "
+        f"{self._P + self.max_decode_length} exceeds model.max_seq_len="
+        f"{cfg.max_seq_len}"
+      )
     self.buckets = tuple(sorted(set(prefill_buckets or default_buckets(self._P))))
     if self.buckets[-1] != self._P or self.buckets[0] < 1:
-      raise ValueError(f"prefill_buckets={self.buckets} must be >= 1 and end at "
-                       f"max_prefill_length={self._P}")
+      raise ValueError(
+        f"prefill_buckets={self.buckets} must be >= 1 and end at max_prefill_length={self._P}"
+      )
     self.eos_ids = tuple(int(e) for e in eos_ids)
     self.default_sampler = sampling.check_sampler(sampler)
     self.tokenizer = tokenizer
     if prefill_chunk_size is not None and not 1 <= int(prefill_chunk_size) <= self._P:
-      raise ValueError(f"prefill_chunk_size={prefill_chunk_size} must be in [1, "
-                       f"max_prefill_length={self._P}] (None turns chunking off)")
+      raise ValueError(
+        f"prefill_chunk_size={prefill_chunk_size} must be in [1, "
+        f"max_prefill_length={self._P}] (None turns chunking off)"
+      )
     self._chunk = None if prefill_chunk_size is None else int(prefill_chunk_size)
     self._mesh = mesh if mesh is not None else sharding_lib.make_mesh((1, 1, 1))
-    self.param_shardings = (param_shardings if param_shardings is not None
-                            else model_lib.param_shardings(self._mesh, cfg))
+    self.param_shardings = (
+      param_shardings if param_shardings is not None else model_lib.param_shardings(self._mesh, cfg)
+    )
     self._build_shardings()
     self._jits: dict[tuple, Any] = {}
 
@@ -136,21 +165,32 @@ class Engine(_EngineBase):
     rep = sharding_lib.replicated(mesh)
     b1, b2 = sharding_lib.batch_sharding(mesh, 1), sharding_lib.batch_sharding(mesh, 2)
     self.state_shardings = DecodeState(
-        cache=kv_cache.cache_shardings(mesh, self.cfg, B, S, per_layer=True), tokens_B=b1,
-        pos_B=b1, num_B=b1, limit_B=b1, done_B=b1, keys_Bx2=b2, out={k: b2 for k in STATS})
+      cache=kv_cache.cache_shardings(mesh, self.cfg, B, S, per_layer=True),
+      tokens_B=b1,
+      pos_B=b1,
+      num_B=b1,
+      limit_B=b1,
+      done_B=b1,
+      keys_Bx2=b2,
+      out={k: b2 for k in STATS},
+    )
     # A prefix (one prompt, or N from prefill_batch): replicated over the batch axes, kv
     # heads still over 'tensor'.
     kv = kv_cache.cache_shardings(mesh, self.cfg, 1, self.buckets[0], shard_batch=False)
-    self.prefix_shardings = Prefix(cache=kv, true_length=rep,
-                                   first={k: rep for k in STATS}, keys_Nx2=rep, max_new=rep)
+    self.prefix_shardings = Prefix(
+      cache=kv, true_length=rep, first={k: rep for k in STATS}, keys_Nx2=rep, max_new=rep
+    )
     self._rep = rep
     # DecodeParams' per-layer weights: the stacked sharding minus the 'layers' axis and
     # minus FSDP, so a rollout gathers the FSDP shards once (in `decode_params`) instead
     # of every token all-gathering every layer's weights; 'tensor' sharding stays.
-    per_layer = {n: sharding_lib.without_axis(s, "fsdp", drop_leading=True)
-                 for n, s in self.param_shardings["layers"].items()}
-    self.decode_param_shardings = DecodeParams(self.param_shardings,
-                                               (per_layer,) * self.cfg.n_layers)
+    per_layer = {
+      n: sharding_lib.without_axis(s, "fsdp", drop_leading=True)
+      for n, s in self.param_shardings["layers"].items()
+    }
+    self.decode_param_shardings = DecodeParams(
+      self.param_shardings, (per_layer,) * self.cfg.n_layers
+    )
     self._result_shardings = ResultTokens(b2, b2, b2, b2)
     self._result_rep = ResultTokens(rep, rep, rep, rep)
 
@@ -166,40 +206,61 @@ class Engine(_EngineBase):
 
   def _make_jit(self, name, *static, decode=False):
     ps = self.decode_param_shardings if decode else self.param_shardings
-    cfg, gd, eos, ss, rep = (self.cfg, self.graphdef, self.eos_ids, self.state_shardings,
-                             self._rep)
+    cfg, gd, eos, ss, rep = (self.cfg, self.graphdef, self.eos_ids, self.state_shardings, self._rep)
     if name == "prefill":
       sampler, n = static
-      return jax.jit(functools.partial(prefill_fn, cfg, gd, sampler, n),
-                     in_shardings=(ps, rep, rep, rep, rep),
-                     out_shardings=(self.prefix_shardings, self._result_rep))
+      return jax.jit(
+        functools.partial(prefill_fn, cfg, gd, sampler, n),
+        in_shardings=(ps, rep, rep, rep, rep),
+        out_shardings=(self.prefix_shardings, self._result_rep),
+      )
     if name == "prefill_batch":
-      return jax.jit(functools.partial(prefill_batch_fn, cfg, gd, static[0]),
-                     in_shardings=(ps, rep, rep, rep, rep),
-                     out_shardings=(self.prefix_shardings, self._result_rep))
+      return jax.jit(
+        functools.partial(prefill_batch_fn, cfg, gd, static[0]),
+        in_shardings=(ps, rep, rep, rep, rep),
+        out_shardings=(self.prefix_shardings, self._result_rep),
+      )
     if name == "extend":
       sampler, n, out_len = static
-      return jax.jit(functools.partial(extend_fn, cfg, gd, sampler, n, out_len),
-                     in_shardings=(ps, self.prefix_shardings.cache, rep, rep, rep, rep, rep),
-                     out_shardings=(self.prefix_shardings, self._result_rep))
+      return jax.jit(
+        functools.partial(extend_fn, cfg, gd, sampler, n, out_len),
+        in_shardings=(ps, self.prefix_shardings.cache, rep, rep, rep, rep, rep),
+        out_shardings=(self.prefix_shardings, self._result_rep),
+      )
     if name == "insert":
-      return jax.jit(functools.partial(insert_fn, eos),
-                     in_shardings=(self.prefix_shardings, ss, rep, rep),
-                     out_shardings=ss, donate_argnums=1)
+      return jax.jit(
+        functools.partial(insert_fn, eos),
+        in_shardings=(self.prefix_shardings, ss, rep, rep),
+        out_shardings=ss,
+        donate_argnums=1,
+      )
     if name == "generate":
-      return jax.jit(functools.partial(generate_fn, cfg, gd, static[0], eos),
-                     in_shardings=(ps, ss), out_shardings=(ss, self._result_shardings),
-                     donate_argnums=1)
+      return jax.jit(
+        functools.partial(generate_fn, cfg, gd, static[0], eos),
+        in_shardings=(ps, ss),
+        out_shardings=(ss, self._result_shardings),
+        donate_argnums=1,
+      )
     if name == "generate_steps":
-      return jax.jit(functools.partial(generate_steps_fn, cfg, gd, static[0], eos, static[1]),
-                     in_shardings=(ps, ss, rep), out_shardings=ss, donate_argnums=1)
-    if name == "decode_params":   # only the split is computed: params pass through as is
-      return jax.jit(lambda p: decode_params_fn(cfg, gd, p).layers_L, in_shardings=(ps,),
-                     out_shardings=self.decode_param_shardings.layers_L)
+      return jax.jit(
+        functools.partial(generate_steps_fn, cfg, gd, static[0], eos, static[1]),
+        in_shardings=(ps, ss, rep),
+        out_shardings=ss,
+        donate_argnums=1,
+      )
+    if name == "decode_params":  # only the split is computed: params pass through as is
+      return jax.jit(
+        lambda p: decode_params_fn(cfg, gd, p).layers_L,
+        in_shardings=(ps,),
+        out_shardings=self.decode_param_shardings.layers_L,
+      )
     if name == "init":
-      return jax.jit(functools.partial(init_state_fn, cfg, self._B,
-                                       self._P + self.max_decode_length, self.max_decode_length),
-                     out_shardings=ss)
+      return jax.jit(
+        functools.partial(
+          init_state_fn, cfg, self._B, self._P + self.max_decode_length, self.max_decode_length
+        ),
+        out_shardings=ss,
+      )
     raise KeyError(name)
 
   def compile_counts(self) -> dict[str, int]:
@@ -210,15 +271,17 @@ class Engine(_EngineBase):
   def bucket_for(self, n: int) -> int:
     """Smallest prefill bucket >= n; a prompt longer than max_prefill_length is an error."""
     if n > self._P:
-      raise ValueError(f"prompt of {n} tokens exceeds max_prefill_length={self._P}; "
-                       "raise it or truncate the prompt (rollout(truncate_prompts=True))")
+      raise ValueError(
+        f"prompt of {n} tokens exceeds max_prefill_length={self._P}; "
+        "raise it or truncate the prompt (rollout(truncate_prompts=True))"
+      )
     return next(b for b in self.buckets if b >= n)
 
   def pad_to_bucket(self, tokens, pad_id: int = 0) -> tuple[np.ndarray, int]:
     """(padded_tokens [Pb] int32, true_length) for one unpadded prompt."""
     tokens = np.asarray(tokens, np.int32).reshape(-1)
     out = np.full((self.bucket_for(len(tokens)),), pad_id, np.int32)
-    out[:len(tokens)] = tokens
+    out[: len(tokens)] = tokens
     return out, len(tokens)
 
   def decode_params(self, params) -> DecodeParams:
@@ -233,9 +296,18 @@ class Engine(_EngineBase):
     del args, kwargs
     return self._jit("init")()
 
-  def prefill(self, *, params, existing_prefix=None, padded_tokens, true_length: int,
-              sampler=None, request_id=None, rng=None,
-              max_new_tokens: int | None = None) -> tuple[Prefix, ResultTokens]:
+  def prefill(
+    self,
+    *,
+    params,
+    existing_prefix=None,
+    padded_tokens,
+    true_length: int,
+    sampler=None,
+    request_id=None,
+    rng=None,
+    max_new_tokens: int | None = None,
+  ) -> tuple[Prefix, ResultTokens]:
     """Prefills one prompt -> (Prefix, first token's ResultTokens).
 
     existing_prefix: a `Prefix` (or upstream-style `ExistingPrefix`) of earlier tokens;
@@ -244,20 +316,40 @@ class Engine(_EngineBase):
     jax.random.key (default 0). max_new_tokens: this request's response limit (default
     max_decode_length). request_id is accepted for upstream callers and unused."""
     del request_id
-    return self._prefill(params, existing_prefix, padded_tokens, true_length, sampler, rng,
-                         max_new_tokens, 1)
+    return self._prefill(
+      params, existing_prefix, padded_tokens, true_length, sampler, rng, max_new_tokens, 1
+    )
 
-  def prefill_multisampling(self, *, params, existing_prefix=None, padded_tokens,
-                            true_length: int, sampler=None, num_samples: int, request_id=None,
-                            rng=None, max_new_tokens=None) -> tuple[Prefix, ResultTokens]:
+  def prefill_multisampling(
+    self,
+    *,
+    params,
+    existing_prefix=None,
+    padded_tokens,
+    true_length: int,
+    sampler=None,
+    num_samples: int,
+    request_id=None,
+    rng=None,
+    max_new_tokens=None,
+  ) -> tuple[Prefix, ResultTokens]:
     """One prefill, `num_samples` first tokens (sample i uses fold_in(rng key, i));
     put them in slots with `bulk_insert`."""
     del request_id
-    return self._prefill(params, existing_prefix, padded_tokens, true_length, sampler, rng,
-                         max_new_tokens, int(num_samples))
+    return self._prefill(
+      params,
+      existing_prefix,
+      padded_tokens,
+      true_length,
+      sampler,
+      rng,
+      max_new_tokens,
+      int(num_samples),
+    )
 
-  def prefill_batch(self, *, params, padded_tokens, true_lengths, sampler=None, rngs=None,
-                    max_new_tokens=None) -> tuple[Prefix, ResultTokens]:
+  def prefill_batch(
+    self, *, params, padded_tokens, true_lengths, sampler=None, rngs=None, max_new_tokens=None
+  ) -> tuple[Prefix, ResultTokens]:
     """N prompts in one call -> (Prefix of N rows, their first tokens' ResultTokens).
 
     padded_tokens [N, Pb]: each row right-padded to one prefill bucket Pb; true_lengths
@@ -268,26 +360,39 @@ class Engine(_EngineBase):
     machine better than N one-row forwards; the compile is per (N, Pb)."""
     tokens, lens = requests.batch_rows(padded_tokens, true_lengths, self.buckets)
     N = len(lens)
-    keys = (np.stack([sampling.request_key(i) for i in range(N)]) if rngs is None
-            else np.asarray(rngs, np.uint32).reshape(N, 2))
+    keys = (
+      np.stack([sampling.request_key(i) for i in range(N)])
+      if rngs is None
+      else np.asarray(rngs, np.uint32).reshape(N, 2)
+    )
     max_new = requests.response_limits(max_new_tokens, self.max_decode_length, N)
     sampler = sampling.check_sampler(sampler or self.default_sampler)
     fn = self._jit("prefill_batch", sampler, params=params)
     return fn(params, tokens, lens, keys, max_new)
 
-  def _prefill(self, params, existing_prefix, padded_tokens, true_length, sampler, rng,
-               max_new_tokens, num_samples):
+  def _prefill(
+    self,
+    params,
+    existing_prefix,
+    padded_tokens,
+    true_length,
+    sampler,
+    rng,
+    max_new_tokens,
+    num_samples,
+  ):
     tokens = requests.new_tokens(padded_tokens, true_length)
-    base = requests.existing(existing_prefix)   # None or (cache, length already in it)
+    base = requests.existing(existing_prefix)  # None or (cache, length already in it)
     total = (0 if base is None else base[1]) + len(tokens)
     if total > self._P:
-      raise ValueError(f"existing prefix + new tokens = {total} tokens exceeds "
-                       f"max_prefill_length={self._P}")
+      raise ValueError(
+        f"existing prefix + new tokens = {total} tokens exceeds max_prefill_length={self._P}"
+      )
     max_new = int(requests.response_limits(max_new_tokens, self.max_decode_length))
     key = sampling.as_request_key(rng)
     sampler = sampling.check_sampler(sampler or self.default_sampler)
     step = self._chunk or len(tokens)
-    pieces = [tokens[i:i + step] for i in range(0, len(tokens), step)]
+    pieces = [tokens[i : i + step] for i in range(0, len(tokens), step)]
     for piece in pieces[:-1]:
       # Intermediate chunks only extend the cache: their first token is discarded, so
       # they draw greedily (one compile whatever the request's sampler).
@@ -305,8 +410,15 @@ class Engine(_EngineBase):
     fn = self._jit("extend", sampler, num_samples, self.bucket_for(old + n), params=params)
     return fn(params, cache, np.int32(old), padded[None], np.int32(n), key, np.int32(max_new))
 
-  def insert(self, prefix: Prefix, decode_state: DecodeState, slot: int, request_id=None, *,
-             sample_index: int = 0) -> DecodeState:
+  def insert(
+    self,
+    prefix: Prefix,
+    decode_state: DecodeState,
+    slot: int,
+    request_id=None,
+    *,
+    sample_index: int = 0,
+  ) -> DecodeState:
     """Sample `sample_index` of `prefix` into `slot`. request_id (upstream's request
     handle) is accepted and unused: a dense cache keeps no per-request bookkeeping."""
     del request_id
@@ -314,22 +426,30 @@ class Engine(_EngineBase):
       raise ValueError(f"slot={slot} out of range [0, {self._B})")
     return self._jit("insert")(prefix, decode_state, np.int32(slot), np.int32(sample_index))
 
-  def bulk_insert(self, prefix: Prefix, decode_state: DecodeState,
-                  slots: Sequence[int]) -> DecodeState:
+  def bulk_insert(
+    self, prefix: Prefix, decode_state: DecodeState, slots: Sequence[int]
+  ) -> DecodeState:
     """Sample i of a (multisampling) prefix goes to slots[i]."""
     for i, slot in enumerate(slots):
       decode_state = self.insert(prefix, decode_state, slot, sample_index=i)
     return decode_state
 
-  def generate(self, params, decode_state: DecodeState, sampler=None
-               ) -> tuple[DecodeState, ResultTokens]:
+  def generate(
+    self, params, decode_state: DecodeState, sampler=None
+  ) -> tuple[DecodeState, ResultTokens]:
     """One token for every slot; sampler: a `Sampler` or a function (upstream's
     `Callable`, see generate.sampling), default the engine's."""
     sampler = sampling.check_sampler(sampler or self.default_sampler)
     return self._jit("generate", sampler, params=params)(params, decode_state)
 
-  def generate_steps(self, params, decode_state: DecodeState, num_steps: int,
-                     sampler=None, stop_when_free: int | None = None) -> DecodeState:
+  def generate_steps(
+    self,
+    params,
+    decode_state: DecodeState,
+    num_steps: int,
+    sampler=None,
+    stop_when_free: int | None = None,
+  ) -> DecodeState:
     """num_steps decode steps in one call (host sync only after); exits early once
     `stop_when_free` slots are done (default: all of them)."""
     sampler = sampling.check_sampler(sampler or self.default_sampler)
@@ -340,13 +460,23 @@ class Engine(_EngineBase):
   def free_resource(self, slot: int) -> None:
     del slot  # a dense cache: nothing to free; the next insert overwrites the slot
 
-  def load_params(self, checkpoint: str | os.PathLike | None = None, *, seed: int = 0,
-                  step: int | None = None):
-    """Params in the engine's shardings: from `checkpoint` (a run directory's latest, or
-    `step`, orbax checkpoint; or a local HF directory), else a random init from `seed`.
-    The engine's ModelConfig must describe the stored model (see generate.loading)."""
+  def load_params(
+    self, checkpoint: str | os.PathLike | None = None, *, seed: int = 0, step: int | None = None
+  ):
+    """Params in the engine's shardings: from `checkpoint`, else a random init from `seed`.
+
+    A checkpoint is read by the `checkpoint_loader` the engine was built with
+    (`runs.workdir.load_params` reads run directories and HF directories); without one, a
+    local HF directory. The engine's ModelConfig must describe the stored model."""
     if checkpoint is not None:
-      return loading.load(checkpoint, self.cfg, self._mesh, self.param_shardings, step)
+      if self.checkpoint_loader is not None:
+        return self.checkpoint_loader(checkpoint, self.cfg, self._mesh, self.param_shardings, step)
+      if step is not None:
+        raise ValueError(
+          f"step={step} needs a checkpoint_loader that reads run directories "
+          "(Engine(..., checkpoint_loader=runs.workdir.load_params))"
+        )
+      return hf.load_hf_params(os.fspath(checkpoint), self.cfg, self.param_shardings)
     params = model_lib.init_params(self.cfg, self._mesh, seed)[1]
     return jax.device_put(params, self.param_shardings)
 
@@ -357,8 +487,10 @@ class Engine(_EngineBase):
     """The tokenizer given at construction (our Tokenizer protocol, not upstream's
     TokenizerParameters proto: `build_tokenizer` hands it back unchanged)."""
     if self.tokenizer is None:
-      raise ValueError("this Engine has no tokenizer: pass Engine(..., tokenizer=...) "
-                       "(a dkd_jax.data.protocols.Tokenizer)")
+      raise ValueError(
+        "this Engine has no tokenizer: pass Engine(..., tokenizer=...) "
+        "(a dkd_jax.data.protocols.Tokenizer)"
+      )
     return self.tokenizer
 
   def build_tokenizer(self, metadata):

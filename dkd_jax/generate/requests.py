@@ -1,6 +1,7 @@
 """Host-side checks of the engine's requests, before anything is traced or compiled:
 the real tokens of a padded prompt, an existing prefix's cache and length, a batch of
 padded prompts, and response-length limits. Each bad input is a ValueError naming it."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,8 +15,10 @@ def new_tokens(padded_tokens, true_length) -> np.ndarray:
   tokens = np.asarray(padded_tokens, np.int32).reshape(-1)
   n = int(true_length)
   if n < 1:
-    raise ValueError("empty prompt (true_length=0): a prompt needs at least one token "
-                     "(with existing_prefix: at least one new token)")
+    raise ValueError(
+      "empty prompt (true_length=0): a prompt needs at least one token "
+      "(with existing_prefix: at least one new token)"
+    )
   if n > len(tokens):
     raise ValueError(f"true_length={n} > len(padded_tokens)={len(tokens)}")
   return tokens[:n]
@@ -31,12 +34,14 @@ def existing(existing_prefix) -> tuple[dict, int] | None:
   elif isinstance(existing_prefix, Prefix):
     n = int(existing_prefix.true_length)
   else:
-    raise TypeError(f"existing_prefix must be a Prefix or an ExistingPrefix, got "
-                    f"{type(existing_prefix).__name__}")
+    raise TypeError(
+      f"existing_prefix must be a Prefix or an ExistingPrefix, got {type(existing_prefix).__name__}"
+    )
   cache = existing_prefix.cache
   if not 1 <= n <= kv_cache.cache_length(cache):
-    raise ValueError(f"existing prefix holds {n} tokens but its cache has "
-                     f"{kv_cache.cache_length(cache)} positions")
+    raise ValueError(
+      f"existing prefix holds {n} tokens but its cache has {kv_cache.cache_length(cache)} positions"
+    )
   return cache, n
 
 
@@ -61,6 +66,5 @@ def response_limits(max_new_tokens, limit: int, n: int | None = None) -> np.ndar
   value = np.asarray(limit if max_new_tokens is None else max_new_tokens, np.int32)
   value = value.reshape(()) if n is None else np.broadcast_to(value, (n,))
   if value.min() < 1 or value.max() > limit:
-    raise ValueError(f"max_new_tokens={max_new_tokens} must be in [1, max_decode_length="
-                     f"{limit}]")
-  return value.copy()   # broadcast_to gives a read-only strided view
+    raise ValueError(f"max_new_tokens={max_new_tokens} must be in [1, max_decode_length={limit}]")
+  return value.copy()  # broadcast_to gives a read-only strided view

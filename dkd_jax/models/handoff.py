@@ -11,6 +11,7 @@ are copied) or a per-symbol tokenizer such as the arithmetic task's `CharTokeniz
 which has no files: it is written as a byte-level BPE without merges
 (`tokenizer.symbol_tokenizer_info`), which encodes every text to the same ids.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,18 +57,19 @@ def _write_generation_config(tok, out_dir: str) -> None:
         config = json.load(f)
   eos = config.get("eos_token_id")
   config.update(special_ids(tok))
-  if isinstance(eos, list):   # keep the teacher's other stop ids (e.g. <|endoftext|>)
+  if isinstance(eos, list):  # keep the teacher's other stop ids (e.g. <|endoftext|>)
     config["eos_token_id"] = [tok.eos_id] + [i for i in eos if i != tok.eos_id]
   with open(os.path.join(out_dir, "generation_config.json"), "w") as f:
     json.dump(config, f, indent=2)
 
 
-def write_hf_model(out_dir: str, cfg: ModelConfig, params, tok,
-                   dtype: str = "float32") -> str:
+def write_hf_model(out_dir: str, cfg: ModelConfig, params, tok, dtype: str = "float32") -> str:
   """`out_dir` as a complete HF model directory, replaced atomically."""
+
   def extra(tmp):
     _write_tokenizer(tok, tmp, cfg.max_seq_len)
     _write_generation_config(tok, tmp)
+
   hf.write_hf(out_dir, cfg, params, special_ids(tok), extra, dtype=dtype)
   return out_dir
 
@@ -81,8 +83,7 @@ def write_gguf_model(out: str, cfg: ModelConfig, params, tok, dtype: str = "floa
   return gguf.write_gguf(gguf_path(out), cfg, params, tok_lib.export_info(tok), dtype=dtype)
 
 
-def write_model(fmt: str, out: str, cfg: ModelConfig, params, tok,
-                dtype: str = "float32") -> str:
+def write_model(fmt: str, out: str, cfg: ModelConfig, params, tok, dtype: str = "float32") -> str:
   """The student as `fmt` ('hf' directory or 'gguf' file); returns what was written.
   Call it on every host of a multi-host slice (they gather the params; host 0 writes)."""
   if fmt not in FORMATS:
@@ -90,7 +91,7 @@ def write_model(fmt: str, out: str, cfg: ModelConfig, params, tok,
   if dtype not in DTYPES:
     raise ValueError(f"export dtype {dtype!r}; choose one of {DTYPES}")
   params = _on_host(params)
-  if jax.process_index() != 0:   # every host gathers; one writes
+  if jax.process_index() != 0:  # every host gathers; one writes
     return out
   write = write_hf_model if fmt == "hf" else write_gguf_model
   return write(out, cfg, params, tok, dtype)
@@ -102,4 +103,5 @@ def _on_host(params):
   if jax.process_count() == 1:
     return jax.device_get(params)
   from jax.experimental import multihost_utils
+
   return multihost_utils.process_allgather(params, tiled=True)

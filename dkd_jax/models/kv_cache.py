@@ -4,20 +4,23 @@ A stacked cache {'k': [L, B, K, Dh, S], 'v': [L, B, K, S, Dh]} is what prefill f
 a `Prefix` carries; the decode loop keeps the same buffers per layer ({'k','v': L-tuples},
 `init_layer_caches`) so that each token updates every layer's cache in place.
 """
+
 from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
 
-from dkd_jax import sharding
+from dkd_jax.core import sharding
 
 # Keys [L, B, K, Dh, S], values [L, B, K, S, Dh]. These are the operand
 # layouts of the two attention matmuls (q·k over Dh, p·v over S) on XLA:CPU's batched-matmul
 # path; a [L, B, S, K, Dh] cache made every decode step transpose each layer's whole cache
 # twice (read from the compiled HLO, BUILD_NOTES issue 11). Writing one new position is a
 # strided write of B·K·Dh values: negligible.
-CACHE_AXES = {"k": ("layers", "batch", "kv_heads", "head_dim", "cache_length"),
-              "v": ("layers", "batch", "kv_heads", "cache_length", "head_dim")}
+CACHE_AXES = {
+  "k": ("layers", "batch", "kv_heads", "head_dim", "cache_length"),
+  "v": ("layers", "batch", "kv_heads", "cache_length", "head_dim"),
+}
 
 
 # Where each stacked cache keeps its positions (a layer's buffer: one axis less).
@@ -45,8 +48,10 @@ def init_layer_caches(cfg, batch: int, length: int, dtype=None):
   """The same zeroed cache as L per-layer buffers {'k','v': L-tuples} (the decode loop's
   form: each layer's buffer is updated in place)."""
   dtype = jnp.dtype(dtype or cfg.dtype)
-  return {n: tuple(jnp.zeros(s[1:], dtype) for _ in range(cfg.n_layers))
-          for n, s in cache_shapes(cfg, batch, length).items()}
+  return {
+    n: tuple(jnp.zeros(s[1:], dtype) for _ in range(cfg.n_layers))
+    for n, s in cache_shapes(cfg, batch, length).items()
+  }
 
 
 def write(kv, k_BxTxKxDh, v_BxTxKxDh, start_B):
@@ -55,20 +60,22 @@ def write(kv, k_BxTxKxDh, v_BxTxKxDh, start_B):
   keys, values = kv
   put_k = lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, 0, s))
   put_v = lambda c, n, s: jax.lax.dynamic_update_slice(c, n.astype(c.dtype), (0, s, 0))
-  return (jax.vmap(put_k)(keys, k_BxTxKxDh.transpose(0, 2, 3, 1), start_B),
-          jax.vmap(put_v)(values, v_BxTxKxDh.transpose(0, 2, 1, 3), start_B))
+  return (
+    jax.vmap(put_k)(keys, k_BxTxKxDh.transpose(0, 2, 3, 1), start_B),
+    jax.vmap(put_v)(values, v_BxTxKxDh.transpose(0, 2, 1, 3), start_B),
+  )
 
 
-def cache_shardings(mesh, cfg, batch: int, length: int, *,
-                    per_layer: bool = False, shard_batch: bool = True):
+def cache_shardings(
+  mesh, cfg, batch: int, length: int, *, per_layer: bool = False, shard_batch: bool = True
+):
   """NamedShardings of the stacked cache, or (per_layer) of `init_layer_caches`' tuples.
   shard_batch=False replicates the batch axis (a one-prompt prefix)."""
   out = {}
   for n, shape in cache_shapes(cfg, batch, length).items():
     axes = CACHE_AXES[n] if shard_batch else (CACHE_AXES[n][0], None) + CACHE_AXES[n][2:]
     if per_layer:
-      out[n] = (sharding.named_sharding(mesh, axes[1:], shape[1:], f"kv_cache.{n}"),
-                ) * cfg.n_layers
+      out[n] = (sharding.named_sharding(mesh, axes[1:], shape[1:], f"kv_cache.{n}"),) * cfg.n_layers
     else:
       out[n] = sharding.named_sharding(mesh, axes, shape, f"kv_cache.{n}")
   return out

@@ -1,6 +1,7 @@
 """Rotary position embeddings (RoPE) for the decoder family: inverse frequencies (with
 Llama 3's long-context scaling), the cos/sin tables for given positions, and their
 application to query/key heads in the HF half-split layout."""
+
 from __future__ import annotations
 
 import math
@@ -28,13 +29,13 @@ def inv_freq(cfg) -> jax.Array:
 def tables(cfg, positions_BxT):
   """(cos, sin) of every position's angles."""
   angles = positions_BxT.astype(jnp.float32)[..., None] * inv_freq(cfg)
-  return jnp.cos(angles), jnp.sin(angles)   # [B, T, Dh/2] each
+  return jnp.cos(angles), jnp.sin(angles)  # [B, T, Dh/2] each
 
 
 def apply(x_BxTxNxDh, rope):
   """x's heads rotated by the (cos, sin) tables, computed in fp32, returned in x's dtype."""
   cos, sin = (r[:, :, None, :] for r in rope)
   x = x_BxTxNxDh.astype(jnp.float32)
-  x1, x2 = jnp.split(x, 2, axis=-1)   # HF half-split layout
+  x1, x2 = jnp.split(x, 2, axis=-1)  # HF half-split layout
   out = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin], axis=-1)
   return out.astype(x_BxTxNxDh.dtype)

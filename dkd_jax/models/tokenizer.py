@@ -12,13 +12,14 @@ metadata, from which `write_gguf_tokenizer` also writes the HF files. A per-symb
 tokenizer (the arithmetic task's `CharTokenizer`) becomes a byte-level BPE without
 merges, so transformers, llama.cpp and we all encode it to the same ids.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import datetime
 import json
 import os
-from typing import Sequence
+from collections.abc import Sequence
 
 from tokenizers import AddedToken
 from tokenizers import Tokenizer
@@ -35,8 +36,9 @@ _CONTROL, _USER_DEFINED = 3, 4
 @dataclasses.dataclass(frozen=True)
 class GGUFTokenizerInfo:
   """The tokenizer metadata of a GGUF file (`tokenizer.ggml.*`, `tokenizer.chat_template`)."""
-  model: str                       # "gpt2" = byte-level BPE
-  pre: str                         # llama.cpp pre-tokenizer name, e.g. "smollm"
+
+  model: str  # "gpt2" = byte-level BPE
+  pre: str  # llama.cpp pre-tokenizer name, e.g. "smollm"
   tokens: list[str]
   token_types: list[int] | None
   merges: list[str]
@@ -62,8 +64,9 @@ def _pre_tokenizer(pre: str):
 def tokenizer_from_gguf(info: GGUFTokenizerInfo) -> Tokenizer:
   """A `tokenizers.Tokenizer` equal to the GGUF's byte-level BPE tokenizer."""
   if info.model != "gpt2":
-    raise ValueError(f"GGUF tokenizer model {info.model!r} unsupported; supported: gpt2 "
-                     "(byte-level BPE)")
+    raise ValueError(
+      f"GGUF tokenizer model {info.model!r} unsupported; supported: gpt2 (byte-level BPE)"
+    )
   vocab = {tok: i for i, tok in enumerate(info.tokens)}
   if len(vocab) != len(info.tokens):
     raise ValueError("GGUF vocabulary has duplicate token strings")
@@ -74,14 +77,25 @@ def tokenizer_from_gguf(info: GGUFTokenizerInfo) -> Tokenizer:
   tok.pre_tokenizer = _pre_tokenizer(info.pre)
   tok.decoder = decoders.ByteLevel()
   types = info.token_types or [1] * len(info.tokens)
-  tok.add_special_tokens([AddedToken(t, special=True, normalized=False)
-                          for t, ty in zip(info.tokens, types) if ty == _CONTROL])
-  tok.add_tokens([AddedToken(t, special=False, normalized=False)
-                  for t, ty in zip(info.tokens, types) if ty == _USER_DEFINED])
+  tok.add_special_tokens(
+    [
+      AddedToken(t, special=True, normalized=False)
+      for t, ty in zip(info.tokens, types)
+      if ty == _CONTROL
+    ]
+  )
+  tok.add_tokens(
+    [
+      AddedToken(t, special=False, normalized=False)
+      for t, ty in zip(info.tokens, types)
+      if ty == _USER_DEFINED
+    ]
+  )
   if info.add_bos and info.bos_id is not None:
     bos = info.tokens[info.bos_id]
     tok.post_processor = processors.TemplateProcessing(
-        single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, info.bos_id)])
+      single=f"{bos} $A", pair=f"{bos} $A {bos} $B", special_tokens=[(bos, info.bos_id)]
+    )
   return tok
 
 
@@ -89,12 +103,21 @@ def write_gguf_tokenizer(info: GGUFTokenizerInfo, out_dir: str, max_len: int) ->
   """Writes tokenizer.json + tokenizer_config.json + special_tokens_map.json."""
   tokenizer_from_gguf(info).save(os.path.join(out_dir, "tokenizer.json"))
   name = lambda i: None if i is None else info.tokens[i]
-  specials = {"bos_token": name(info.bos_id), "eos_token": name(info.eos_id),
-              "pad_token": name(info.pad_id), "unk_token": name(info.unk_id)}
+  specials = {
+    "bos_token": name(info.bos_id),
+    "eos_token": name(info.eos_id),
+    "pad_token": name(info.pad_id),
+    "unk_token": name(info.unk_id),
+  }
   specials = {k: v for k, v in specials.items() if v is not None}
-  config = {"tokenizer_class": "PreTrainedTokenizerFast", **specials,
-            "add_bos_token": info.add_bos, "add_eos_token": False,
-            "clean_up_tokenization_spaces": False, "model_max_length": max_len}
+  config = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    **specials,
+    "add_bos_token": info.add_bos,
+    "add_eos_token": False,
+    "clean_up_tokenization_spaces": False,
+    "model_max_length": max_len,
+  }
   if info.chat_template:
     config["chat_template"] = info.chat_template
   with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
@@ -114,7 +137,7 @@ def _read_config(path: str) -> dict:
   if os.path.exists(config_file):
     with open(config_file) as f:
       config = json.load(f)
-  jinja_file = os.path.join(path, "chat_template.jinja")   # transformers >= 4.50 layout
+  jinja_file = os.path.join(path, "chat_template.jinja")  # transformers >= 4.50 layout
   if os.path.exists(jinja_file) and not config.get("chat_template"):
     with open(jinja_file) as f:
       config["chat_template"] = f.read()
@@ -130,8 +153,14 @@ class HFTokenizer:
   `pad_id` is the configured pad token, else EOS (positions are masked anyway).
   """
 
-  def __init__(self, path: str, *, eos_token: str | None = None, pad_token: str | None = None,
-               bos_token: str | None = None):
+  def __init__(
+    self,
+    path: str,
+    *,
+    eos_token: str | None = None,
+    pad_token: str | None = None,
+    bos_token: str | None = None,
+  ):
     tok_dir = os.path.dirname(path) if path.endswith(".json") else path
     tok_file = path if path.endswith(".json") else os.path.join(path, "tokenizer.json")
     if not os.path.exists(tok_file):
@@ -140,7 +169,7 @@ class HFTokenizer:
     self._tok = Tokenizer.from_file(tok_file)
     config = _read_config(tok_dir)
     self.chat_template: str | None = config.get("chat_template")
-    if isinstance(self.chat_template, list):   # named templates: take the default one
+    if isinstance(self.chat_template, list):  # named templates: take the default one
       self.chat_template = {t["name"]: t["template"] for t in self.chat_template}.get("default")
     self._bos_text = bos_token or _token_text(config.get("bos_token"))
     self._eos_text = eos_token or _token_text(config.get("eos_token"))
@@ -185,12 +214,17 @@ class HFTokenizer:
   def render_prompt(self, question: str) -> str:
     if not self.chat_template:
       return question
-    return render_chat(self.chat_template, [{"role": "user", "content": question}],
-                       bos_token=self._bos_text or "", eos_token=self._eos_text or "")
+    return render_chat(
+      self.chat_template,
+      [{"role": "user", "content": question}],
+      bos_token=self._bos_text or "",
+      eos_token=self._eos_text or "",
+    )
 
 
-def render_chat(template: str, messages: list[dict], *, add_generation_prompt: bool = True,
-                **context) -> str:
+def render_chat(
+  template: str, messages: list[dict], *, add_generation_prompt: bool = True, **context
+) -> str:
   """Renders a HF chat template the way transformers does (sandboxed jinja2,
   trim_blocks + lstrip_blocks, raise_exception / strftime_now helpers)."""
   try:
@@ -202,13 +236,15 @@ def render_chat(template: str, messages: list[dict], *, add_generation_prompt: b
   def raise_exception(message):
     raise jinja_exceptions.TemplateError(message)
 
-  env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
-                                      extensions=["jinja2.ext.loopcontrols"])
+  env = ImmutableSandboxedEnvironment(
+    trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
+  )
   env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
   env.globals["raise_exception"] = raise_exception
   env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
-  return env.from_string(template).render(messages=messages,
-                                          add_generation_prompt=add_generation_prompt, **context)
+  return env.from_string(template).render(
+    messages=messages, add_generation_prompt=add_generation_prompt, **context
+  )
 
 
 def check_same_vocab(teacher_tok, student_tok) -> None:
@@ -218,9 +254,11 @@ def check_same_vocab(teacher_tok, student_tok) -> None:
     return
   first = next((i for i, (a, b) in enumerate(zip(t, s)) if a != b), min(len(t), len(s)))
   get = lambda v: repr(v[first]) if first < len(v) else "<absent>"
-  raise ValueError(f"teacher and student vocabularies differ: teacher has {len(t)} tokens, "
-                   f"student {len(s)}; first difference at id {first}: teacher {get(t)} vs "
-                   f"student {get(s)}")
+  raise ValueError(
+    f"teacher and student vocabularies differ: teacher has {len(t)} tokens, "
+    f"student {len(s)}; first difference at id {first}: teacher {get(t)} vs "
+    f"student {get(s)}"
+  )
 
 
 # ----------------------------------------------------------------------------- export
@@ -229,8 +267,8 @@ _NORMAL = 1
 # Split regexes of byte-level tokenizers -> llama.cpp's `tokenizer.ggml.pre` name, which
 # llama.cpp and transformers' GGUF loader turn back into the same split.
 _SPLIT_PRE = {
-    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
-    r"|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
+  r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*"
+  r"|\s*[\r\n]+|\s+(?!\S)|\s+": "qwen2",
 }
 
 
@@ -247,14 +285,25 @@ def symbol_tokenizer_info(tok) -> GGUFTokenizerInfo:
   for i, t in enumerate(tok.tokens()):
     special = len(t) > 1
     if not special and len(t.encode("utf-8")) != 1:
-      raise ValueError(f"token {i} ({t!r}) is neither one byte nor a special token; a "
-                       "per-symbol tokenizer exports only single-byte characters")
+      raise ValueError(
+        f"token {i} ({t!r}) is neither one byte nor a special token; a "
+        "per-symbol tokenizer exports only single-byte characters"
+      )
     tokens.append(t if special else _byte_spelling(t))
     types.append(_CONTROL if special else _NORMAL)
   return GGUFTokenizerInfo(
-      model="gpt2", pre="default", tokens=tokens, token_types=types, merges=[],
-      bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, unk_id=None,
-      add_bos=tok.bos_id is not None, chat_template=getattr(tok, "chat_template", None))
+    model="gpt2",
+    pre="default",
+    tokens=tokens,
+    token_types=types,
+    merges=[],
+    bos_id=tok.bos_id,
+    eos_id=tok.eos_id,
+    pad_id=tok.pad_id,
+    unk_id=None,
+    add_bos=tok.bos_id is not None,
+    chat_template=getattr(tok, "chat_template", None),
+  )
 
 
 def _pre_name(pre: dict | None) -> str:
@@ -269,27 +318,42 @@ def _pre_name(pre: dict | None) -> str:
     name = _SPLIT_PRE.get(steps[0]["pattern"].get("Regex"))
     if name:
       return name
-  raise ValueError(f"tokenizer.json pre_tokenizer {kinds} has no llama.cpp equivalent known "
-                   "here (known: gpt-2, smollm, qwen2); export --format=hf instead")
+  raise ValueError(
+    f"tokenizer.json pre_tokenizer {kinds} has no llama.cpp equivalent known "
+    "here (known: gpt-2, smollm, qwen2); export --format=hf instead"
+  )
 
 
-def hf_tokenizer_info(tok: "HFTokenizer") -> GGUFTokenizerInfo:
+def hf_tokenizer_info(tok: HFTokenizer) -> GGUFTokenizerInfo:
   """A byte-level BPE `HFTokenizer` as GGUF tokenizer metadata."""
   with open(os.path.join(tok.path, "tokenizer.json")) as f:
     spec = json.load(f)
   model = spec["model"]
   if model.get("type") != "BPE" or "ByteLevel" not in json.dumps(spec.get("decoder")):
-    raise ValueError(f"{tok.path}/tokenizer.json is not a byte-level BPE; GGUF export "
-                     "supports that kind only (export --format=hf instead)")
+    raise ValueError(
+      f"{tok.path}/tokenizer.json is not a byte-level BPE; GGUF export "
+      "supports that kind only (export --format=hf instead)"
+    )
   added = {a["id"]: a for a in spec.get("added_tokens", [])}
   tokens = tok.tokens()
-  types = [(_CONTROL if added[i]["special"] else _USER_DEFINED) if i in added else _NORMAL
-           for i in range(len(tokens))]
+  types = [
+    (_CONTROL if added[i]["special"] else _USER_DEFINED) if i in added else _NORMAL
+    for i in range(len(tokens))
+  ]
   merges = [m if isinstance(m, str) else " ".join(m) for m in model.get("merges", [])]
   return GGUFTokenizerInfo(
-      model="gpt2", pre=_pre_name(spec.get("pre_tokenizer")), tokens=tokens, token_types=types,
-      merges=merges, bos_id=tok.bos_id, eos_id=tok.eos_id, pad_id=tok.pad_id, unk_id=None,
-      add_bos=tok.bos_id is not None, chat_template=tok.chat_template)
+    model="gpt2",
+    pre=_pre_name(spec.get("pre_tokenizer")),
+    tokens=tokens,
+    token_types=types,
+    merges=merges,
+    bos_id=tok.bos_id,
+    eos_id=tok.eos_id,
+    pad_id=tok.pad_id,
+    unk_id=None,
+    add_bos=tok.bos_id is not None,
+    chat_template=tok.chat_template,
+  )
 
 
 def export_info(tok) -> GGUFTokenizerInfo:

@@ -1,4 +1,5 @@
 """The chain task: length is up to the policy, held-out problems are disjoint from training."""
+
 import numpy as np
 import pytest
 
@@ -32,25 +33,26 @@ def test_length_is_a_property_of_the_policy_not_the_problem():
   """One problem, three policies: never check, the default, always check and err often."""
   operands, ops = chain.make_question(0, 7, chain.ChainConfig(min_ops=6, max_ops=6))
   lens = {}
-  for name, cfg in (("concise", chain.ChainConfig(check_prob=0.0, error_prob=0.0)),
-                    ("default", CFG),
-                    ("checker", chain.ChainConfig(check_prob=1.0, error_prob=0.3))):
+  for name, cfg in (
+    ("concise", chain.ChainConfig(check_prob=0.0, error_prob=0.0)),
+    ("default", CFG),
+    ("checker", chain.ChainConfig(check_prob=1.0, error_prob=0.3)),
+  ):
     rng = np.random.default_rng(0)
-    lens[name] = np.mean([len(chain.make_trace(operands, ops, cfg, rng)[0])
-                          for _ in range(50)])
+    lens[name] = np.mean([len(chain.make_trace(operands, ops, cfg, rng)[0]) for _ in range(50)])
   assert lens["concise"] < lens["default"] < lens["checker"]
   assert lens["checker"] > 2 * lens["concise"]
 
 
 def test_gold_traces_span_short_to_long_and_are_imperfect():
   train, _ = chain.make_splits(3000, 10, CFG)
-  lens = np.array([len(r["solution"]) + 1 for r in train])   # chars = tokens (+ EOS)
+  lens = np.array([len(r["solution"]) + 1 for r in train])  # chars = tokens (+ EOS)
   p5, p95 = np.percentile(lens, [5, 95])
   assert p5 < 35 and p95 > 90 and lens.max() <= 256, (p5, p95, lens.max())
   acc = np.mean([arithmetic.score(r["solution"], r["answer"]) for r in train])
   assert 0.5 < acc < 0.95, acc
   tok = arithmetic.CharTokenizer()
-  for r in train[:200]:   # the char tokenizer covers every trace
+  for r in train[:200]:  # the char tokenizer covers every trace
     tok.encode(tok.render_prompt(r["question"]) + r["solution"])
 
 
@@ -71,8 +73,9 @@ def test_checks_and_redos_follow_the_grammar():
   assert disagreed > 20
 
 
-@pytest.mark.parametrize("field,value", [("min_ops", 0), ("check_prob", 1.5),
-                                         ("error_prob", -0.1), ("max_redos", -1)])
+@pytest.mark.parametrize(
+  "field,value", [("min_ops", 0), ("check_prob", 1.5), ("error_prob", -0.1), ("max_redos", -1)]
+)
 def test_bad_config_names_the_field(field, value):
   with pytest.raises(ValueError, match=field if "prob" in field or "redos" in field else "ops"):
     chain.ChainConfig(**{field: value})

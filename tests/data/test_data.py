@@ -1,4 +1,5 @@
 """Tests for dkd_jax.data: arithmetic task, tokenizer, readers, TFDS builder, grain pipelines."""
+
 import json
 import sys
 
@@ -10,12 +11,13 @@ from dkd_jax.data import pipeline
 from dkd_jax.data import sources
 from dkd_jax.data.arithmetic import ArithmeticConfig
 from dkd_jax.data.arithmetic import CharTokenizer
-from dkd_jax.data.sources import DataError
 from dkd_jax.data.protocols import Tokenizer
+from dkd_jax.data.sources import DataError
 
 
 class ByteTokenizer:
   """UTF-8 bytes + 3 specials: lets real GSM8K/MATH text through the pipeline."""
+
   vocab_size, pad_id, bos_id, eos_id = 259, 256, 257, 258
 
   def encode(self, text):
@@ -57,7 +59,7 @@ def test_arithmetic_answers_verify():
       assert eval(lhs) == int(rhs)  # noqa: S307
     assert arithmetic.score(r["solution"], r["answer"])
     assert not arithmetic.score(r["solution"], str(int(r["answer"]) + 1))
-  assert not arithmetic.score("1+2=3", "3")          # no final line
+  assert not arithmetic.score("1+2=3", "3")  # no final line
   assert not arithmetic.score("#### x", "3")
   assert arithmetic.score("7*4=28\n#### 28\n", "28")
 
@@ -106,7 +108,9 @@ def _write(tmp_path, name, text):
 GOOD_GSM = json.dumps({"question": "q?", "answer": "a\n#### 1,234"})
 
 
-@pytest.mark.parametrize("fmt,lines,bad_line,what", [
+@pytest.mark.parametrize(
+  "fmt,lines,bad_line,what",
+  [
     ("gsm8k", [GOOD_GSM, GOOD_GSM, '{"question": "q", "answer": '], 3, "invalid JSON"),
     ("gsm8k", [GOOD_GSM, json.dumps({"question": "q"})], 2, "missing field 'answer'"),
     ("gsm8k", [json.dumps({"question": 5, "answer": "#### 1"})], 1, "must be a string"),
@@ -114,10 +118,15 @@ GOOD_GSM = json.dumps({"question": "q?", "answer": "a\n#### 1,234"})
     ("gsm8k", [GOOD_GSM, "", GOOD_GSM], 2, "blank line"),
     ("gsm8k", [GOOD_GSM, "[1, 2]"], 2, "expected a JSON object"),
     ("aime", [json.dumps({"problem": "p", "answer": True})], 1, "must be a string"),
-    ("amc", [json.dumps({"question": "p", "answer": 1.0}),
-             json.dumps({"question": "", "answer": 2})], 2, "empty"),
+    (
+      "amc",
+      [json.dumps({"question": "p", "answer": 1.0}), json.dumps({"question": "", "answer": 2})],
+      2,
+      "empty",
+    ),
     ("math", [json.dumps({"problem": "p", "solution": "s", "answer": [1]})], 1, "'answer'"),
-])
+  ],
+)
 def test_malformed_jsonl_names_file_and_line(tmp_path, fmt, lines, bad_line, what):
   path = _write(tmp_path, "bad.jsonl", "\n".join(lines) + "\n")
   with pytest.raises(DataError, match=what) as info:
@@ -143,18 +152,25 @@ def test_malformed_json_list_names_line(tmp_path):
 
 def test_small_files_parse(tmp_path):
   gsm = sources.read_gsm8k(_write(tmp_path, "g.jsonl", GOOD_GSM + "\n\n"))  # blank at EOF ok
-  assert gsm == [{"id": "g-0", "question": "q?", "answer": "1234",
-                  "solution": "a\n#### 1,234"}]
-  amc = sources.read_amc(_write(tmp_path, "a.jsonl", json.dumps(
-      {"id": 7, "question": "q", "answer": 27.0}) + "\n" + json.dumps(
-          {"question": "q", "answer": 2.5})))
+  assert gsm == [{"id": "g-0", "question": "q?", "answer": "1234", "solution": "a\n#### 1,234"}]
+  amc = sources.read_amc(
+    _write(
+      tmp_path,
+      "a.jsonl",
+      json.dumps({"id": 7, "question": "q", "answer": 27.0})
+      + "\n"
+      + json.dumps({"question": "q", "answer": 2.5}),
+    )
+  )
   assert [(r["id"], r["answer"]) for r in amc] == [("a-7", "27"), ("a-1", "2.5")]
   with pytest.raises(DataError, match="no records"):
     sources.read_aime(_write(tmp_path, "e.jsonl", ""))
 
 
-@pytest.mark.parametrize("name,count", [("gsm8k_train", 7473), ("gsm8k_test", 1319),
-                                        ("math500", 500), ("aime24", 30), ("amc23", 40)])
+@pytest.mark.parametrize(
+  "name,count",
+  [("gsm8k_train", 7473), ("gsm8k_test", 1319), ("math500", 500), ("aime24", 30), ("amc23", 40)],
+)
 def test_shared_readers(shared_data, name, count):
   recs = sources.read_shared(name, shared_data)
   assert len(recs) == count
@@ -181,8 +197,13 @@ def test_tfds_builder_without_tensorflow(shared_data, tmp_path):
   src = tfds_math.data_source("aime24", "test", manual_dir=shared_data, data_dir=data_dir)
   # Same records in the same order as the plain reader (disable_shuffling).
   assert list(src) == sources.read_shared("aime24", shared_data)
-  batch = next(iter(pipeline.prompt_dataset(
-      src, ByteTokenizer(), max_prompt_len=64, truncate=True, seed=0, batch_size=4)))
+  batch = next(
+    iter(
+      pipeline.prompt_dataset(
+        src, ByteTokenizer(), max_prompt_len=64, truncate=True, seed=0, batch_size=4
+      )
+    )
+  )
   assert batch["prompt_tokens"].shape == (4, 64)
   # The finding this test pins: prepare + read never imported TensorFlow.
   assert "tensorflow" not in sys.modules
@@ -195,21 +216,28 @@ def test_tfds_builder_custom_files_and_errors(tmp_path):
   rows = [json.dumps({"question": f"q{i}", "answer": f"s\n#### {i}"}) for i in range(5)]
   (manual / "train.jsonl").write_text("\n".join(rows))
   (manual / "bad.jsonl").write_text(rows[0] + "\n{oops\n")
-  config = tfds_math.LocalMathConfig(name="tiny", fmt="gsm8k",
-                                     split_files=(("train", "train.jsonl"),))
-  builder = tfds_math.LocalMath(config=config, data_dir=str(tmp_path / "d"),
-                                file_format="array_record")
-  builder.download_and_prepare(download_config=tfds_math.tfds.download.DownloadConfig(
-      manual_dir=str(manual)))
+  config = tfds_math.LocalMathConfig(
+    name="tiny", fmt="gsm8k", split_files=(("train", "train.jsonl"),)
+  )
+  builder = tfds_math.LocalMath(
+    config=config, data_dir=str(tmp_path / "d"), file_format="array_record"
+  )
+  builder.download_and_prepare(
+    download_config=tfds_math.tfds.download.DownloadConfig(manual_dir=str(manual))
+  )
   recs = list(tfds_math.TfdsRecords(builder.as_data_source("train")))
   assert [r["answer"] for r in recs] == ["0", "1", "2", "3", "4"]
   bad = tfds_math.LocalMath(
-      config=tfds_math.LocalMathConfig(name="bad", fmt="gsm8k",
-                                       split_files=(("train", "bad.jsonl"),)),
-      data_dir=str(tmp_path / "d"), file_format="array_record")
+    config=tfds_math.LocalMathConfig(
+      name="bad", fmt="gsm8k", split_files=(("train", "bad.jsonl"),)
+    ),
+    data_dir=str(tmp_path / "d"),
+    file_format="array_record",
+  )
   with pytest.raises(DataError, match=r"bad.jsonl:2: invalid JSON"):
-    bad.download_and_prepare(download_config=tfds_math.tfds.download.DownloadConfig(
-        manual_dir=str(manual)))
+    bad.download_and_prepare(
+      download_config=tfds_math.tfds.download.DownloadConfig(manual_dir=str(manual))
+    )
 
 
 # ------------------------------------------------------------------- pipeline
@@ -221,13 +249,21 @@ def _arith(n=64, seed=0):
 
 def test_pipeline_shapes_and_padding():
   tok, recs = CharTokenizer(), _arith()
-  ds = pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=0, batch_size=8,
-                               with_responses=True, max_response_len=64)
+  ds = pipeline.prompt_dataset(
+    recs, tok, max_prompt_len=20, seed=0, batch_size=8, with_responses=True, max_response_len=64
+  )
   batch = next(iter(ds))
   dtypes = {k: v.dtype for k, v in batch.items()}
-  assert dtypes == {"prompt_tokens": np.int32, "prompt_len": np.int32, "index": np.int32,
-                    "prompt_truncated": bool, "answer": object, "response_tokens": np.int32,
-                    "response_len": np.int32, "response_truncated": bool}
+  assert dtypes == {
+    "prompt_tokens": np.int32,
+    "prompt_len": np.int32,
+    "index": np.int32,
+    "prompt_truncated": bool,
+    "answer": object,
+    "response_tokens": np.int32,
+    "response_len": np.int32,
+    "response_truncated": bool,
+  }
   assert batch["prompt_tokens"].shape == (8, 20) and batch["response_tokens"].shape == (8, 64)
   for b in range(8):
     rec = recs[batch["index"][b]]
@@ -236,27 +272,33 @@ def test_pipeline_shapes_and_padding():
     assert prompt_T[0] == tok.bos_id
     assert tok.decode(prompt_T[1:p_len]) == tok.render_prompt(rec["question"])
     assert (prompt_T[p_len:] == tok.pad_id).all()
-    assert tok.decode(response_T[:r_len - 1]) == rec["solution"]
+    assert tok.decode(response_T[: r_len - 1]) == rec["solution"]
     assert response_T[r_len - 1] == tok.eos_id and (response_T[r_len:] == tok.pad_id).all()
     assert batch["answer"][b] == rec["answer"]
   assert not batch["prompt_truncated"].any() and not batch["response_truncated"].any()
-  no_resp = next(iter(pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=0,
-                                              batch_size=4)))
+  no_resp = next(iter(pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=0, batch_size=4)))
   assert "response_tokens" not in no_resp
 
 
 def test_pipeline_epochs_shuffle_and_finite():
   tok, recs = CharTokenizer(), _arith(24)
-  ds = pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=5, batch_size=6,
-                               num_epochs=2)
+  ds = pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=5, batch_size=6, num_epochs=2)
   idx = np.concatenate([b["index"] for b in ds])
   assert len(idx) == 48
   first, second = idx[:24], idx[24:]
   assert sorted(first) == sorted(second) == list(range(24))  # epochs never mix
-  assert not np.array_equal(first, second)                    # reshuffled per epoch
+  assert not np.array_equal(first, second)  # reshuffled per epoch
   assert not np.array_equal(first, np.arange(24))
-  plain = pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=5, batch_size=10,
-                                  num_epochs=1, shuffle=False, drop_remainder=False)
+  plain = pipeline.prompt_dataset(
+    recs,
+    tok,
+    max_prompt_len=20,
+    seed=5,
+    batch_size=10,
+    num_epochs=1,
+    shuffle=False,
+    drop_remainder=False,
+  )
   sizes = [len(b["index"]) for b in plain]
   assert sizes == [10, 10, 4]
   assert np.array_equal(np.concatenate([b["index"] for b in plain]), np.arange(24))
@@ -264,8 +306,9 @@ def test_pipeline_epochs_shuffle_and_finite():
 
 def test_iterator_checkpoint_round_trip():
   tok, recs = CharTokenizer(), _arith(30)
-  make = lambda: pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=9, batch_size=8,
-                                         with_responses=True, max_response_len=64)
+  make = lambda: pipeline.prompt_dataset(
+    recs, tok, max_prompt_len=20, seed=9, batch_size=8, with_responses=True, max_response_len=64
+  )
   it = iter(make())
   for _ in range(5):  # crosses an epoch boundary (30 records, batches of 8)
     next(it)
@@ -295,32 +338,45 @@ def test_prompt_too_long_errors_or_truncates():
   # BOS stays first, and the END of the prompt (where generation starts) is kept.
   assert ex["prompt_tokens"][0] == tok.bos_id
   full = tok.encode(tok.render_prompt(recs[i]["question"]))
-  assert list(ex["prompt_tokens"][1:]) == full[-(limit - 1):]
+  assert list(ex["prompt_tokens"][1:]) == full[-(limit - 1) :]
   ds = pipeline.batch_dataset(enc, seed=0, batch_size=40, num_epochs=1, shuffle=False)
   assert int(next(iter(ds))["prompt_truncated"].sum()) == enc.num_truncated_prompts
 
 
 def test_response_truncation_counted():
   tok, recs = CharTokenizer(), _arith(40)
-  enc = pipeline.encode_records(recs, tok, max_prompt_len=20, with_responses=True,
-                                max_response_len=20)
+  enc = pipeline.encode_records(
+    recs, tok, max_prompt_len=20, with_responses=True, max_response_len=20
+  )
   lens = np.array([len(r["solution"]) + 1 for r in recs])
   assert enc.num_truncated_responses == int((lens > 20).sum()) > 0
   cut = int(np.argmax(lens > 20))
   assert tok.decode(enc[cut]["response_tokens"]) == recs[cut]["solution"][:20]
   with pytest.raises(ValueError, match="max_response_len=20"):
-    pipeline.encode_records(recs, tok, max_prompt_len=20, with_responses=True,
-                            max_response_len=20, truncate_responses=False)
+    pipeline.encode_records(
+      recs,
+      tok,
+      max_prompt_len=20,
+      with_responses=True,
+      max_response_len=20,
+      truncate_responses=False,
+    )
   with pytest.raises(ValueError, match="no solution"):
-    pipeline.encode_records([{"id": "x", "question": "1+1=", "answer": "2", "solution": ""}],
-                            tok, max_prompt_len=20, with_responses=True, max_response_len=8)
+    pipeline.encode_records(
+      [{"id": "x", "question": "1+1=", "answer": "2", "solution": ""}],
+      tok,
+      max_prompt_len=20,
+      with_responses=True,
+      max_response_len=8,
+    )
 
 
 def test_pipeline_on_gsm8k(shared_data):
   recs = sources.read_shared("gsm8k_test", shared_data)
   tok = ByteTokenizer()
-  enc = pipeline.encode_records(recs, tok, max_prompt_len=256, truncate=True,
-                                with_responses=True, max_response_len=256)
+  enc = pipeline.encode_records(
+    recs, tok, max_prompt_len=256, truncate=True, with_responses=True, max_response_len=256
+  )
   assert 0 < enc.num_truncated_prompts < len(recs)
   batch = next(iter(pipeline.batch_dataset(enc, seed=0, batch_size=16)))
   assert batch["prompt_tokens"].shape == (16, 256)
@@ -331,6 +387,7 @@ def test_iterator_orbax_checkpoint(tmp_path):
   """The train loop's path: grain's orbax handler saves/restores our iterator."""
   ocp = pytest.importorskip("orbax.checkpoint")
   import grain
+
   tok, recs = CharTokenizer(), _arith(30)
   make = lambda: pipeline.prompt_dataset(recs, tok, max_prompt_len=20, seed=1, batch_size=8)
   it = iter(make())
@@ -349,7 +406,8 @@ def test_run_reads_local_file_through_tfds(shared_data, tmp_path):
   import sys
 
   from configs import common
-  from dkd_jax import tasks
+  from dkd_jax.runs import tasks
+
   c = common.base("tiny")
   c.data.task, c.data.path = "gsm8k", f"{shared_data}/gsm8k_test.jsonl"
   train, held = tasks.records_for(c, str(tmp_path))

@@ -1,4 +1,5 @@
 """Evaluation plumbing: grading real benchmark files, the report's plots and table."""
+
 import json
 import os
 import subprocess
@@ -26,8 +27,9 @@ def test_gold_solutions_grade_correct(shared_data, name, min_frac):
 @pytest.mark.parametrize("name", ["aime24", "amc23"])
 def test_competition_answers_self_consistent(shared_data, name):
   records = sources.read_shared(name, shared_data)
-  assert all(math_eval.grade(f"The answer is \\boxed{{{r['answer']}}}", r["answer"]).correct
-             for r in records)
+  assert all(
+    math_eval.grade(f"The answer is \\boxed{{{r['answer']}}}", r["answer"]).correct for r in records
+  )
   wrong = [math_eval.grade("\\boxed{1234567}", r["answer"]).correct for r in records]
   assert not any(wrong)
 
@@ -35,27 +37,47 @@ def test_competition_answers_self_consistent(shared_data, name):
 def _fake_run(root, name, prefix, kl, steps, acc, ent, length, cur=False, gen=1.0):
   d = os.path.join(root, name)
   os.makedirs(d)
-  ev = {"arithmetic": {"k": 4, "num_problems": 8, "avg_at_k": acc,
-                       "pass_at_k": {"1": acc, "4": min(1.0, acc * 2)},
-                       "mean_response_len": length, "truncation_rate": 0.0,
-                       "mean_entropy": ent, "fkl": 0.1, "rkl": 0.2}}
-  summary = {"eval": ev, "steps": steps, "curriculum_enabled": cur,
-             "objective": {"prefix": prefix, "kl": kl, "alpha": 0.2, "estimator": "full_vocab"},
-             "generation_cost": {"seconds": {"student": gen, "teacher": 0.0}}}
+  ev = {
+    "arithmetic": {
+      "k": 4,
+      "num_problems": 8,
+      "avg_at_k": acc,
+      "pass_at_k": {"1": acc, "4": min(1.0, acc * 2)},
+      "mean_response_len": length,
+      "truncation_rate": 0.0,
+      "mean_entropy": ent,
+      "fkl": 0.1,
+      "rkl": 0.2,
+    }
+  }
+  summary = {
+    "eval": ev,
+    "steps": steps,
+    "curriculum_enabled": cur,
+    "objective": {"prefix": prefix, "kl": kl, "alpha": 0.2, "estimator": "full_vocab"},
+    "generation_cost": {"seconds": {"student": gen, "teacher": 0.0}},
+  }
   with open(os.path.join(d, "summary.json"), "w") as f:
     json.dump(summary, f)
   return d
 
 
 def test_report_writes_plots_and_table(tmp_path):
-  runs = [_fake_run(tmp_path, "a", "teacher", "forward", 100, 0.3, 0.9, 20),
-          _fake_run(tmp_path, "b", "student", "reverse", 100, 0.4, 0.3, 18, gen=5.0),
-          _fake_run(tmp_path, "c", "student", "mixed", 100, 0.35, 0.5, 15, cur=True),
-          _fake_run(tmp_path, "d", "student", "mixed", 300, 0.45, 0.4, 14, cur=True),
-          _fake_run(tmp_path, "e", "student", "mixed", 300, 0.40, 0.4, 30)]
+  runs = [
+    _fake_run(tmp_path, "a", "teacher", "forward", 100, 0.3, 0.9, 20),
+    _fake_run(tmp_path, "b", "student", "reverse", 100, 0.4, 0.3, 18, gen=5.0),
+    _fake_run(tmp_path, "c", "student", "mixed", 100, 0.35, 0.5, 15, cur=True),
+    _fake_run(tmp_path, "d", "student", "mixed", 300, 0.45, 0.4, 14, cur=True),
+    _fake_run(tmp_path, "e", "student", "mixed", 300, 0.40, 0.4, 30),
+  ]
   out = str(tmp_path / "out")
-  done = subprocess.run([sys.executable, "-m", "dkd_jax.report", *runs, f"--out={out}"],
-                        cwd=ROOT, capture_output=True, text=True, timeout=300)
+  done = subprocess.run(
+    [sys.executable, "-m", "dkd_jax.report", *runs, f"--out={out}"],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
   assert done.returncode == 0, done.stderr[-3000:]
   assert "student/reverse" in done.stdout
   for png in ("accuracy_vs_entropy.png", "accuracy_vs_compute.png", "horizon.png"):
@@ -70,15 +92,24 @@ def test_report_names_missing_summary(tmp_path):
 
 
 def test_markdown_table():
-  m = {"k": 2, "num_problems": 3, "avg_at_k": 0.5, "pass_at_k": {"1": 0.5, "2": 0.75},
-       "mean_response_len": 10.0, "truncation_rate": 0.1, "mean_entropy": 0.2, "fkl": 0.3,
-       "rkl": 0.4}
+  m = {
+    "k": 2,
+    "num_problems": 3,
+    "avg_at_k": 0.5,
+    "pass_at_k": {"1": 0.5, "2": 0.75},
+    "mean_response_len": 10.0,
+    "truncation_rate": 0.1,
+    "mean_entropy": 0.2,
+    "fkl": 0.3,
+    "rkl": 0.4,
+  }
   md = harness.markdown({"gsm8k": m})
   assert "| gsm8k | 3 | 2 | 0.500 | 0.500 | 0.750 |" in md
 
 
 def test_arithmetic_grades_carry_reasons():
-  from dkd_jax import tasks
+  from dkd_jax.runs import tasks
+
   ok = tasks._grade_arithmetic("2+3=5\n#### 5", "5")
   assert ok.correct and ok.reason == math_eval.CORRECT
   wrong = tasks._grade_arithmetic("2+3=6\n#### 6", "5")

@@ -1,4 +1,5 @@
 """Pass@k / Avg@k against brute force, and math-answer grading edge cases."""
+
 import itertools
 import threading
 
@@ -19,8 +20,11 @@ def test_pass_at_k_matches_enumeration():
   for n in range(1, 8):
     for c in range(n + 1):
       for k in range(1, n + 1):
-        assert me.pass_at_k(n, c, k) == pytest.approx(
-            _brute_pass_at_k(n, c, k), abs=1e-12), (n, c, k)
+        assert me.pass_at_k(n, c, k) == pytest.approx(_brute_pass_at_k(n, c, k), abs=1e-12), (
+          n,
+          c,
+          k,
+        )
 
 
 def test_pass_at_k_large_n_is_stable():
@@ -31,10 +35,17 @@ def test_pass_at_k_large_n_is_stable():
   assert me.pass_at_k(1000, 1000, 1) == 1.0
 
 
-@pytest.mark.parametrize("args,name", [
-    ((5, 2, 6), "k"), ((5, 2, 0), "k"), ((5, 6, 1), "c"), ((5, -1, 1), "c"),
-    ((5, 2, 1.5), "k"), ((5.0, 2, 1), "n"),
-])
+@pytest.mark.parametrize(
+  "args,name",
+  [
+    ((5, 2, 6), "k"),
+    ((5, 2, 0), "k"),
+    ((5, 6, 1), "c"),
+    ((5, -1, 1), "c"),
+    ((5, 2, 1.5), "k"),
+    ((5.0, 2, 1), "n"),
+  ],
+)
 def test_pass_at_k_errors_name_the_argument(args, name):
   with pytest.raises(ValueError, match=rf"^{name} "):
     me.pass_at_k(*args)
@@ -58,47 +69,71 @@ def test_matrix_shape_errors(bad):
     me.pass_at_k_table(bad)
 
 
-@pytest.mark.parametrize("text,want", [
+@pytest.mark.parametrize(
+  "text,want",
+  [
     ("Step 1 ... 12 eggs.\n#### 3,000", "3,000"),
     ("#### 5\nlater text\n#### 18 dollars", "18"),
     (r"so $\boxed{\frac{1}{2}}$.", r"\frac{1}{2}"),
     (r"\boxed{1} then \boxed{x^{2}+\frac{1}{2}}", r"x^{2}+\frac{1}{2}"),
-    (r"\boxed{3} wait, \boxed{\frac{1}{", None),   # truncated last box
+    (r"\boxed{3} wait, \boxed{\frac{1}{", None),  # truncated last box
     ("Therefore the answer is 42. Done", "42"),
     ("we get 7, then 9.5 more", "9.5"),
-    ("no digits here", None), ("", None), (None, None), (r"\boxed{}", None),
-])
+    ("no digits here", None),
+    ("", None),
+    (None, None),
+    (r"\boxed{}", None),
+  ],
+)
 def test_extract_answer(text, want):
   assert me.extract_answer(text) == want
 
 
-@pytest.mark.parametrize("pred,gold", [
-    ("1/2", "0.5"), ("0.5", "1/2"), ("3,000", "3000"), (r"\frac{1}{2}", "0.5"),
+@pytest.mark.parametrize(
+  "pred,gold",
+  [
+    ("1/2", "0.5"),
+    ("0.5", "1/2"),
+    ("3,000", "3000"),
+    (r"\frac{1}{2}", "0.5"),
     (r"The answer is $\boxed{\dfrac{1}{2}}$.", "0.5"),
     ("Total: 1000 + 2000.\n#### 3,000", "3000"),
-    ("x(x+2)", "x^2+2x"), (r"\boxed{\frac{\sqrt{2}}{2}}", r"\sqrt{2}/2"),
+    ("x(x+2)", "x^2+2x"),
+    (r"\boxed{\frac{\sqrt{2}}{2}}", r"\sqrt{2}/2"),
     ("5", "So he has\n#### 5"),
-])
+  ],
+)
 def test_equivalent_answers_accepted(pred, gold):
   g = me.grade(pred, gold)
   assert g.correct and g.reason == me.CORRECT, g
   assert me.verify(pred, gold)
 
 
-@pytest.mark.parametrize("pred,gold", [
-    ("72", "73"), (r"\boxed{0.51}", "1/2"), ("#### 2999", "3,000"),
+@pytest.mark.parametrize(
+  "pred,gold",
+  [
+    ("72", "73"),
+    (r"\boxed{0.51}", "1/2"),
+    ("#### 2999", "3,000"),
     ("x(x+1)", "x^2+2x"),
-])
+  ],
+)
 def test_wrong_answers_rejected(pred, gold):
   g = me.grade(pred, gold)
   assert not g.correct and g.reason == me.MISMATCH, g
 
 
-@pytest.mark.parametrize("pred,reason", [
-    (None, me.NO_ANSWER), ("", me.NO_ANSWER), ("   ", me.NO_ANSWER),
-    ("I do not know", me.NO_ANSWER), (r"\boxed{\frac{1}{", me.NO_ANSWER),
+@pytest.mark.parametrize(
+  "pred,reason",
+  [
+    (None, me.NO_ANSWER),
+    ("", me.NO_ANSWER),
+    ("   ", me.NO_ANSWER),
+    ("I do not know", me.NO_ANSWER),
+    (r"\boxed{\frac{1}{", me.NO_ANSWER),
     ("The answer is banana.", me.UNPARSEABLE),
-])
+  ],
+)
 def test_unreadable_answers_are_wrong_with_reason(pred, reason):
   g = me.grade(pred, "5")
   assert g == me.Grade(False, g.extracted, reason)
@@ -112,6 +147,7 @@ def test_bad_gold_is_reported_not_raised():
 def test_timeout_and_errors_are_grades(monkeypatch):
   def boom(*a, **k):
     raise RuntimeError("sympy exploded")
+
   monkeypatch.setattr(me.math_verify, "verify", boom)
   assert me.grade("1", "1").reason == "error:RuntimeError"
 
@@ -125,10 +161,12 @@ def test_timeout_and_errors_are_grades(monkeypatch):
 def test_grade_from_worker_thread():
   # math-verify's own signal-based timeout would fail off the main thread.
   out = []
+
   def work():
     out.append(me.grade(r"\boxed{\frac{1}{2}}", "0.5"))
     out.append(me.grade("3,000", "3000", timeout_s=None))
     out.append(me.grade("7", "8"))
+
   t = threading.Thread(target=work)
   t.start()
   t.join(30)

@@ -1,4 +1,5 @@
 """Bootstrap intervals over problems and paired differences."""
+
 import numpy as np
 import pytest
 
@@ -28,7 +29,7 @@ def test_interval_has_nominal_coverage():
 def test_paired_difference_sees_what_unpaired_noise_hides():
   rng = np.random.default_rng(2)
   difficulty = rng.random(1000)
-  a = difficulty + 0.02           # a is better by 0.02 on every problem
+  a = difficulty + 0.02  # a is better by 0.02 on every problem
   b = difficulty
   out = stats.paired_diff(a, b)
   assert out["verdict"] == "a>b" and out["mean"] == pytest.approx(0.02)

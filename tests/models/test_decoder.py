@@ -1,5 +1,6 @@
 """Decoder equivalence tests: our model == transformers (Llama/Qwen2/Qwen3), sharded ==
 unsharded, cached decode == full forward, remat/scan/bf16 variants, config errors."""
+
 import dataclasses
 
 import jax
@@ -7,28 +8,60 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dkd_jax import sharding
+from dkd_jax.core import sharding
+from dkd_jax.models import architectures
 from dkd_jax.models import decoder as M
 from dkd_jax.models import hf as hf_lib
-from dkd_jax.models import architectures
 from dkd_jax.models import kv_cache
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
 
-LLAMA3_ROPE = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
-               "high_freq_factor": 4.0, "original_max_position_embeddings": 64}
+LLAMA3_ROPE = {
+  "rope_type": "llama3",
+  "factor": 8.0,
+  "low_freq_factor": 1.0,
+  "high_freq_factor": 4.0,
+  "original_max_position_embeddings": 64,
+}
 # arch -> (HF class, HF config kwargs); dims differ per arch so each layout is exercised.
 TINY = {
-    "llama": ("LlamaForCausalLM", dict(vocab_size=96, hidden_size=64, intermediate_size=96,
-                                       num_attention_heads=4, num_key_value_heads=2, head_dim=16,
-                                       tie_word_embeddings=True, rope_scaling=LLAMA3_ROPE)),
-    "qwen2": ("Qwen2ForCausalLM", dict(vocab_size=96, hidden_size=64, intermediate_size=96,
-                                       num_attention_heads=4, num_key_value_heads=2,
-                                       tie_word_embeddings=False)),
-    "qwen3": ("Qwen3ForCausalLM", dict(vocab_size=96, hidden_size=64, intermediate_size=96,
-                                       num_attention_heads=4, num_key_value_heads=2, head_dim=24,
-                                       tie_word_embeddings=True)),
+  "llama": (
+    "LlamaForCausalLM",
+    dict(
+      vocab_size=96,
+      hidden_size=64,
+      intermediate_size=96,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      head_dim=16,
+      tie_word_embeddings=True,
+      rope_scaling=LLAMA3_ROPE,
+    ),
+  ),
+  "qwen2": (
+    "Qwen2ForCausalLM",
+    dict(
+      vocab_size=96,
+      hidden_size=64,
+      intermediate_size=96,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      tie_word_embeddings=False,
+    ),
+  ),
+  "qwen3": (
+    "Qwen3ForCausalLM",
+    dict(
+      vocab_size=96,
+      hidden_size=64,
+      intermediate_size=96,
+      num_attention_heads=4,
+      num_key_value_heads=2,
+      head_dim=24,
+      tie_word_embeddings=True,
+    ),
+  ),
 }
 
 
@@ -37,8 +70,9 @@ def tiny_hf_model(arch, seed=0):
   (ones/zeros would hide a mis-mapped norm or bias)."""
   cls_name, kw = TINY[arch]
   cls = getattr(transformers, cls_name)
-  config = cls.config_class(num_hidden_layers=3, rope_theta=5000.0, rms_norm_eps=1e-6,
-                            max_position_embeddings=256, **kw)
+  config = cls.config_class(
+    num_hidden_layers=3, rope_theta=5000.0, rms_norm_eps=1e-6, max_position_embeddings=256, **kw
+  )
   torch.manual_seed(seed)
   hf = cls(config).eval()
   with torch.no_grad():
@@ -52,8 +86,9 @@ def tiny_hf_model(arch, seed=0):
 
 def params_of(hf, cfg):
   sd = {k: v.float().numpy() for k, v in hf.state_dict().items()}
-  return jax.tree.map(jnp.asarray, hf_lib.params_from_hf(
-      cfg, {k: v.shape for k, v in sd.items()}, sd.__getitem__))
+  return jax.tree.map(
+    jnp.asarray, hf_lib.params_from_hf(cfg, {k: v.shape for k, v in sd.items()}, sd.__getitem__)
+  )
 
 
 @pytest.fixture(scope="module")
@@ -79,8 +114,9 @@ def test_logits_match_transformers(tiny, arch, scan):
   tokens = np.random.RandomState(0).randint(0, cfg.vocab_size, (2, 40))
   with torch.no_grad():
     ref = hf(torch.tensor(tokens)).logits.numpy()
-  ours, _ = jax.jit(forward, static_argnums=0)(dataclasses.replace(cfg, scan_layers=scan),
-                                               params, jnp.asarray(tokens))
+  ours, _ = jax.jit(forward, static_argnums=0)(
+    dataclasses.replace(cfg, scan_layers=scan), params, jnp.asarray(tokens)
+  )
   diff = float(np.abs(np.asarray(ours) - ref).max())
   print(f"{arch} scan={scan}: max abs logit diff vs transformers {diff:.2e}")
   assert diff <= 1e-4
@@ -93,17 +129,30 @@ def test_config_from_hf_reads_rope_and_head_dim(tiny):
 
 
 # Every dim divides 8, so (1, 1, 8) shards heads, kv heads, mlp and vocab 8 ways.
-MESH_CFG = M.ModelConfig(arch="qwen2", vocab_size=128, d_model=64, d_ff=128, n_layers=2,
-                         n_heads=8, n_kv_heads=8, head_dim=8, tie_embeddings=False)
+MESH_CFG = M.ModelConfig(
+  arch="qwen2",
+  vocab_size=128,
+  d_model=64,
+  d_ff=128,
+  n_layers=2,
+  n_heads=8,
+  n_kv_heads=8,
+  head_dim=8,
+  tie_embeddings=False,
+)
 
 
 @pytest.fixture(scope="module")
 def mesh_case():
   """(graphdef, params with non-zero biases, tokens, unsharded logits) for MESH_CFG."""
   graphdef, params = M.init_params(MESH_CFG, None, seed=1)
-  params["layers"] = dict(params["layers"], **{
+  params["layers"] = dict(
+    params["layers"],
+    **{
       b: jax.random.normal(jax.random.key(i), params["layers"][b].shape) * 0.1
-      for i, b in enumerate(("bq", "bk", "bv"))})
+      for i, b in enumerate(("bq", "bk", "bv"))
+    },
+  )
   tokens = jax.random.randint(jax.random.key(2), (8, 12), 0, MESH_CFG.vocab_size)
   ref, _ = jax.jit(lambda p, t: M.logits(graphdef, p, t))(params, tokens)
   return graphdef, params, tokens, np.asarray(ref)
@@ -162,8 +211,9 @@ def test_remat_policies_give_same_values_and_grads(tiny):
   for policy, scan in [("full", True), ("dots", False), ("dots_no_batch", True)]:
     loss, grad = loss_and_grad(dataclasses.replace(cfg, remat=policy, scan_layers=scan))
     np.testing.assert_allclose(float(loss), float(ref_loss), rtol=1e-6)
-    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5),
-                 grad, ref_grad)
+    jax.tree.map(
+      lambda a, b: np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5), grad, ref_grad
+    )
 
 
 def test_bf16_compute_is_close_to_fp32(tiny):
@@ -180,9 +230,18 @@ def test_bf16_compute_is_close_to_fp32(tiny):
   assert diff < 0.02
 
 
-@pytest.mark.parametrize("field,value", [
-    ("arch", "gpt2"), ("remat", "sometimes"), ("dtype", "float16"), ("vocab_size", 0),
-    ("n_layers", 0), ("n_heads", 6), ("head_dim", 15)])
+@pytest.mark.parametrize(
+  "field,value",
+  [
+    ("arch", "gpt2"),
+    ("remat", "sometimes"),
+    ("dtype", "float16"),
+    ("vocab_size", 0),
+    ("n_layers", 0),
+    ("n_heads", 6),
+    ("head_dim", 15),
+  ],
+)
 def test_bad_config_values_name_the_field(field, value):
   # 4 kv heads: n_heads=6 cannot group them.
   cfg = dataclasses.replace(M.ModelConfig(n_heads=4, n_kv_heads=4), **{field: value})

@@ -1,10 +1,11 @@
 """The KV cache's layout contract: shapes per name, per-layer buffers equal to the stacked
 cache's slices, shardings for a decode batch and for a one-prompt prefix."""
+
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from dkd_jax import sharding
+from dkd_jax.core import sharding
 from dkd_jax.models import decoder as M
 from dkd_jax.models import kv_cache
 
@@ -23,15 +24,18 @@ def test_shapes_and_per_layer_form():
 
 
 def test_write_puts_each_row_at_its_own_start():
-  keys, values = (c[0] for c in (kv_cache.init_cache(CFG, 2, 6)["k"],
-                                 kv_cache.init_cache(CFG, 2, 6)["v"]))
-  k_new = jnp.arange(2 * 2 * 2 * 8, dtype=jnp.float32).reshape(2, 2, 2, 8)   # [B, T, K, Dh]
+  keys, values = (
+    c[0] for c in (kv_cache.init_cache(CFG, 2, 6)["k"], kv_cache.init_cache(CFG, 2, 6)["v"])
+  )
+  k_new = jnp.arange(2 * 2 * 2 * 8, dtype=jnp.float32).reshape(2, 2, 2, 8)  # [B, T, K, Dh]
   keys, values = kv_cache.write((keys, values), k_new, -k_new, jnp.array([0, 3]))
   for b, start in enumerate((0, 3)):
     for t in range(2):
       np.testing.assert_array_equal(keys[b, :, :, start + t], k_new[b, t])
       np.testing.assert_array_equal(values[b, :, start + t], -k_new[b, t])
-  assert float(jnp.abs(keys[0, :, :, 2:]).sum()) == 0 and float(jnp.abs(keys[1, :, :, :3]).sum()) == 0
+  assert (
+    float(jnp.abs(keys[0, :, :, 2:]).sum()) == 0 and float(jnp.abs(keys[1, :, :, :3]).sum()) == 0
+  )
 
 
 @pytest.mark.parametrize("per_layer", [False, True])

@@ -1,0 +1,150 @@
+"""Bootstraps a teacher when none is configured: supervised training on the task.
+
+The embedded default has no pretrained teacher on a fresh machine, so it trains a
+small one on the built-in arithmetic task (plain next-token cross-entropy on the
+worked solutions) and caches it in the workdir; later runs reuse the cache. This
+is not a distillation objective (those all go through train.train_step): it only
+makes the teacher that the distillation then compresses.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from dkd_jax.core import checkpointing
+from dkd_jax.core import multihost
+from dkd_jax.core import paths
+from dkd_jax.core import rng
+from dkd_jax.core import sharding
+from dkd_jax.data import packing
+from dkd_jax.data import pipeline
+from dkd_jax.models import decoder as model_lib
+
+
+def _ce_loss(graphdef, params, tokens_BxT, mask_BxT):
+  # The bootstrap vocab is tiny (~32), so full logits are cheap here.
+  logits, _ = model_lib.logits(graphdef, params, tokens_BxT)
+  targets = jnp.roll(tokens_BxT, -1, axis=1)
+  nll = -jnp.take_along_axis(jax.nn.log_softmax(logits), targets[..., None], -1)[..., 0]
+  return jnp.sum(nll * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
+
+
+def _sft_step(graphdef, opt, params, opt_state, tokens, mask):
+  loss, grads = jax.value_and_grad(functools.partial(_ce_loss, graphdef))(params, tokens, mask)
+  updates, opt_state = opt.update(grads, opt_state, params)
+  return optax.apply_updates(params, updates), opt_state, loss
+
+
+def train_teacher(
+  cfg: model_lib.ModelConfig,
+  batches,
+  *,
+  steps: int,
+  lr: float,
+  mesh,
+  seed: int,
+  pad_id: int,
+  log=print,
+):
+  """SFT on (prompt, solution) batches; returns (graphdef, params)."""
+  graphdef, params = model_lib.init_params(cfg, mesh, seed)
+  opt = optax.chain(
+    optax.clip_by_global_norm(1.0),
+    optax.adamw(
+      optax.warmup_cosine_decay_schedule(0.0, lr, min(50, steps // 5 + 1), steps, lr * 0.05),
+      weight_decay=0.01,
+    ),
+  )
+  opt_state = jax.jit(opt.init)(params)
+  p_shard = model_lib.param_shardings(mesh, cfg)
+  step = jax.jit(
+    functools.partial(_sft_step, graphdef, opt),
+    donate_argnums=(0, 1),
+    out_shardings=(p_shard, None, None),
+  )
+  t0, loss = time.time(), float("nan")
+  for i in range(steps):
+    b = next(batches)
+    tokens, mask = packing.pack(
+      b["prompt_tokens"], b["prompt_len"], b["response_tokens"], b["response_len"], pad_id
+    )
+    put = lambda x: sharding.put_global(x, sharding.batch_sharding(mesh, 2))
+    params, opt_state, loss = step(params, opt_state, put(tokens), put(mask.astype(np.float32)))
+    if (i + 1) % max(steps // 5, 1) == 0:
+      log(f"teacher bootstrap step {i + 1}/{steps} ce={float(loss):.4f} ({time.time() - t0:.0f}s)")
+  return graphdef, params
+
+
+def cached_teacher(
+  workdir: str,
+  cfg: model_lib.ModelConfig,
+  make_batches,
+  *,
+  steps: int,
+  lr: float,
+  mesh,
+  seed: int,
+  pad_id: int,
+  data: dict,
+  log=print,
+  train_missing: bool = True,
+):
+  """Loads workdir/teacher if it was made with the same model, data and schedule,
+  else trains and saves it (or, with `train_missing=False`, raises naming the command
+  that makes it: readers of a run directory never write into it). Every process trains
+  and saves (orbax writes each host's shards); process 0 alone writes the meta file, and
+  its view of the cache decides."""
+  path = paths.as_path(workdir) / "teacher"
+  meta = {
+    "model": {k: v for k, v in vars(cfg).items() if k not in ("scan_layers", "remat")},
+    "steps": steps,
+    "lr": lr,
+    "seed": seed,
+    "data": data,
+  }
+  meta = json.loads(json.dumps(meta))
+  meta_file = path / "teacher_meta.json"
+  hit = meta_file.exists() and json.loads(meta_file.read_text()) == meta
+  if multihost.from_primary(np.int32(hit)):
+    graphdef, like = model_lib.init_params(cfg, mesh, seed)
+    log(f"teacher: reusing the bootstrapped teacher in {path}")
+    return graphdef, checkpointing.load_params(path / "params", like)
+  if not train_missing:
+    state = "was made with other settings" if meta_file.exists() else "is missing"
+    raise FileNotFoundError(
+      f"the bootstrapped teacher in {path} {state}; make it with the run itself: "
+      f"python -m dkd_jax.launch --config=configs/X.py --workdir={workdir} (this command "
+      "only reads the run directory)"
+    )
+  log(f"teacher: no checkpoint configured; bootstrapping one by SFT ({steps} steps)")
+  graphdef, params = train_teacher(
+    cfg, make_batches(), steps=steps, lr=lr, mesh=mesh, seed=seed, pad_id=pad_id, log=log
+  )
+  checkpointing.save_params(path / "params", params)
+  if multihost.is_primary():  # the meta file marks the cache complete
+    paths.write_text_atomic(meta_file, json.dumps(meta))
+  multihost.barrier("teacher_meta")
+  return graphdef, params
+
+
+def bootstrap_batches(c, train_records, tokenizer):
+  """Prompt+solution batches of the task's train records for the teacher bootstrap
+  (its own shuffle stream)."""
+  return iter(
+    pipeline.prompt_dataset(
+      train_records,
+      tokenizer,
+      max_prompt_len=c.data.max_prompt_len,
+      seed=rng.int_seed(c.teacher.bootstrap_seed, "bootstrap_shuffle"),
+      batch_size=c.data.batch_size * 2,
+      with_responses=True,
+      max_response_len=c.data.max_response_len,
+    )
+  )

@@ -1,0 +1,323 @@
+"""Turns an ml_collections experiment config into validated typed pieces.
+
+Every bad value fails here, before anything is traced or compiled, with a message
+naming the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import ml_collections as mlc
+
+from dkd_jax.models import decoder as model_lib
+from dkd_jax.objectives import curriculum as curriculum_lib
+from dkd_jax.objectives import kl as kl_lib
+from dkd_jax.objectives import prefixes
+from dkd_jax.objectives import schedules
+from dkd_jax.train import grpo
+
+PREFIXES = prefixes.PREFIXES
+KLS = kl_lib.KINDS
+ESTIMATORS = kl_lib.ESTIMATORS
+TEACHER_SOURCES = prefixes.TEACHER_SOURCES
+TASKS = ("arithmetic", "chain", "gsm8k", "math", "aime", "amc")
+STUDENT_INITS = ("random", "teacher_layers", "checkpoint")
+ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
+
+
+def _one_of(field: str, value, allowed):
+  if value not in allowed:
+    raise ValueError(f"config.{field}={value!r} is not allowed; choose one of {allowed}")
+
+
+def _in_unit(field: str, value):
+  if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
+    raise ValueError(f"config.{field}={value!r} must be a number in [0, 1]")
+
+
+def _positive(field: str, value, allow_zero=False):
+  ok = value >= 0 if allow_zero else value > 0
+  if not ok:
+    raise ValueError(f"config.{field}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
+
+
+def model_config(c: mlc.ConfigDict, field: str) -> model_lib.ModelConfig:
+  """ModelConfig from config.<field>, naming the full field on error."""
+  return model_lib.config_from_dict(c, field)
+
+
+def validate_objective(o: mlc.ConfigDict):
+  _one_of("objective.prefix", o.prefix, PREFIXES)
+  _one_of("objective.kl", o.kl, KLS)
+  _one_of("objective.estimator", o.estimator, ESTIMATORS)
+  _in_unit("objective.student_prefix_frac", o.student_prefix_frac)
+  _in_unit("objective.alpha", o.alpha)
+  _in_unit("objective.beta", o.beta)
+  _positive("objective.temperature", o.temperature)
+  _positive("objective.teacher_top_k", o.teacher_top_k, allow_zero=True)
+  if o.estimator == "sampled_token" and o.kl not in ("reverse", "mixed"):
+    raise ValueError(
+      "config.objective.estimator='sampled_token' applies to the reverse part; "
+      f"use objective.kl in ('reverse', 'mixed'), not {o.kl!r}"
+    )
+  s = o.alpha_schedule
+  _one_of("objective.alpha_schedule.kind", s.kind, ALPHA_SCHEDULES)
+  for f in ("alpha_end", "alpha_min", "alpha_max"):
+    _in_unit(f"objective.alpha_schedule.{f}", s[f])
+
+
+def alpha_can_change(c: mlc.ConfigDict) -> bool:
+  """True when α moves during the run: a non-constant schedule or the curriculum's
+  collapse response raising the forward weight."""
+  cur = c.curriculum
+  raises = cur.enabled and cur.on_collapse == "raise_forward" and cur.alpha_step > 0
+  return raises or c.objective.alpha_schedule.kind != "constant"
+
+
+def base_alpha(c: mlc.ConfigDict) -> float:
+  """The forward weight α the objective starts from: 0 for reverse KL, 1 for forward
+  KL, objective.alpha for mixed (DESIGN §6: a reverse run whose α is raised becomes a
+  mixed run from α = 0)."""
+  return {"reverse": 0.0, "forward": 1.0}.get(c.objective.kl, float(c.objective.alpha))
+
+
+def _validate_alpha_use(c: mlc.ConfigDict) -> None:
+  """α must change the loss wherever it is logged: refuse what would ignore it."""
+  o, cur = c.objective, c.curriculum
+  if o.alpha_schedule.kind != "constant" and o.kl != "mixed":
+    raise ValueError(
+      f"config.objective.alpha_schedule.kind={o.alpha_schedule.kind!r} moves "
+      f"α, which config.objective.kl={o.kl!r} ignores; use "
+      "objective.kl='mixed' (α is the forward weight) or kind='constant'"
+    )
+  if cur.enabled and cur.on_collapse == "raise_forward" and cur.alpha_step > 0 and o.kl == "jsd":
+    raise ValueError(
+      "config.curriculum.on_collapse='raise_forward' raises the forward-KL "
+      "weight α, which config.objective.kl='jsd' has not; use "
+      "on_collapse='hold' or objective.kl in ('forward', 'reverse', 'mixed')"
+    )
+
+
+def _validate_sampler(c: mlc.ConfigDict) -> None:
+  """The sampled-token estimator assumes y ~ softmax(z/τ) with τ = objective.temperature:
+  student rollouts drawn otherwise would bias it (DESIGN §3), so refuse them."""
+  o, r = c.objective, c.rollout
+  if o.estimator != "sampled_token" or o.prefix == "teacher":
+    return
+  if r.temperature != o.temperature or r.top_p < 1.0 or r.top_k > 0:
+    raise ValueError(
+      f"config.objective.estimator='sampled_token' on student prefixes needs rollouts "
+      f"drawn from the loss distribution softmax(z/τ), τ=config.objective.temperature="
+      f"{o.temperature}; got config.rollout.temperature={r.temperature}, "
+      f"rollout.top_p={r.top_p}, rollout.top_k={r.top_k}. Set rollout.temperature="
+      f"{o.temperature}, top_p=1.0, top_k=0, or use objective.estimator='full_vocab'"
+    )
+
+
+def _validate_cached_topk(c: mlc.ConfigDict) -> None:
+  """cached_topk trains on dataset responses against the teacher's cached top-k."""
+  o = c.objective
+  if o.prefix != "teacher":
+    raise ValueError(
+      "config.data.teacher_source='cached_topk' needs objective.prefix="
+      f"'teacher' (student prefixes need a live teacher), not {o.prefix!r}"
+    )
+  if o.teacher_top_k < 1:
+    raise ValueError(
+      "config.data.teacher_source='cached_topk' needs objective.teacher_top_k"
+      f" >= 1 (how many teacher tokens to cache), not {o.teacher_top_k}"
+    )
+  cur = c.curriculum
+  if cur.enabled and cur.reference == "teacher":
+    raise ValueError(
+      "config.data.teacher_source='cached_topk' trains without the teacher "
+      "on device, so config.curriculum.reference='teacher' cannot measure "
+      "its entropy; use curriculum.reference in ('student_start', 'absolute')"
+    )
+  if o.kl == "jsd" or o.estimator != "full_vocab":
+    raise ValueError(
+      "config.data.teacher_source='cached_topk' supports objective.kl in "
+      "('forward', 'reverse', 'mixed') with estimator='full_vocab', not "
+      f"kl={o.kl!r} estimator={o.estimator!r}"
+    )
+
+
+def validate(c: mlc.ConfigDict) -> None:
+  """Raises ValueError naming the first bad field. Call before any compile."""
+  validate_objective(c.objective)
+  _validate_alpha_use(c)
+  _validate_sampler(c)
+  _one_of("data.task", c.data.task, TASKS)
+  _one_of("data.teacher_source", c.data.teacher_source, TEACHER_SOURCES)
+  _one_of("student.init", c.student.init, STUDENT_INITS)
+  _one_of("data.reader", c.data.reader, ("tfds", "plain"))
+  if c.data.task not in ("arithmetic", "chain") and not c.data.path:
+    raise ValueError(
+      f"config.data.path is empty but data.task={c.data.task!r} reads a local "
+      "file; set --config.data.path=/path/to/file or use data.task='arithmetic'"
+    )
+  if (
+    c.data.teacher_source in ("dataset", "cached_topk")
+    and c.objective.prefix != "student"
+    and c.data.task in ("aime", "amc")
+  ):
+    raise ValueError(
+      f"config.data.teacher_source='dataset' needs worked solutions, which "
+      f"data.task={c.data.task!r} lacks; use 'rollout' or 'rollout_cached'"
+    )
+  if c.data.teacher_source == "cached_topk":
+    _validate_cached_topk(c)
+  for f in ("batch_size", "max_prompt_len", "max_response_len"):
+    _positive(f"data.{f}", c.data[f])
+  for f in ("steps", "log_every", "ckpt_every", "kl_chunk"):
+    _positive(f"train.{f}", c.train[f])
+  for f in ("lr", "clip_norm"):
+    _positive(f"optim.{f}", c.optim[f])
+  _positive("eval.k", c.eval.k)
+  # Runs saved before export existed have no `export` section; they never export at end.
+  if "export" in c and not isinstance(c.export.at_end, bool):
+    raise ValueError(f"config.export.at_end={c.export.at_end!r} must be True or False")
+  if c.rollout.temperature < 0:
+    raise ValueError(f"config.rollout.temperature={c.rollout.temperature} must be >= 0")
+  if not 0 < c.rollout.top_p <= 1:
+    raise ValueError(f"config.rollout.top_p={c.rollout.top_p} must be in (0, 1]")
+  if len(tuple(c.mesh)) != 3:
+    raise ValueError(f"config.mesh={tuple(c.mesh)} must be (data, fsdp, tensor)")
+  student = model_config(c.student.model, "student.model")
+  teacher = model_config(c.teacher.model, "teacher.model")
+  if (
+    not c.teacher.checkpoint
+    and not c.student.checkpoint
+    and student.vocab_size != teacher.vocab_size
+  ):
+    raise ValueError(
+      f"teacher/student vocabulary mismatch: config.teacher.model.vocab_size="
+      f"{teacher.vocab_size} vs config.student.model.vocab_size="
+      f"{student.vocab_size}; distillation needs one shared vocabulary"
+    )
+  curriculum_config(c, student.vocab_size)
+  if c.curriculum.enabled and max(c.curriculum.lengths) > c.data.max_response_len:
+    raise ValueError(
+      f"config.curriculum.lengths={tuple(c.curriculum.lengths)} exceeds "
+      f"config.data.max_response_len={c.data.max_response_len}"
+    )
+  alpha_schedule(c)
+  kl_spec(c)
+  if "rl" in c:
+    validate_rl(c)
+
+
+def validate_rl(c: mlc.ConfigDict) -> None:
+  """The GRPO block (configs/grpo.py); same rules: name the field, list what is allowed."""
+  r = c.rl
+  _one_of("rl.advantage", r.advantage, grpo.ADVANTAGES)
+  _one_of("rl.kl_ref", r.kl_ref, grpo.KL_REFS)
+  _one_of("rl.behavior_logp", r.behavior_logp, grpo.BEHAVIOR_LOGPS)
+  for f in ("prompts_per_batch", "updates_per_batch", "eval_every"):
+    _positive(f"rl.{f}", r[f])
+  for f in ("max_response_len", "eval_problems", "eval_k"):
+    _positive(f"rl.{f}", r[f], allow_zero=True)
+  _positive("rl.adv_eps", r.adv_eps)
+  if r.group_size < 2:
+    raise ValueError(
+      f"config.rl.group_size={r.group_size!r} must be >= 2: advantages are "
+      "relative to the other samples of the same prompt"
+    )
+  if c.rollout.top_p != 1.0 or c.rollout.top_k != 0:
+    raise ValueError(
+      f"config.rollout.top_p={c.rollout.top_p} / top_k={c.rollout.top_k}: "
+      "GRPO's ratio needs the full-support policy softmax(logits / "
+      "temperature); set rollout.top_p=1.0 and rollout.top_k=0"
+    )
+  rl_spec(c)
+
+
+def rl_spec(c: mlc.ConfigDict) -> grpo.GRPOSpec:
+  r = c.rl
+  return grpo.GRPOSpec(
+    eps_low=r.eps_low,
+    eps_high=r.eps_high,
+    aggregation=r.aggregation,
+    kl_coef=r.kl_coef,
+    kl_estimator=r.kl_estimator,
+    temperature=c.rollout.temperature,
+    chunk=c.train.kl_chunk,
+  ).validate()
+
+
+def kl_spec(c: mlc.ConfigDict) -> kl_lib.KLSpec:
+  """The step's static KLSpec. A reverse run whose α can rise is run as 'mixed' from
+  α = 0 (the same loss until α moves; without this the raise would be a silent no-op)."""
+  o = c.objective
+  kind = "mixed" if o.kl == "reverse" and alpha_can_change(c) else o.kl
+  spec = kl_lib.KLSpec(
+    kind=kind,
+    alpha=base_alpha(c),
+    beta=o.beta,
+    temperature=o.temperature,
+    estimator=o.estimator,
+    teacher_top_k=o.teacher_top_k,
+    chunk=c.train.kl_chunk,
+  )
+  spec.validate()
+  return spec
+
+
+def alpha_schedule(c: mlc.ConfigDict) -> schedules.AlphaSchedule:
+  s = c.objective.alpha_schedule
+  sched = schedules.AlphaSchedule(
+    kind=s.kind,
+    alpha=base_alpha(c),
+    alpha_end=s.alpha_end,
+    steps=c.train.steps,
+    target_entropy=s.target_entropy,
+    rate=s.rate,
+    alpha_min=s.alpha_min,
+    alpha_max=s.alpha_max,
+  )
+  sched.validate()
+  return sched
+
+
+def curriculum_config(c: mlc.ConfigDict, vocab_size: int) -> curriculum_lib.CurriculumConfig:
+  cur = c.curriculum
+  cfg = curriculum_lib.CurriculumConfig(
+    lengths=tuple(cur.lengths),
+    check_every=cur.check_every,
+    window=cur.window,
+    min_steps=cur.min_steps,
+    gate_entropy=cur.gate_entropy,
+    floor_entropy=cur.floor_entropy,
+    max_truncation=cur.max_truncation,
+    on_collapse=cur.on_collapse,
+    alpha_step=cur.alpha_step,
+    alpha_max=cur.alpha_max,
+    enabled=cur.enabled,
+    reference=cur.reference,
+  )
+  cfg.validate(vocab_size)
+  return cfg
+
+
+def load_run_config(workdir: str) -> mlc.ConfigDict:
+  """The config a run saved (WORKDIR/config.json), so its checkpoint can be read back
+  without the experiment file; JSON lists become the tuples the configs use."""
+  path = os.path.join(workdir, "config.json")
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f"{path} is missing: is {workdir!r} a run directory? "
+      "Pass --config=configs/X.py to evaluate it under a config file"
+    )
+  with open(path) as f:
+    d = json.load(f)
+  return mlc.ConfigDict(_tuples(d))
+
+
+def _tuples(x):
+  if isinstance(x, dict):
+    return {k: _tuples(v) for k, v in x.items()}
+  if isinstance(x, list):
+    return tuple(_tuples(v) for v in x)
+  return x

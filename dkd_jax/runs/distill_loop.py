@@ -1,0 +1,390 @@
+"""A distillation run: config -> models, data, prefix sources -> train loop -> eval.
+
+`run(config, workdir)` is what `python -m dkd_jax.launch` calls. It validates the
+config (nothing compiles before that), builds the mesh once, loads or bootstraps
+the teacher, initialises the student, restores the latest checkpoint in the
+workdir when there is one, then loops: prompts (grain) -> prefixes (`prefixes` plans
+them; the loop runs the rollouts they need with the live params) -> the one jitted
+train step -> metrics, NaN check, curriculum gate, logging, checkpoint. It ends with
+the student written to WORKDIR/export/hf (when `config.export.at_end`), an evaluation
+and a summary. This module orchestrates only: which prefixes, which
+alpha and which random stream are decided by `prefixes`, `schedules`/`curriculum`
+and `rng`.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+
+import jax
+import ml_collections as mlc
+import numpy as np
+
+from dkd_jax.core import checkpointing
+from dkd_jax.core import metrics_log
+from dkd_jax.core import paths
+from dkd_jax.core import rng
+from dkd_jax.core import sharding
+from dkd_jax.data import pipeline
+from dkd_jax.evals import harness
+from dkd_jax.generate import rollout as rollout_lib
+from dkd_jax.generate import sampling
+from dkd_jax.models import handoff
+from dkd_jax.objectives import curriculum as curriculum_lib
+from dkd_jax.objectives import prefixes
+from dkd_jax.objectives import schedules
+from dkd_jax.runs import configuration
+from dkd_jax.runs import pair as pair_lib
+from dkd_jax.runs import tasks
+from dkd_jax.train import step as train
+from dkd_jax.train import teacher_topk
+
+REFERENCE_PROMPTS = 64  # training prompts the teacher's reference entropy is measured on
+
+
+class Loop:
+  """The per-step host logic around the jitted step; its state is checkpointed."""
+
+  def __init__(self, c, mesh, pair, task, workdir, log):
+    self.c, self.mesh, self.pair, self.task, self.log = c, mesh, pair, task, log
+    self.spec = configuration.kl_spec(c)
+    self.schedule = configuration.alpha_schedule(c)
+    self.cur_cfg = configuration.curriculum_config(c, pair.student_cfg.vocab_size)
+    self.optimizer = train.make_optimizer(c.optim, c.train.steps)
+    self.topk = self._topk_cache(workdir)
+    static = train.StepStatic(
+      pair.student_graphdef,
+      None if self.topk else pair.teacher_graphdef,
+      self.spec,
+      self.optimizer,
+      mesh,
+      response_window=c.data.max_response_len,
+    )
+    self.state, self.state_shard = train.sharded_init_state(
+      self.optimizer, mesh, pair.student_cfg, pair.student_params
+    )
+    self.step_fn = train.jit_train_step(static, self.state_shard, pair.teacher_shardings)
+    self.iterator = iter(task.train_batches)
+    self.cur_state = curriculum_lib.init_state()
+    self.sched_state = schedules.init_state(self.schedule)
+    self.cost = metrics_log.GenerationCost()
+    self.cache = (
+      prefixes.RolloutCache(paths.as_path(workdir) / "teacher_rollouts.jsonl")
+      if c.data.teacher_source == prefixes.ROLLOUT_CACHED
+      else None
+    )
+    self.ckpt = checkpointing.RunCheckpointer(
+      paths.as_path(workdir) / "checkpoints",
+      every=c.train.ckpt_every,
+      max_to_keep=c.train.max_ckpts,
+    )
+    self.last_entropy = None
+    self.sampler = sampling.Sampler(c.rollout.temperature, c.rollout.top_p, c.rollout.top_k)
+    eng = functools.partial(
+      harness.make_engine,
+      mesh=mesh,
+      slots=c.data.batch_size,
+      max_prompt_len=c.data.max_prompt_len,
+      max_new=c.data.max_response_len,
+      eos_id=task.tokenizer.eos_id,
+    )
+    self.student_engine = eng(
+      pair.student_cfg, pair.student_graphdef, params_shard=self.state_shard["params"]
+    )
+    self.teacher_engine = eng(
+      pair.teacher_cfg, pair.teacher_graphdef, params_shard=pair.teacher_shardings
+    )
+
+  def _topk_cache(self, workdir):
+    """cached_topk: the teacher's top-k on disk (one pass if absent); the teacher's
+    params then leave the device until the final evaluation reloads them."""
+    c, pair = self.c, self.pair
+    if c.data.teacher_source != prefixes.CACHED_TOPK:
+      return None
+    cache = teacher_topk.ensure_cache(
+      workdir,
+      self.task.train_encoded,
+      pair.teacher_graphdef,
+      pair.teacher_params,
+      k=c.objective.teacher_top_k,
+      batch_size=c.data.batch_size,
+      mesh=self.mesh,
+      pad_id=self.task.tokenizer.pad_id,
+      log=self.log,
+    )
+    teacher_topk.free(pair.teacher_params)
+    pair.teacher_params = None
+    return cache
+
+  # -- checkpoint -------------------------------------------------------------------------
+  def host_state(self) -> dict:
+    return {
+      "iterator": self.iterator.get_state(),
+      "curriculum": self.cur_state,
+      "schedule": self.sched_state,
+      "cost": self.cost.state(),
+      "last_entropy": self.last_entropy,
+    }
+
+  def restore(self) -> int:
+    out = self.ckpt.restore(self.state, log=self.log)
+    if out is None:
+      return 0
+    self.state, host = out
+    self.iterator.set_state(host["iterator"])
+    self.cur_state, self.sched_state = host["curriculum"], host["schedule"]
+    self.cost.load(host["cost"])
+    self.last_entropy = host["last_entropy"]
+    step = int(self.state["step"])
+    self.log(f"resumed from step {step}")
+    return step
+
+  # -- one step ---------------------------------------------------------------------------
+  def make_batch(self, step: int, prompts: dict, max_len: int) -> tuple[dict, dict]:
+    """Prefixes for this step's prompts, packed; plus host-side rollout stats."""
+    c, pad = self.c, self.task.tokenizer.pad_id
+    plan = prefixes.plan(
+      rng.numpy_rng(c.seed, "prefix_rows", step),
+      len(prompts["prompt_len"]),
+      prefix=c.objective.prefix,
+      student_frac=c.objective.student_prefix_frac,
+      teacher_source=c.data.teacher_source,
+      max_len=max_len,
+    )
+    parts, entropy = [], None
+    if len(plan.student_idx):
+      res = self.cost.timed(
+        "student",
+        self._rollout,
+        self.student_engine,
+        self.state["params"],
+        prompts,
+        plan.student_idx,
+        max_len,
+        rng.key(c.seed, "student_rollout", step),
+      )
+      parts.append(prefixes.rollout_responses(plan.student_idx, res))
+      entropy = rollout_lib.token_mean(res, "entropies")
+    if len(plan.teacher_idx):
+      parts.append(self._teacher_responses(step, prompts, plan))
+    batch = prefixes.assemble(prompts, parts, plan, c.data.max_response_len, pad, entropy)
+    out = train.make_batch(
+      batch.tokens_BxT,
+      batch.loss_mask_BxT,
+      batch.student_B,
+      0.0,
+      rng.key_data(c.seed, "train_step", step),
+    )
+    if self.topk is not None:
+      out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
+        batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
+      )
+    return out, batch.stats
+
+  def _rollout(self, engine, params, prompts, idx, max_len, key):
+    return rollout_lib.rollout(
+      engine,
+      params,
+      prompts["prompt_tokens"][idx],
+      prompt_lens=prompts["prompt_len"][idx],
+      sampler=self.sampler,
+      seed=key,
+      max_new_tokens=max_len,
+      sync_every=self.c.rollout.sync_every,
+      pad_id=self.task.tokenizer.pad_id,
+    )
+
+  def _teacher_responses(self, step, prompts, plan) -> prefixes.Responses:
+    """Teacher prefixes: dataset responses, or teacher rollouts (cached when asked)."""
+    c, idx, pad = self.c, plan.teacher_idx, self.task.tokenizer.pad_id
+    R = c.data.max_response_len
+    if plan.teacher_source in (prefixes.DATASET, prefixes.CACHED_TOPK):
+      return prefixes.dataset_responses(prompts, idx, plan.max_len, R, pad)
+    index = prompts["index"]
+    rows = {i: self.cache.get(index[i]) for i in idx} if self.cache else {}
+    todo = [i for i in idx if rows.get(i) is None]
+    if todo:
+      res = self.cost.timed(
+        "teacher",
+        self._rollout,
+        self.teacher_engine,
+        self.pair.teacher_params,
+        prompts,
+        np.asarray(todo),
+        R,
+        rng.key(c.seed, "teacher_rollout", step),
+      )
+      fresh = prefixes.cache_rows(index[todo], res)
+      if self.cache is not None:
+        self.cache.put(fresh)
+      rows.update(zip(todo, fresh))
+    return prefixes.cached_responses(idx, [rows[i] for i in idx], plan.max_len, R, pad)
+
+  def measure_reference(self) -> None:
+    """The teacher's rollout entropy, once per run (checkpointed): what the curriculum's
+    gate and floor ratios multiply when curriculum.reference='teacher'."""
+    if (
+      not self.cur_cfg.enabled
+      or self.cur_cfg.reference != "teacher"
+      or self.cur_state.get("reference_entropy") is not None
+    ):
+      return
+    recs = self.task.train_records[:REFERENCE_PROMPTS]
+    enc = pipeline.encode_records(
+      recs, self.task.tokenizer, max_prompt_len=self.c.data.max_prompt_len, truncate=True
+    )
+    res = rollout_lib.rollout(
+      self.teacher_engine,
+      self.pair.teacher_params,
+      enc.prompt_ids,
+      sampler=self.sampler,
+      seed=rng.key(self.c.seed, "curriculum_reference"),
+      max_new_tokens=self.c.data.max_response_len,
+      sync_every=self.c.rollout.sync_every,
+      pad_id=self.task.tokenizer.pad_id,
+    )
+    h = rollout_lib.token_mean(res, "entropies")
+    self.cur_state = curriculum_lib.set_reference(self.cur_state, h)
+    gate, floor = curriculum_lib.thresholds(self.cur_cfg, self.cur_state)
+    self.log(
+      f"curriculum: teacher rollout entropy {h:.4f} nats on {len(recs)} prompts; "
+      f"gate {gate:.4f}, floor {floor:.4f}"
+    )
+
+  def current_alpha(self, step: int) -> float:
+    alpha, self.sched_state = schedules.alpha_at(
+      self.schedule, step, self.sched_state, entropy=self.last_entropy
+    )
+    return float(curriculum_lib.effective_alpha(self.cur_cfg, self.cur_state, alpha))
+
+  def step(self, step: int) -> dict:
+    t0 = time.perf_counter()
+    max_len = (
+      curriculum_lib.max_length(self.cur_cfg, self.cur_state)
+      if self.cur_cfg.enabled
+      else self.c.data.max_response_len
+    )
+    batch, stats = self.make_batch(step, next(self.iterator), max_len)
+    batch["alpha"] = np.float32(self.current_alpha(step))
+    batch = sharding.put_global(batch, train.batch_shardings(self.mesh, self.topk is not None))
+    t1 = time.perf_counter()
+    self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
+    metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
+    t2 = time.perf_counter()
+    metrics_log.check_finite(step + 1, metrics)
+    metrics.update(
+      stats,
+      max_len=max_len,
+      step_time=t2 - t0,
+      train_time=t2 - t1,
+      gen_time=t1 - t0,
+      **self.cost.as_metrics(),
+    )
+    self.last_entropy = stats.get("rollout_entropy", metrics["ent_s"])
+    self.cur_state, decision = curriculum_lib.update(
+      self.cur_cfg, self.cur_state, step + 1, self.last_entropy, stats["truncation_rate"]
+    )
+    if decision is not None:
+      self.log(f"curriculum: {decision['action']} at step {decision['step']}: {decision['reason']}")
+    return metrics
+
+
+def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> dict:
+  """Trains, evaluates and returns the summary dict (also written to workdir). Resuming
+  under a different config is refused unless `allow_config_change` (it would change
+  the LR and α schedules mid-run)."""
+  configuration.validate(c)
+  paths.as_path(workdir).mkdir(parents=True, exist_ok=True)
+  metrics_log.check_config_unchanged(workdir, c, allow_config_change)
+  logger = metrics_log.Logger(workdir, c)
+  log = logger.text
+  mesh = sharding.resolve_mesh(c.mesh)
+  log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
+  tokenizer = pair_lib.load_tokenizer(c, workdir)
+  task = tasks.load_task(c, tokenizer, workdir)
+  pair = pair_lib.load_pair(c, mesh, task, workdir, log)
+  loop = Loop(c, mesh, pair, task, workdir, log)
+  start = loop.restore()
+  logger.start(start)  # drops metric rows past the restored step (a killed run's tail)
+  loop.measure_reference()
+  _train(c, loop, logger, pair, mesh, start)
+  if pair.teacher_params is None:  # cached_topk trained without it; evaluation needs it
+    pair.teacher_params = pair_lib.load_teacher(c, mesh, task, workdir, log)[2]
+  if c.export.at_end:
+    out = handoff.write_model(
+      "hf",
+      str(paths.as_path(workdir) / "export" / "hf"),
+      pair.student_cfg,
+      loop.state["params"],
+      task.tokenizer,
+    )
+    log(f"export: the student as a Hugging Face directory in {out}")
+  results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
+  teacher = (
+    harness.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
+    if c.eval.teacher
+    else {}
+  )
+  summary = dict(
+    eval=results,
+    teacher_eval=teacher,
+    steps=c.train.steps,
+    seed=c.seed,
+    curriculum_enabled=bool(c.curriculum.enabled),
+    objective=dict(
+      prefix=c.objective.prefix,
+      kl=c.objective.kl,
+      alpha=configuration.base_alpha(c),
+      estimator=c.objective.estimator,
+    ),
+    alpha_schedule=c.objective.alpha_schedule.kind,
+    generation_cost=loop.cost.state(),
+    compute=dict(
+      generated_tokens=sum(loop.cost.tokens.values()),
+      train_flops=c.train.steps * _step_flops(c, pair),
+    ),
+    curriculum=loop.cur_state.get("decisions", []),
+  )
+  print_summary(summary, log)
+  logger.finish(summary)
+  return summary
+
+
+def _step_flops(c, pair) -> float:
+  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
+  return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
+
+
+def _train(c, loop: Loop, logger, pair, mesh, start: int) -> None:
+  peak = metrics_log.peak_flops(mesh)
+  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
+  flops = _step_flops(c, pair)
+  bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
+  for step in range(start, c.train.steps):
+    metrics = loop.step(step)
+    metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
+    metrics["mfu"] = flops / metrics["train_time"] / peak
+    logger.scalars(step + 1, metrics)
+    bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+    bar.update(1)
+    loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=step + 1 == c.train.steps)
+  bar.close()
+  loop.ckpt.close()
+
+
+def print_summary(summary: dict, log) -> None:
+  o = summary["objective"]
+  log(
+    f"summary: prefix={o['prefix']} kl={o['kl']} estimator={o['estimator']} "
+    f"steps={summary['steps']}"
+  )
+  for role in ("eval", "teacher_eval"):
+    for name, m in summary[role].items():
+      k = m["k"]
+      log(
+        f"  {'student' if role == 'eval' else 'teacher'} on {name}: accuracy(Avg@{k})="
+        f"{m['avg_at_k']:.3f} Pass@1={m['pass_at_k']['1']:.3f} "
+        f"Pass@{k}={m['pass_at_k'][str(k)]:.3f} length={m['mean_response_len']:.1f} "
+        f"entropy={m['mean_entropy']:.3f} KL(p||q)={m['fkl']:.4f} KL(q||p)={m['rkl']:.4f}"
+      )

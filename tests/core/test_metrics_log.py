@@ -1,0 +1,44 @@
+"""Progress output: a tqdm bar on a terminal, plain lines (no carriage returns) elsewhere."""
+
+import io
+
+import tqdm
+
+from dkd_jax.core import metrics_log
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_progress_in_a_file_is_one_line_every_n_steps():
+  out = io.StringIO()
+  bar = metrics_log.progress(0, 25, every=10, seconds=1e9, file=out)
+  assert isinstance(bar, metrics_log.LineProgress)
+  for step in range(25):
+    bar.set_postfix(loss=f"{1.0 / (step + 1):.4f}")
+    bar.update(1)
+  bar.close()
+  lines = out.getvalue().splitlines()
+  assert "\r" not in out.getvalue()
+  assert [l.split("] ")[1].split(" loss")[0] for l in lines] == [
+    "distill step 10/25",
+    "distill step 20/25",
+    "distill step 25/25",
+  ]
+  assert "loss=0.1000" in lines[0] and "step/s" in lines[0]
+
+
+def test_progress_every_few_seconds_and_resumed_start():
+  out = io.StringIO()
+  bar = metrics_log.progress(7, 10, every=100, seconds=0.0, file=out)
+  bar.update(1)
+  bar.close()  # nothing new since the last line: no duplicate
+  assert out.getvalue().count("\n") == 1 and "step 8/10" in out.getvalue()
+
+
+def test_progress_on_a_terminal_is_tqdm():
+  bar = metrics_log.progress(0, 5, file=_Terminal())
+  assert isinstance(bar, tqdm.tqdm)
+  bar.close()

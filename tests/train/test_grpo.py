@@ -1,0 +1,480 @@
+"""GRPO (DESIGN §9): advantages, rewards, the clipped objective's and the KL penalty's
+gradients against hand derivations / the naive oracle, the step on a (2,2,2) mesh with
+engine rollouts (G samples from one prefill), config validation, and the CLI from a
+distillation run's workdir with kill-and-resume."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from dkd_jax.core import sharding
+from dkd_jax.evals import math_eval
+from dkd_jax.generate import engine as engine_lib
+from dkd_jax.generate import rollout as rollout_lib
+from dkd_jax.generate import sampling
+from dkd_jax.models import decoder as model_lib
+from dkd_jax.objectives import kl as kl_lib
+from dkd_jax.objectives import naive_kl
+from dkd_jax.runs import configuration
+from dkd_jax.runs import tasks
+from dkd_jax.train import grpo
+from dkd_jax.train import step as train
+
+ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
+CFG = model_lib.ModelConfig(
+  vocab_size=64,
+  d_model=32,
+  d_ff=64,
+  n_layers=1,
+  n_heads=2,
+  n_kv_heads=2,
+  head_dim=16,
+  max_seq_len=64,
+)
+REF_CFG = model_lib.ModelConfig(
+  vocab_size=64,
+  d_model=48,
+  d_ff=96,
+  n_layers=1,
+  n_heads=4,
+  n_kv_heads=2,
+  head_dim=12,
+  max_seq_len=64,
+)
+
+
+def load_config(arg="tiny"):
+  spec = importlib.util.spec_from_file_location("cfg", os.path.join(ROOT, "configs", "grpo.py"))
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  return mod.get_config(arg)
+
+
+# ------------------------------------------------------------------ advantages and rewards
+
+
+def test_group_advantages_on_hand_made_groups():
+  r = np.array([[1, 0, 0, 1], [1, 1, 1, 1], [0, 0, 0, 0], [1, 0, 0, 0]], np.float32)
+  a = grpo.group_advantages(r, "mean_std", eps=0.0)
+  np.testing.assert_allclose(a[0], [1, -1, -1, 1], atol=1e-6)  # mean .5, std .5
+  assert np.all(a[1] == 0) and np.all(a[2] == 0)  # ties: exactly zero
+  std = np.sqrt(0.75 * 0.25)
+  np.testing.assert_allclose(a[3], np.array([0.75, -0.25, -0.25, -0.25]) / std, rtol=1e-6)
+  m = grpo.group_advantages(r, "mean")
+  np.testing.assert_allclose(m[3], [0.75, -0.25, -0.25, -0.25])
+  assert np.all(m[1] == 0)
+  np.testing.assert_allclose(a.sum(axis=1), 0, atol=1e-5)
+  with pytest.raises(ValueError, match="rl.advantage"):
+    grpo.group_advantages(r, "zscore")
+
+
+def test_reward_cases_correct_wrong_truncated_unparsable():
+  texts = [
+    "so 2+3=5\n#### 5",
+    "#### 6",
+    "#### 5",
+    "The answer is banana",
+    "",
+    r"\boxed{\frac{1}{2}}",
+  ]
+  golds = ["5", "5", "5", "5", "5", "0.5"]
+  cut = [False, False, True, False, False, False]
+  r, why = grpo.rewards(texts, golds, cut, math_eval.grade)
+  assert r.tolist() == [1, 0, 0, 0, 0, 1]
+  assert why == ["correct", "mismatch", grpo.TRUNCATED, "unparseable", "no_answer", "correct"]
+  # The embedded task's exact-match grader, through the same function.
+  r, why = grpo.rewards(
+    ["1+2=3\n#### 3", "#### 4", "#### 3", "no"],
+    ["3"] * 4,
+    [False, False, True, False],
+    tasks._grade_arithmetic,
+  )
+  assert r.tolist() == [1, 0, 0, 0] and why[2] == grpo.TRUNCATED and why[3] == "no_answer"
+
+
+# ------------------------------------------------------------------ the objective's gradient
+
+
+def _tiny(seed=0, N=8, D=6, V=11):
+  rng = np.random.default_rng(seed)
+  h = jnp.asarray(rng.normal(size=(N, D)), jnp.float32)
+  w = jnp.asarray(rng.normal(size=(D, V)) * 0.7, jnp.float32)
+  y = jnp.asarray(rng.integers(0, V, N), jnp.int32)
+  return h, w, y
+
+
+def test_token_logprobs_match_log_softmax_in_value_and_gradient():
+  h, w, y = _tiny()
+  ref = lambda h, w: jnp.take_along_axis(jax.nn.log_softmax(h @ w / 0.7), y[:, None], -1)[:, 0]
+  ours = lambda h, w: grpo.token_logprobs(h, w, y, temperature=0.7, chunk=3)
+  np.testing.assert_allclose(ours(h, w), ref(h, w), rtol=1e-6, atol=1e-6)
+  g = jnp.linspace(-1, 1, 8)
+  for a, b in zip(
+    jax.grad(lambda *x: ours(*x) @ g, (0, 1))(h, w), jax.grad(lambda *x: ref(*x) @ g, (0, 1))(h, w)
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_clipped_objective_gradient_matches_hand_derivation():
+  """L = −Σ w·min(ρA, clip(ρ)A): dL/dz_n = −w_n A_n ρ_n (onehot − π_n)/τ where the
+  unclipped branch is active, 0 where the clip binds."""
+  tau, lo, hi = 0.8, 0.2, 0.28
+  h, w, y = _tiny()
+  logp = grpo.token_logprobs(h, w, y, temperature=tau)
+  # Each regime twice: (ratio, A) with the clip binding or not.
+  ratio = np.array([1.5, 0.9, 0.5, 1.1, 1.0, 1.25, 0.79, 1.3], np.float32)
+  adv = np.array([1.0, 1.0, -1.0, -1.0, 0.5, 2.0, -0.3, 1.0], np.float32)
+  old = logp - jnp.log(ratio)
+  wts = jnp.asarray(np.random.default_rng(1).uniform(0.1, 1.0, 8), jnp.float32)
+
+  def loss(h, w):
+    lp = grpo.token_logprobs(h, w, y, temperature=tau, chunk=4)
+    obj, *_ = grpo.clipped_objective(lp, old, adv, lo, hi)
+    return -jnp.sum(wts * obj)
+
+  active = ~(((adv > 0) & (ratio > 1 + hi)) | ((adv < 0) & (ratio < 1 - lo)))
+  assert active.tolist() == [False, True, False, True, True, True, False, False]
+  pi = jax.nn.softmax(h @ w / tau)
+  onehot = jax.nn.one_hot(y, w.shape[1])
+  coef = -wts * adv * ratio * active
+  dz = coef[:, None] * (onehot - pi) / tau
+  gh, gw = jax.grad(loss, (0, 1))(h, w)
+  np.testing.assert_allclose(gw, h.T @ dz, rtol=1e-4, atol=1e-6)
+  np.testing.assert_allclose(gh, dz @ w.T, rtol=1e-4, atol=1e-6)
+  _, _, low, high = grpo.clipped_objective(logp, old, adv, lo, hi)
+  assert low.tolist() == [False, False, True, False, False, False, True, False]
+  assert high.tolist() == [True, False, False, False, False, False, False, True]
+
+
+# ------------------------------------------------------------------ the loss through a model
+
+
+@pytest.fixture(scope="module")
+def models():
+  gd, params = model_lib.init_params(CFG, None, 0)
+  ref_gd, ref_params = model_lib.init_params(REF_CFG, None, 1)
+  return gd, params, ref_gd, ref_params
+
+
+def _batch(adv, own_old=False, B=4, T=12, seed=0):
+  rng = np.random.default_rng(seed)
+  tokens = rng.integers(3, 64, (B, T)).astype(np.int32)
+  mask = np.zeros((B, T), np.float32)
+  for b in range(B):
+    start = int(rng.integers(2, 5))
+    mask[b, start : start + int(rng.integers(1, T - 1 - start))] = 1
+  old = np.where(mask > 0, rng.uniform(-4, -1, (B, T)), 0).astype(np.float32)
+  return grpo.make_batch(tokens, mask, old, adv, own_old)
+
+
+def _static(gd, ref_gd, mesh=None, **spec):
+  return grpo.StepStatic(gd, ref_gd, grpo.GRPOSpec(chunk=16, **spec).validate(), None, mesh)
+
+
+def test_tied_groups_give_zero_gradient(models):
+  gd, params, _, _ = models
+  batch = _batch(np.zeros(4, np.float32))
+  grads = jax.grad(lambda p: grpo.grpo_loss_fn(_static(gd, None), p, None, batch)[0])(params)
+  assert all(float(jnp.max(jnp.abs(g))) == 0.0 for g in jax.tree.leaves(grads))
+
+
+def test_own_old_first_update_has_ratio_exactly_one(models):
+  gd, params, _, _ = models
+  batch = _batch(np.array([1.0, -1.0, 0.5, -0.5], np.float32), own_old=True)
+  loss, (m, logp) = grpo.grpo_loss_fn(_static(gd, None), params, None, batch)
+  assert float(m["ratio_mean"]) == 1.0 and float(m["ratio_max_dev"]) == 0.0
+  assert float(m["clip_frac_low"]) == 0.0 and float(m["clip_frac_high"]) == 0.0
+  # ... and then the gradient is the plain policy gradient −Σ w A ∇log π.
+  w = grpo.token_weights(jnp.asarray(batch["loss_mask"]), "token")
+  adv = jnp.asarray(batch["adv"])[:, None]
+
+  def plain(p):
+    tokens = jnp.asarray(batch["tokens"])
+    hid, _ = model_lib.apply(gd, p, tokens)
+    lp = grpo.token_logprobs(
+      hid.reshape(-1, CFG.d_model), model_lib.head(gd, p), jnp.roll(tokens, -1, 1).reshape(-1)
+    ).reshape(tokens.shape)
+    return -jnp.sum(w * adv * lp)
+
+  g1 = jax.grad(lambda p: grpo.grpo_loss_fn(_static(gd, None), p, None, batch)[0])(params)
+  g2 = jax.grad(plain)(params)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+def test_full_vocab_kl_penalty_gradient_matches_naive_reference(models, aggregation):
+  """β·Σ w KL(π_θ‖π_ref) through the fused kernel == the naive [N, V] oracle (τ = 0.8),
+  for the teacher-shaped reference (a different width) and zero advantages."""
+  gd, params, ref_gd, ref_params = models
+  tau, beta = 0.8, 0.3
+  batch = _batch(np.zeros(4, np.float32))
+  static = _static(gd, ref_gd, kl_coef=beta, temperature=tau, aggregation=aggregation)
+  ours = lambda p: grpo.grpo_loss_fn(static, p, ref_params, batch)[0]
+  tokens = jnp.asarray(batch["tokens"])
+  w = grpo.token_weights(jnp.asarray(batch["loss_mask"]), aggregation).reshape(-1)
+
+  def naive(p):
+    hs, _ = model_lib.apply(gd, p, tokens)
+    hr, _ = model_lib.apply(ref_gd, ref_params, tokens)
+    loss, _ = naive_kl.reference_loss(
+      hs.reshape(-1, CFG.d_model),
+      model_lib.head(gd, p),
+      hr.reshape(-1, REF_CFG.d_model),
+      model_lib.head(ref_gd, ref_params),
+      w,
+      kl_lib.KLSpec(kind="reverse", temperature=tau),
+    )
+    return beta * loss / tau**2
+
+  np.testing.assert_allclose(ours(params), naive(params), rtol=1e-5)
+  assert float(ours(params)) > 0
+  for a, b in zip(
+    jax.tree.leaves(jax.grad(ours)(params)), jax.tree.leaves(jax.grad(naive)(params))
+  ):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-7)
+
+
+def test_k3_kl_penalty_gradient_matches_hand_derivation(models):
+  """d/dθ Σ w (e^Δ − Δ − 1) with Δ = log π_ref − log π_θ is Σ w (1 − e^Δ) ∇log π_θ."""
+  gd, params, ref_gd, ref_params = models
+  batch = _batch(np.zeros(4, np.float32))
+  static = _static(gd, ref_gd, kl_coef=1.0, kl_estimator="k3")
+  tokens = jnp.asarray(batch["tokens"])
+  y = jnp.roll(tokens, -1, 1).reshape(-1)
+  w = grpo.token_weights(jnp.asarray(batch["loss_mask"]), "token").reshape(-1)
+
+  def logp(graphdef, p, cfg):
+    hid, _ = model_lib.apply(graphdef, p, tokens)
+    logits = hid.reshape(-1, cfg.d_model) @ model_lib.head(graphdef, p)
+    return jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], -1)[:, 0]
+
+  delta = logp(ref_gd, ref_params, REF_CFG) - logp(gd, params, CFG)
+  hand = jax.grad(
+    lambda p: jnp.sum(jax.lax.stop_gradient(w * (1 - jnp.exp(delta))) * logp(gd, p, CFG))
+  )(params)
+  ours = jax.grad(lambda p: grpo.grpo_loss_fn(static, p, ref_params, batch)[0])(params)
+  for a, b in zip(jax.tree.leaves(ours), jax.tree.leaves(hand)):
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)  # entries up to ~1e-2
+  value = grpo.grpo_loss_fn(static, params, ref_params, batch)[1][0]["kl"]
+  np.testing.assert_allclose(value, jnp.sum(w * (jnp.exp(delta) - delta - 1)), rtol=1e-5)
+
+
+# ------------------------------------------------------------------ engine + step on a mesh
+
+
+def test_group_rollout_one_prefill_per_prompt_and_on_policy_step(monkeypatch):
+  """G samples per prompt from one prefill; then the jitted, donated step on a (2,2,2)
+  mesh: the rollout's own sampling log-probs give ratio 1 (to fp32 rounding), the
+  'recompute' first update gives exactly 1, and shardings are kept."""
+  mesh = sharding.make_mesh((2, 2, 2))
+  gd, params = model_lib.init_params(CFG, mesh, 0)
+  eng = engine_lib.Engine(
+    CFG,
+    gd,
+    mesh=mesh,
+    max_concurrent_decodes=8,
+    max_prefill_length=8,
+    max_decode_length=6,
+    prefill_buckets=(8,),
+  )
+  prompts = [[1, 5, 7], [2, 8, 9, 10], [4], [6, 6]]
+  calls = []
+  real = eng.prefill_multisampling
+  monkeypatch.setattr(
+    eng, "prefill_multisampling", lambda **kw: calls.append(kw["num_samples"]) or real(**kw)
+  )
+  sampler = sampling.Sampler(1.0)
+  res = rollout_lib.rollout(eng, params, prompts, sampler=sampler, seed=3, samples_per_prompt=4)
+  assert calls == [4, 4, 4, 4]  # one prefill per prompt
+  assert res["tokens"].shape[0] == 16
+  assert [list(res["prompt_tokens"][i, : res["prompt_len"][i]]) for i in range(0, 16, 4)] == prompts
+  responses = {tuple(r) for r in res["response_tokens"][:4]}
+  assert len(responses) > 1  # the G samples differ
+  greedy = rollout_lib.rollout(eng, params, prompts, samples_per_prompt=2)
+  single = rollout_lib.rollout(eng, params, prompts)
+  np.testing.assert_array_equal(greedy["response_tokens"][::2], single["response_tokens"])
+  np.testing.assert_array_equal(greedy["response_tokens"][1::2], single["response_tokens"])
+
+  opt = train.make_optimizer(load_config().optim, 10)
+  shard = train.state_shardings(mesh, opt, CFG)
+  adv = grpo.group_advantages(np.array([[1, 0, 0, 1]] * 4, np.float32)).reshape(-1)
+  ref = jax.device_put(jax.device_get(params), shard["params"])  # never aliases the state
+  for mode in ("rollout", "recompute"):  # 'recompute' also carries the full-vocab KL term
+    state = jax.jit(lambda p: train.init_state(opt, p), out_shardings=shard)(params)
+    kl = mode == "recompute"
+    spec = grpo.GRPOSpec(chunk=16, kl_coef=0.1 if kl else 0.0)
+    step = grpo.jit_grpo_step(
+      grpo.StepStatic(gd, gd if kl else None, spec, opt, mesh),
+      shard,
+      shard["params"] if kl else None,
+    )
+    ref_arg = ref if kl else None
+    batch = jax.device_put(
+      grpo.make_batch(
+        res["tokens"], res["loss_mask"], res["sampling_logprobs"], adv, mode == "recompute"
+      ),
+      grpo.batch_shardings(mesh),
+    )
+    new, m, logp = step(state, batch, ref_arg)
+    assert float(m["ratio_max_dev"]) < (2e-5 if mode == "rollout" else 1e-30), mode
+    assert float(m["logp_vs_rollout"]) < 1e-5 and float(m["grad_norm"]) > 0
+    np.testing.assert_allclose(np.asarray(logp), res["sampling_logprobs"], atol=2e-5)
+    for a, s in zip(jax.tree.leaves(new), jax.tree.leaves(shard)):
+      assert a.sharding.is_equivalent_to(s, a.ndim)
+    # Later updates on the batch see ρ != 1 (the first update's lr is 0: warmup from 0).
+    later = dict(
+      batch, old_logp=logp, own_old=jax.device_put(np.asarray(False), sharding.replicated(mesh))
+    )
+    new, _, _ = step(new, later, ref_arg)
+    _, m3, _ = step(new, later, ref_arg)
+    assert float(m3["ratio_max_dev"]) > 0
+    if kl:  # KL(π‖π_ref) is 0 while the params equal the reference, > 0 once they move
+      assert abs(float(m["kl"])) < 1e-6 and float(m3["kl"]) > 1e-9
+
+
+# ------------------------------------------------------------------ configs
+
+
+def test_grpo_config_validates_and_bad_values_name_the_field():
+  for arg in ("", "tiny"):
+    configuration.validate(load_config(arg))
+  bad = [
+    ("rl.aggregation", "batch"),
+    ("rl.kl_estimator", "k2"),
+    ("rl.kl_ref", "self"),
+    ("rl.advantage", "rank"),
+    ("rl.behavior_logp", "engine"),
+    ("rl.group_size", 1),
+    ("rl.eps_low", 1.5),
+    ("rl.eps_high", -0.1),
+    ("rl.kl_coef", -1.0),
+    ("rl.updates_per_batch", 0),
+    ("rollout.top_p", 0.9),
+    ("rollout.temperature", 0.0),
+  ]
+  for field, value in bad:
+    c = load_config()
+    node = c
+    *parents, leaf = field.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+    with pytest.raises(ValueError, match=field.replace(".", r"\.")):
+      configuration.validate(c)
+
+
+# ------------------------------------------------------------------ the CLI, kill and resume
+
+
+def _cli(work, *args):
+  cmd = [sys.executable, "-m", "dkd_jax.launch", f"--workdir={work}", *args]
+  return cmd, dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2")
+
+
+def _metrics(work):
+  rows = {}
+  with open(os.path.join(work, "metrics.jsonl")) as f:
+    for line in f:
+      d = json.loads(line)
+      rows[d["step"]] = d
+  return [rows[s] for s in sorted(rows)]
+
+
+GRPO_ARGS = [
+  "--config=configs/grpo.py:tiny",
+  "--config.train.steps=4",
+  "--config.train.ckpt_every=2",
+  "--config.rl.eval_every=2",
+  "--config.rl.prompts_per_batch=2",
+  "--config.rl.group_size=4",
+  "--config.rl.kl_coef=0.5",
+  "--config.rl.kl_ref=teacher",
+  "--config.eval.num_problems=2",
+  "--config.mesh=(1,1,1)",
+]
+
+
+def test_grpo_cli_from_a_distillation_run_resumes_and_evaluates(tmp_path):
+  run_dir = str(tmp_path / "distilled")
+  cmd, env = _cli(
+    run_dir,
+    "--config=configs/rev_student.py:tiny",
+    "--config.train.steps=2",
+    "--config.teacher.bootstrap_steps=20",
+    "--config.eval.num_problems=2",
+    "--config.data.arithmetic.num_train=256",
+    "--config.mesh=(1,1,1)",
+  )
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  straight = str(tmp_path / "straight")
+  cmd, env = _cli(straight, *GRPO_ARGS, f"--config.init.checkpoint={run_dir}")
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert "grpo summary" in out.stderr
+  killed = str(tmp_path / "killed")
+  cmd, env = _cli(killed, *GRPO_ARGS, f"--config.init.checkpoint={run_dir}")
+  proc = subprocess.Popen(
+    cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+  )
+  ckpt2, deadline = os.path.join(killed, "checkpoints", "4"), time.time() + 300
+  # the train state's step counts optimizer steps: RL step 2 x 2 updates = 4
+  while not os.path.isdir(ckpt2) and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.kill()
+  proc.wait()
+  assert os.path.isdir(ckpt2)
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  a, b = _metrics(straight), _metrics(killed)
+  assert [r["step"] for r in b] == [1, 2, 3, 4]
+  for ra, rb in zip(a, b):
+    for k in ra:
+      if not k.endswith("_time"):
+        assert ra[k] == rb[k], (ra["step"], k, ra[k], rb[k])
+  # rewards are 0 for this untrained student; the teacher-KL penalty moves the policy
+  assert a[-1]["kl"] > 0 and a[-1]["grad_norm"] > 0 and a[-1]["kl"] < a[0]["kl"]
+  summary = json.load(open(os.path.join(straight, "summary.json")))
+  assert sorted(map(int, summary["curve"])) == [0, 2, 4]
+  assert summary == json.load(open(os.path.join(killed, "summary.json")))
+  per = summary["eval"]["arithmetic"]["per_problem"]
+  assert len(per["correct"]) == 2 and len(per["length"]) == 2
+  # the GRPO workdir is a run directory: the evaluate CLI reads its config and checkpoint
+  cmd = [sys.executable, "-m", "dkd_jax.evaluate", f"--workdir={straight}"]
+  out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+  assert out.returncode == 0, out.stderr[-3000:]
+  assert (
+    json.load(open(os.path.join(straight, "eval.json")))["arithmetic"]["avg_at_k"]
+    == summary["eval"]["arithmetic"]["avg_at_k"]
+  )
+
+
+def test_a_run_directory_owns_the_evaluation_and_rl_eval_fields_only_resize_it(tmp_path):
+  """GRPO from a run directory is scored on that run's held-out set (task and k), not the
+  GRPO file's defaults; rl.eval_problems / rl.eval_k shrink the evaluation only."""
+  from dkd_jax.runs import rl_loop as rl_run
+
+  run_c = load_config()
+  run_c.data.task, run_c.eval.datasets, run_c.eval.k = "chain", ("chain",), 8
+  run_c.eval.num_problems = 1000
+  os.makedirs(tmp_path / "checkpoints")
+  with open(tmp_path / "config.json", "w") as f:
+    json.dump(run_c.to_dict(), f)
+  c = load_config()
+  c.init.checkpoint = str(tmp_path)
+  resolved = rl_run.resolve_config(c)
+  assert resolved.data.task == "chain" and tuple(resolved.eval.datasets) == ("chain",)
+  assert resolved.eval.k == 8 and resolved.eval.num_problems == 1000
+  resolved.rl.eval_problems, resolved.rl.eval_k = 300, 4
+  e = rl_run.eval_config(resolved)
+  assert (e.eval.num_problems, e.eval.k) == (300, 4)
+  assert resolved.eval.num_problems == 1000  # the train/held-out split is left alone
