@@ -25,7 +25,7 @@ def presets(arg: str, extra=()) -> set[str]:
   return names
 
 
-def tiny_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32):
+def tiny_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32) -> mlc.ConfigDict:
   return mlc.ConfigDict(
     dict(
       arch="llama",

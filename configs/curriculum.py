@@ -6,10 +6,12 @@ above `gate_entropy` and truncation is low; on collapse the stage is held and th
 forward-KL weight alpha is raised (KL mixing as the stabiliser).
 """
 
+import ml_collections as mlc
+
 from configs import common
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str = "") -> mlc.ConfigDict:
   c = common.base(arg)
   c.objective.prefix = "student"
   c.objective.kl = "mixed"

@@ -16,7 +16,7 @@ import ml_collections as mlc
 from configs import common
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str = "") -> mlc.ConfigDict:
   chosen = common.presets(arg)
   c = common.base(arg)
   # Fields the run directory owns (seed, teacher, student, data, objective, curriculum)

@@ -5,12 +5,14 @@ Presets (comma-separated with tiny): `teacher` uses teacher prefixes instead;
 `adaptive` makes alpha entropy-adaptive (rises when student entropy < target).
 """
 
+import ml_collections as mlc
+
 from configs import common
 
 EXTRA = ("teacher", "adaptive")
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str = "") -> mlc.ConfigDict:
   presets = common.presets(arg, EXTRA)
   c = common.base(arg, EXTRA)
   c.objective.prefix = "teacher" if "teacher" in presets else "student"

@@ -8,10 +8,12 @@ Run on a TPU VM (see launch/run_tpu_vm.sh):
       --config.data.path=/data/gsm8k_train.jsonl --workdir=gs://bucket/qwen3_opd
 """
 
+import ml_collections as mlc
+
 from configs import common
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str = "") -> mlc.ConfigDict:
   c = common.base(arg)
   c.mesh = (1, -1, 4)  # fsdp over hosts, vocab/heads over 4 chips
   c.teacher.checkpoint = "/path/to/Qwen3-1.7B"

@@ -7,10 +7,12 @@ Run: python -m dkd_jax.launch --config=configs/smollm2_self.py --config.data.pat
 Meant for an accelerator; on 2 CPU cores one step takes minutes.
 """
 
+import ml_collections as mlc
+
 from configs import common
 
 
-def get_config(arg: str = ""):
+def get_config(arg: str = "") -> mlc.ConfigDict:
   c = common.base(arg)
   c.teacher.checkpoint = "smollm2-gguf"  # resolved to the installed GGUF
   c.student.checkpoint = ""

@@ -45,7 +45,7 @@ def evaluate_checkpoint(c, workdir: str, log=print) -> dict:
   return harness.evaluate_run(c, pair, task, params, mesh, log)
 
 
-def main(argv):
+def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   workdir = _WORKDIR.value or _CHECKPOINT.value

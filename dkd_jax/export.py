@@ -10,10 +10,13 @@ says what the student is; nothing is written into RUN_DIR except under `--out`.
 from absl import app
 from absl import flags
 from absl import logging
+from jax.sharding import Mesh
 
 from dkd_jax.core import checkpointing
 from dkd_jax.core import sharding
+from dkd_jax.data.protocols import Tokenizer
 from dkd_jax.models import handoff
+from dkd_jax.models.decoder import ModelConfig
 from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
 from dkd_jax.train import step as train
@@ -32,7 +35,7 @@ _DTYPE = flags.DEFINE_enum(
 )
 
 
-def _mesh(c, log):
+def _mesh(c, log) -> Mesh:
   """The run's mesh when this host has its devices, else one device (export only
   gathers the params to the host)."""
   try:
@@ -42,7 +45,9 @@ def _mesh(c, log):
     return sharding.make_mesh((1, 1, 1))
 
 
-def student_params(c, workdir: str, step: int | None = None, log=print):
+def student_params(
+  c, workdir: str, step: int | None = None, log=print
+) -> tuple[ModelConfig, dict, Tokenizer]:
   """(student ModelConfig, params, tokenizer) of a run's checkpoint; reads only."""
   configuration.validate(c)
   tokenizer = pair_lib.load_tokenizer(c, workdir, read_only=True)
@@ -71,7 +76,7 @@ def export_run(
   return path
 
 
-def main(argv):
+def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   if not _WORKDIR.value or not _OUT.value:

@@ -65,7 +65,7 @@ _MULTIHOST_ENV = (
 )
 
 
-def _maybe_distributed():
+def _maybe_distributed() -> None:
   mode = _DISTRIBUTED.value
   explicit = _COORDINATOR.value is not None
   if mode == "off" or not (
@@ -90,7 +90,7 @@ def _maybe_distributed():
     jax.distributed.initialize()
 
 
-def main(argv):
+def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file op at INFO

@@ -21,7 +21,7 @@ _STUDY = flags.DEFINE_bool(
 )
 
 
-def main(argv):
+def main(argv) -> None:
   dirs = argv[1:]
   if not dirs:
     raise app.UsageError(

@@ -16,7 +16,7 @@ from dkd_jax.evals import rl_curves
 _OUT = flags.DEFINE_string("out", "report", "Folder for rl_results.md and rl_curves.png.")
 
 
-def main(argv):
+def main(argv) -> None:
   if len(argv) != 2:
     raise app.UsageError(
       "give the study's OUT directory: python -m dkd_jax.rl_report OUT [--out=DIR]"

@@ -35,7 +35,7 @@ class CorruptCheckpoint(RuntimeError):
 
 
 @jax.jit
-def _fingerprint_Lx2(state):
+def _fingerprint_Lx2(state) -> jax.Array:
   leaves = [x.astype(jnp.float32) for x in jax.tree.leaves(state)]
   return jnp.stack([jnp.stack([jnp.sum(x), jnp.sum(jnp.abs(x))]) for x in leaves])
 
@@ -92,7 +92,7 @@ class RunCheckpointer:
     self._mngr.wait_until_finished()
     return True
 
-  def _restore_step(self, step: int, state_like):
+  def _restore_step(self, step: int, state_like) -> tuple[dict, dict[str, Any]]:
     """(state, host) of one step, or raises CorruptCheckpoint saying what is wrong."""
     abstract = jax.tree.map(
       lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state_like
@@ -123,7 +123,9 @@ class RunCheckpointer:
     self._mngr.reload()
     return str(dest)
 
-  def restore(self, state_like, step: int | None = None, log=print):
+  def restore(
+    self, state_like, step: int | None = None, log=print
+  ) -> tuple[dict, dict[str, Any]] | None:
     """(state, host) at `step` (default: the latest intact one) into `state_like`'s
     shardings, or None when there is no checkpoint."""
     if step is not None:
@@ -155,11 +157,11 @@ class RunCheckpointer:
       )
     return None
 
-  def close(self):
+  def close(self) -> None:
     self._mngr.close()
 
 
-def restore_params(workdir, state_like, step: int | None = None):
+def restore_params(workdir, state_like, step: int | None = None) -> dict:
   """The params of a run's checkpoint at `step` (default the latest intact one) under
   WORKDIR/checkpoints, restored into the shardings of `state_like` (a train state, or
   its ShapeDtypeStructs with shardings, of the same structure). Reads only."""
@@ -192,7 +194,7 @@ def save_params(directory, params) -> None:
   ckptr.wait_until_finished()
 
 
-def load_params(directory, params_like):
+def load_params(directory, params_like) -> dict:
   abstract = jax.tree.map(
     lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
     params_like,

@@ -103,7 +103,9 @@ class LineProgress:
       self._line(time.perf_counter())
 
 
-def progress(start: int, total: int, *, every: int = 10, seconds: float = 30.0, file=None):
+def progress(
+  start: int, total: int, *, every: int = 10, seconds: float = 30.0, file=None
+) -> tqdm.tqdm | LineProgress:
   """A tqdm bar on a terminal; `LineProgress` lines when stderr is a file or a pipe."""
   file = file or sys.stderr
   if file.isatty() or not multihost.is_primary():  # tqdm(disable=True) is silent
@@ -228,7 +230,7 @@ class GenerationCost:
     self.seconds = {"student": 0.0, "teacher": 0.0}
     self.tokens = {"student": 0, "teacher": 0}
 
-  def timed(self, source: str, fn: Callable, *args, **kw):
+  def timed(self, source: str, fn: Callable, *args, **kw) -> dict:
     t0 = time.perf_counter()
     out = fn(*args, **kw)
     self.seconds[source] += time.perf_counter() - t0
@@ -245,6 +247,6 @@ class GenerationCost:
   def state(self) -> dict:
     return {"seconds": dict(self.seconds), "tokens": dict(self.tokens)}
 
-  def load(self, state: dict):
+  def load(self, state: dict) -> None:
     self.seconds.update(state["seconds"])
     self.tokens.update(state["tokens"])

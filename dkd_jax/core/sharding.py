@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from collections.abc import Sequence
+from typing import Any
 
 import jax
 import numpy as np
@@ -102,7 +103,7 @@ def named_sharding(
   return NamedSharding(mesh, spec)
 
 
-def tree_shardings(mesh: Mesh, logical_tree, shape_tree):
+def tree_shardings(mesh: Mesh, logical_tree, shape_tree) -> Any:
   """Maps a pytree of logical-axis tuples + matching shapes to NamedShardings."""
   is_axes = lambda x: isinstance(x, tuple) and all(a is None or isinstance(a, str) for a in x)
   paths = jax.tree_util.tree_flatten_with_path(logical_tree, is_leaf=is_axes)[0]
@@ -123,7 +124,7 @@ def without_axis(s: NamedSharding, mesh_axis: str, drop_leading: bool = False) -
   drop_leading also removes the spec's first entry (a slice of a stacked array)."""
   spec = list(s.spec)[1 if drop_leading else 0 :]
 
-  def keep(entry):
+  def keep(entry) -> str | tuple[str, ...] | None:
     if entry == mesh_axis:
       return None
     if isinstance(entry, tuple):
@@ -143,25 +144,25 @@ def replicated(mesh: Mesh) -> NamedSharding:
   return NamedSharding(mesh, P())
 
 
-def put_global(tree, shardings):
+def put_global(tree, shardings) -> Any:
   """Host arrays (the same global value on every process) -> global jax.Arrays; each
   process copies only the slices its own devices hold (no cross-host traffic, no
   equality check). With one process this is `jax.device_put`."""
   if jax.process_count() == 1:
     return jax.device_put(tree, shardings)
 
-  def one(x, s):
+  def one(x, s) -> jax.Array:
     x = np.asarray(x)
     return jax.make_array_from_callback(x.shape, s, lambda idx: x[idx])
 
   return jax.tree.map(one, tree, shardings)
 
 
-def to_host(tree):
+def to_host(tree) -> Any:
   """Numpy copies of a pytree of arrays. An array sharded over other processes' devices
   is gathered first, which is a collective: every process must make the same call."""
 
-  def one(x):
+  def one(x) -> np.ndarray:
     if isinstance(x, jax.Array) and not x.is_fully_addressable and not x.is_fully_replicated:
       from jax.experimental import multihost_utils
 

@@ -9,7 +9,9 @@ from __future__ import annotations
 import numpy as np
 
 
-def pack(prompt_tokens_BxP, prompt_len_B, response_tokens_BxR, response_len_B, pad_id: int):
+def pack(
+  prompt_tokens_BxP, prompt_len_B, response_tokens_BxR, response_len_B, pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
   """(tokens [B, P+R] int32, loss_mask [B, P+R] float32) in the packed layout."""
   B, P = prompt_tokens_BxP.shape
   R = response_tokens_BxR.shape[1]

@@ -23,6 +23,7 @@ import dataclasses
 import logging
 import os
 import sys
+from collections.abc import Iterator
 from collections.abc import Sequence
 
 try:
@@ -95,14 +96,14 @@ class LocalMath(tfds.core.GeneratorBasedBuilder):
   def _log_download_done(self) -> None:
     pass
 
-  def _split_generators(self, dl_manager):
+  def _split_generators(self, dl_manager) -> dict[str, Iterator[tuple[int, dict[str, str]]]]:
     manual_dir = os.fspath(dl_manager.manual_dir)
     return {
       split: self._generate_examples(os.path.join(manual_dir, filename))
       for split, filename in self.builder_config.split_files
     }
 
-  def _generate_examples(self, path: str):
+  def _generate_examples(self, path: str) -> Iterator[tuple[int, dict[str, str]]]:
     for i, record in enumerate(sources.read_records(path, self.builder_config.fmt)):
       # Key = position: unique and, with disable_shuffling, the read order.
       yield i, {k: record[k] for k in _FIELDS}
@@ -128,7 +129,7 @@ class TfdsRecords(Sequence):
 
 
 @contextlib.contextmanager
-def _quiet():
+def _quiet() -> Iterator[None]:
   """No TFDS progress bars or absl warnings while a local file is prepared."""
   from tensorflow_datasets.core.utils import tqdm_utils
 

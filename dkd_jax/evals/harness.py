@@ -14,6 +14,7 @@ Unreadable answers count as wrong and are tallied by reason, never a crash.
 from __future__ import annotations
 
 import collections
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -31,10 +32,10 @@ from dkd_jax.models import decoder as model_lib
 from dkd_jax.objectives import kl as kl_lib
 
 
-def _kl_fn(pair, mesh, chunk):
+def _kl_fn(pair, mesh, chunk) -> Callable:
   spec = kl_lib.KLSpec(kind="forward", chunk=chunk)
 
-  def fn(s_params, t_params, tokens_BxT, mask_BxT):
+  def fn(s_params, t_params, tokens_BxT, mask_BxT) -> tuple[jax.Array, jax.Array, jax.Array]:
     B, T = tokens_BxT.shape
     h_s, _ = model_lib.apply(pair.student_graphdef, s_params, tokens_BxT)
     h_t, _ = model_lib.apply(pair.teacher_graphdef, t_params, tokens_BxT)
@@ -53,7 +54,7 @@ def _kl_fn(pair, mesh, chunk):
   return jax.jit(fn)
 
 
-def heldout_kl(fn, pair, s_params, tokens, mask, mesh, batch: int):
+def heldout_kl(fn, pair, s_params, tokens, mask, mesh, batch: int) -> tuple[float, float]:
   """Token-mean teacher-student KL(p||q) and KL(q||p) over the masked tokens; `fn` is
   `_kl_fn(...)`, built once per evaluation so every eval set reuses its compile."""
   n = tokens.shape[0]
@@ -70,7 +71,9 @@ def heldout_kl(fn, pair, s_params, tokens, mask, mesh, batch: int):
   return f / max(m, 1.0), r / max(m, 1.0)
 
 
-def make_engine(cfg, graphdef, mesh, *, slots, max_prompt_len, max_new, eos_id, params_shard):
+def make_engine(
+  cfg, graphdef, mesh, *, slots, max_prompt_len, max_new, eos_id, params_shard
+) -> engine_lib.Engine:
   return engine_lib.Engine(
     cfg,
     graphdef,
@@ -97,7 +100,7 @@ def response_texts(res: dict, tokenizer) -> tuple[list[str], int]:
   return texts, invalid
 
 
-def _grades(res, tokenizer, golds, grade):
+def _grades(res, tokenizer, golds, grade) -> tuple[list[str], list[bool], collections.Counter, int]:
   """(texts, correct, reasons, invalid-token count); a response cut at the token budget
   is wrong whatever it contains (DESIGN §7: the budget is part of the task)."""
   texts, invalid = response_texts(res, tokenizer)
@@ -136,7 +139,7 @@ def evaluate_set(
   max_prompt_len,
   seed,
   pad_id,
-):
+) -> tuple[dict, dict]:
   """Rollouts (k per problem) and their grades; returns (metrics, rollout result)."""
   enc = pipeline.encode_records(records, tokenizer, max_prompt_len=max_prompt_len, truncate=True)
   # One prefill per problem, k samples from it (rows stay problem-major: i * k + j).

@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def load_runs(run_dirs):
+def load_runs(run_dirs) -> list[dict]:
   runs = []
   for d in run_dirs:
     path = os.path.join(d, "summary.json")
@@ -52,12 +52,12 @@ def _gen_seconds(s) -> float:
   return sum(s.get("generation_cost", {}).get("seconds", {}).values())
 
 
-def _main_runs(runs):
+def _main_runs(runs) -> list[dict]:
   """The objective-comparison runs: everything but the horizon sweep (run names horizon_*)."""
   return [s for s in runs if not s["run"].startswith("horizon_")] or runs
 
 
-def plot_entropy(runs, out):
+def plot_entropy(runs, out) -> None:
   fig, ax = plt.subplots(figsize=(5, 4))
   for s in _main_runs(runs):
     e = _main_eval(s)
@@ -71,7 +71,7 @@ def plot_entropy(runs, out):
   plt.close(fig)
 
 
-def plot_compute(runs, out):
+def plot_compute(runs, out) -> None:
   fig, ax = plt.subplots(figsize=(5, 4))
   for s in _main_runs(runs):
     prefix = s["objective"]["prefix"]
@@ -88,7 +88,7 @@ def plot_compute(runs, out):
   plt.close(fig)
 
 
-def plot_horizon(runs, out):
+def plot_horizon(runs, out) -> None:
   """Runs sharing the curriculum runs' objective, by horizon, with / without curriculum."""
   fig, (a1, a2) = plt.subplots(1, 2, figsize=(9, 3.6))
   ref = [s["objective"] for s in runs if s.get("curriculum_enabled")]

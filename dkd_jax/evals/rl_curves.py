@@ -58,7 +58,9 @@ def per_problem(m: dict) -> dict[str, np.ndarray] | None:
   }
 
 
-def bootstrap(values_SxP: np.ndarray, n_boot: int = N_BOOT, seed: int = 0):
+def bootstrap(
+  values_SxP: np.ndarray, n_boot: int = N_BOOT, seed: int = 0
+) -> tuple[float, float, float]:
   """(mean, lo, hi): the 95% percentile interval of the seed-and-problem mean under
   resampling problems (the same indices for every seed)."""
   S, P = values_SxP.shape
@@ -105,7 +107,7 @@ def load_study(out_dir: str) -> dict[str, dict[int, dict]]:
   return {arm: summarise(list(seeds.values())) for arm, seeds in load_curves(out_dir).items()}
 
 
-def _gain_SxP(seeds: dict[int, dict], name: str, common: list[int]):
+def _gain_SxP(seeds: dict[int, dict], name: str, common: list[int]) -> np.ndarray | None:
   """[S, P] per-problem (last common step - step 0) of one arm, or None if not paired."""
   rows = []
   for seed in common:

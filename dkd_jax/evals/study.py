@@ -149,7 +149,7 @@ def claims_table(arms, claims) -> str:
   return "\n".join(rows) + "\n"
 
 
-def _errorbar(ax, x, t, label, **kw):
+def _errorbar(ax, x, t, label, **kw) -> None:
   ax.errorbar(
     [x[0]],
     [t[0]],
@@ -185,7 +185,7 @@ def plot_tradeoffs(arms, out: str) -> None:
   plt.close(fig)
 
 
-def _curve(run_dir, key):
+def _curve(run_dir, key) -> tuple[np.ndarray, np.ndarray]:
   with open(os.path.join(run_dir, "metrics.jsonl")) as f:
     rows = [json.loads(line) for line in f if line.strip()]
   return np.array([r["step"] for r in rows]), np.array([r.get(key, np.nan) for r in rows])

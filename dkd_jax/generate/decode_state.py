@@ -48,7 +48,9 @@ def decode_params_fn(cfg, graphdef, params) -> DecodeParams:
   return DecodeParams(params, tuple(model_lib.layer_list(layers, cfg.n_layers)))
 
 
-def _forward(graphdef, dp: DecodeParams, tokens_BxT, positions_BxT, caches, head=False):
+def _forward(
+  graphdef, dp: DecodeParams, tokens_BxT, positions_BxT, caches, head=False
+) -> tuple[jax.Array, dict[str, tuple[jax.Array, ...]]]:
   """(hidden or fp32 logits, caches) through the per-layer blocks; caches are
   {'k','v': L-tuples} of one layer's buffers each (updated in place when loop-carried)."""
   kv_L = list(zip(caches["k"], caches["v"]))
@@ -133,7 +135,7 @@ class ResultTokens:
   length_idx: tuple = struct.field(pytree_node=False, default=(2, 3))
   samples_per_slot: int = struct.field(pytree_node=False, default=1)
 
-  def copy_to_host_async(self):
+  def copy_to_host_async(self) -> None:
     for x in (self.data, self.log_prob, self.sampling_log_prob, self.entropy):
       if isinstance(x, jax.Array):
         x.copy_to_host_async()
@@ -182,12 +184,14 @@ def default_buckets(max_prefill_length: int) -> tuple[int, ...]:
 # ----------------------------------------------------------------------------- pure functions
 
 
-def _finished(token, num, limit, eos_ids: tuple[int, ...]):
+def _finished(token, num, limit, eos_ids: tuple[int, ...]) -> jax.Array:
   hit_eos = jnp.isin(token, jnp.asarray(eos_ids, jnp.int32)) if eos_ids else False
   return hit_eos | (num >= limit)
 
 
-def _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, last, key_2):
+def _first_tokens(
+  cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, last, key_2
+) -> tuple[dict[str, jax.Array], jax.Array]:
   """STATS of `num_samples` first tokens drawn from the logits at index `last`, and their
   keys (sample i uses fold_in(key, i) when there are several)."""
   del cfg
@@ -206,20 +210,20 @@ def _first_tokens(cfg, graphdef, sampler, num_samples, dp, hidden_1xTxD, last, k
   return first, keys_Nx2
 
 
-def _head_logits(graphdef, dp, h_NxD):
+def _head_logits(graphdef, dp, h_NxD) -> jax.Array:
   w_DxV = model_lib.head(graphdef, dp.params)
   return jnp.einsum(
     "nd,dv->nv", h_NxD, w_DxV.astype(h_NxD.dtype), preferred_element_type=jnp.float32
   )
 
 
-def _prefix_and_result(cache, true_length, first, keys_Nx2, max_new):
+def _prefix_and_result(cache, true_length, first, keys_Nx2, max_new) -> tuple[Prefix, ResultTokens]:
   prefix = Prefix(cache, true_length, first, keys_Nx2, max_new)
   ones_N = jnp.ones((keys_Nx2.shape[0],), jnp.int32)
   return prefix, _result(first, ones_N, ones_N)
 
 
-def _prefill_forward(cfg, graphdef, dp, tokens_NxT):
+def _prefill_forward(cfg, graphdef, dp, tokens_NxT) -> tuple[jax.Array, dict[str, jax.Array]]:
   """(hidden_NxTxD, stacked cache of batch N and length T) of N prompts padded to T."""
   N, T = tokens_NxT.shape
   positions_NxT = jnp.broadcast_to(jnp.arange(T, dtype=jnp.int32), (N, T))
@@ -231,7 +235,7 @@ def _prefill_forward(cfg, graphdef, dp, tokens_NxT):
 
 def prefill_fn(
   cfg, graphdef, sampler, num_samples, params, tokens_1xT, true_length, key_2, max_new
-):
+) -> tuple[Prefix, ResultTokens]:
   """Runs the padded prompt into a fresh length-T cache; samples the first token(s)."""
   dp = decode_params_fn(cfg, graphdef, params)
   hidden_1xTxD, cache = _prefill_forward(cfg, graphdef, dp, tokens_1xT)
@@ -243,7 +247,7 @@ def prefill_fn(
 
 def prefill_batch_fn(
   cfg, graphdef, sampler, params, tokens_NxT, true_length_N, keys_Nx2, max_new_N
-):
+) -> tuple[Prefix, ResultTokens]:
   """N padded prompts (right-padded to one bucket T) in one forward into a fresh cache of
   batch N; row i's first token is drawn as `prefill_fn` draws it for prompt i alone
   (its key, step 0). Rows are independent: padding only follows each row's tokens."""
@@ -270,7 +274,7 @@ def extend_fn(
   true_length,
   key_2,
   max_new,
-):
+) -> tuple[Prefix, ResultTokens]:
   """Prefills `true_length` more tokens (padded to T) at positions old_length.. on top of
   an earlier prefix's cache (length Pc); the new prefix's cache has length out_len (a
   bucket >= old_length + true_length) and its true length is the sum.
@@ -337,7 +341,9 @@ def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> Deco
   )
 
 
-def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState):
+def decode_step(
+  cfg, graphdef, sampler, eos_ids, params, state: DecodeState
+) -> tuple[DecodeState, ResultTokens]:
   """One token for every slot; finished/empty slots compute but change nothing."""
   dp = decode_params_fn(cfg, graphdef, params)
   tokens_Bx1, pos_Bx1 = state.tokens_B[:, None], state.pos_B[:, None]
@@ -365,11 +371,13 @@ def decode_step(cfg, graphdef, sampler, eos_ids, params, state: DecodeState):
   return new, _result(stats, active_B, num_B)
 
 
-def generate_fn(cfg, graphdef, sampler, eos_ids, params, state):
+def generate_fn(cfg, graphdef, sampler, eos_ids, params, state) -> tuple[DecodeState, ResultTokens]:
   return decode_step(cfg, graphdef, sampler, eos_ids, params, state)
 
 
-def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state, stop_free=None):
+def generate_steps_fn(
+  cfg, graphdef, sampler, eos_ids, num_steps, params, state, stop_free=None
+) -> DecodeState:
   """Up to num_steps decode steps in one jit; stops early once `stop_free` slots (traced;
   default all) are done, so the host can refill freed slots without waiting for the rest.
   Given plain params, the blocks are split per layer once here, not per token."""
@@ -377,11 +385,11 @@ def generate_steps_fn(cfg, graphdef, sampler, eos_ids, num_steps, params, state,
   B = state.done_B.shape[0]
   stop_free = B if stop_free is None else stop_free
 
-  def cond(carry):
+  def cond(carry) -> jax.Array:
     i, s = carry
     return (i < num_steps) & (jnp.sum(s.done_B) < stop_free)
 
-  def body(carry):
+  def body(carry) -> tuple[jax.Array, DecodeState]:
     i, s = carry
     return i + 1, decode_step(cfg, graphdef, sampler, eos_ids, dp, s)[0]
 

@@ -36,12 +36,15 @@ import logging
 import os
 from collections.abc import Callable
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from dkd_jax.core import sharding as sharding_lib
+from dkd_jax.data.protocols import Tokenizer
 from dkd_jax.generate import requests
 from dkd_jax.generate import sampling
 
@@ -68,7 +71,7 @@ from dkd_jax.models import hf
 from dkd_jax.models import kv_cache
 
 
-def _import_jetstream():
+def _import_jetstream() -> tuple[ModuleType | None, str | None]:
   """(engine_api module or None, error string). google-jetstream 0.2.2 sets the root
   logger to DEBUG on import; the previous level is restored."""
   root_level = logging.getLogger().level
@@ -160,7 +163,7 @@ class Engine(_EngineBase):
     self._jits: dict[tuple, Any] = {}
 
   # -- shardings -------------------------------------------------------------------------
-  def _build_shardings(self):
+  def _build_shardings(self) -> None:
     mesh, B, S = self._mesh, self._B, self._P + self.max_decode_length
     rep = sharding_lib.replicated(mesh)
     b1, b2 = sharding_lib.batch_sharding(mesh, 1), sharding_lib.batch_sharding(mesh, 2)
@@ -195,7 +198,7 @@ class Engine(_EngineBase):
     self._result_rep = ResultTokens(rep, rep, rep, rep)
 
   # -- compiled functions (cached per static configuration) -------------------------------
-  def _jit(self, name: str, *static, params=None):
+  def _jit(self, name: str, *static, params=None) -> Callable:
     """The jitted `name` for these static arguments and this kind of params (plain or
     `DecodeParams`: their shardings differ)."""
     decode = isinstance(params, DecodeParams)
@@ -204,7 +207,7 @@ class Engine(_EngineBase):
       self._jits[key] = self._make_jit(name, *static, decode=decode)
     return self._jits[key]
 
-  def _make_jit(self, name, *static, decode=False):
+  def _make_jit(self, name, *static, decode=False) -> Callable:
     ps = self.decode_param_shardings if decode else self.param_shardings
     cfg, gd, eos, ss, rep = (self.cfg, self.graphdef, self.eos_ids, self.state_shardings, self._rep)
     if name == "prefill":
@@ -380,7 +383,7 @@ class Engine(_EngineBase):
     rng,
     max_new_tokens,
     num_samples,
-  ):
+  ) -> tuple[Prefix, ResultTokens]:
     tokens = requests.new_tokens(padded_tokens, true_length)
     base = requests.existing(existing_prefix)  # None or (cache, length already in it)
     total = (0 if base is None else base[1]) + len(tokens)
@@ -400,7 +403,9 @@ class Engine(_EngineBase):
       base = (prefix.cache, (0 if base is None else base[1]) + len(piece))
     return self._prefill_piece(params, base, pieces[-1], sampler, num_samples, key, max_new)
 
-  def _prefill_piece(self, params, base, tokens, sampler, num_samples, key, max_new):
+  def _prefill_piece(
+    self, params, base, tokens, sampler, num_samples, key, max_new
+  ) -> tuple[Prefix, ResultTokens]:
     """One jitted call: a fresh prefill (base None) or an extension of base's cache."""
     padded, n = self.pad_to_bucket(tokens)
     if base is None:
@@ -462,7 +467,7 @@ class Engine(_EngineBase):
 
   def load_params(
     self, checkpoint: str | os.PathLike | None = None, *, seed: int = 0, step: int | None = None
-  ):
+  ) -> dict:
     """Params in the engine's shardings: from `checkpoint`, else a random init from `seed`.
 
     A checkpoint is read by the `checkpoint_loader` the engine was built with
@@ -483,7 +488,7 @@ class Engine(_EngineBase):
   def get_prefix_destination_sharding(self) -> Prefix:
     return self.prefix_shardings
 
-  def get_tokenizer(self):
+  def get_tokenizer(self) -> Tokenizer:
     """The tokenizer given at construction (our Tokenizer protocol, not upstream's
     TokenizerParameters proto: `build_tokenizer` hands it back unchanged)."""
     if self.tokenizer is None:
@@ -493,7 +498,7 @@ class Engine(_EngineBase):
       )
     return self.tokenizer
 
-  def build_tokenizer(self, metadata):
+  def build_tokenizer(self, metadata) -> Tokenizer:
     """Upstream builds a SentencePiece tokenizer from get_tokenizer()'s proto; ours
     already is the tokenizer, so the orchestrator's build_tokenizer(get_tokenizer())
     gets it back."""
@@ -512,11 +517,11 @@ class Engine(_EngineBase):
     return 1
 
   @property
-  def mesh(self):
+  def mesh(self) -> Mesh:
     return self._mesh
 
   @property
-  def colocated_cpus(self):
+  def colocated_cpus(self) -> None:
     return None
 
   @property

@@ -34,11 +34,15 @@ import numpy as np
 
 from dkd_jax.core import sharding
 from dkd_jax.data import packing
+from dkd_jax.generate.decode_state import DecodeState
+from dkd_jax.generate.decode_state import Prefix
 
 RESPONSE_KEYS = ("logprob", "sampling_logprob", "entropy")
 
 
-def prepare_prompts(prompts, prompt_lens, max_len: int, truncate: bool):
+def prepare_prompts(
+  prompts, prompt_lens, max_len: int, truncate: bool
+) -> tuple[list[np.ndarray], np.ndarray, int]:
   """(list of int32 arrays, prompt_truncated bool [N], width P) with validation.
 
   Truncation (opt-in) keeps the first token (BOS) and the end of the prompt, like
@@ -161,7 +165,7 @@ def rollout(
   done_rows: dict[int, dict] = {}
   live: dict[int, object] = {}  # prompt -> its prefix, until its last sample is inserted
 
-  def prefix_of(i):
+  def prefix_of(i) -> Prefix:
     if i not in live:
       padded, n = engine.pad_to_bucket(rows_in[i], pad_id)
       live[i] = engine.prefill_multisampling(
@@ -175,7 +179,7 @@ def rollout(
       )[0]
     return live[i]
 
-  def prefill_rows(ids):
+  def prefill_rows(ids) -> dict[int, tuple[Prefix, int]]:
     """{prompt: (prefix, row)} from one batched prefill of `ids`: padded to the bucket of
     the longest and to a power-of-two count (repeats of the first prompt), so a run
     compiles one shape per (bucket, count) it meets: a rollout's first fill is B prompts,
@@ -196,7 +200,7 @@ def rollout(
     )
     return {i: (prefix, r) for r, i in enumerate(ids)}
 
-  def fill(state):
+  def fill(state) -> DecodeState:
     free = [slot for slot, who in enumerate(owner) if who < 0]
     todo = [pending.popleft() for _ in range(min(len(free), len(pending)))]
     placed = prefill_rows([i for i, _ in todo]) if G == 1 and todo else {}

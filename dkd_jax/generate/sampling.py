@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
@@ -81,12 +82,12 @@ def step_keys(keys_Bx2: jax.Array, steps_B: jax.Array) -> jax.Array:
   return jax.vmap(fold)(keys_Bx2, steps_B)
 
 
-def _top_k_mask(logits_BxV, k: int):
+def _top_k_mask(logits_BxV, k: int) -> jax.Array:
   kth_B1 = jax.lax.top_k(logits_BxV, k)[0][:, -1:]
   return jnp.where(logits_BxV >= kth_B1, logits_BxV, -jnp.inf)
 
 
-def _top_p_mask(logits_BxV, p: float):
+def _top_p_mask(logits_BxV, p: float) -> jax.Array:
   """Keeps the smallest set of top tokens whose probability reaches p (ties kept)."""
   sorted_BxV = jnp.sort(logits_BxV, axis=-1)[:, ::-1]
   probs_BxV = jax.nn.softmax(sorted_BxV, axis=-1)
@@ -146,20 +147,20 @@ def _draw_full(probs_BxV, u_B) -> jax.Array:
   return n_B * _BLOCK + g_B
 
 
-def _float_order(x):
+def _float_order(x) -> jax.Array:
   """int32 keys ordered as the float32 values (for exact bisection over values)."""
   i = jax.lax.bitcast_convert_type(x, jnp.int32)
   return jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)
 
 
-def _threshold(key_BxV, above_fn, limit):
+def _threshold(key_BxV, above_fn, limit) -> jax.Array:
   """Per row, the smallest key t among the row's keys with above_fn(key > t) < limit
   (above_fn sums a [B, V] mask to [B]; it falls as t grows). 32 halvings of the row's
   key range, each one pass over [B, V]: exact, and no sort."""
   lo_B = jnp.min(key_BxV, axis=-1) - 1  # above(lo) = everything: >= limit
   hi_B = jnp.max(key_BxV, axis=-1)  # above(hi) = nothing: < limit
 
-  def halve(_, bounds):
+  def halve(_, bounds) -> tuple[jax.Array, jax.Array]:
     lo, hi = bounds
     mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
     ok = above_fn(key_BxV > mid[:, None]) < limit
@@ -168,7 +169,7 @@ def _threshold(key_BxV, above_fn, limit):
   return jax.lax.fori_loop(0, 32, halve, (lo_B, hi_B))[1]
 
 
-def _sample_threshold(sampler, x_BxV, u_B):
+def _sample_threshold(sampler, x_BxV, u_B) -> tuple[jax.Array, jax.Array]:
   """The full-vocabulary path, sort-free: the top-k edge (count) and then the top-p edge
   (mass) found by bisection over the values; ties at either edge are kept, as in
   `sampling_logits`. Then an inverse-CDF draw over the kept tokens."""
@@ -188,7 +189,7 @@ def _sample_threshold(sampler, x_BxV, u_B):
   return tokens_B, jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
 
 
-def _sample_candidates(sampler, x_BxV, u_B, C: int):
+def _sample_candidates(sampler, x_BxV, u_B, C: int) -> tuple[jax.Array, jax.Array, jax.Array]:
   """(tokens_B, logprob_B, exact) from the top C of x (temperature applied).
 
   `exact` is a scalar: True iff every row's kept set lies inside its C candidates with
@@ -235,7 +236,9 @@ def _candidate_tiers(sampler: Sampler, V: int) -> tuple[int, ...]:
   return ()
 
 
-def sample(sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array, steps_B: jax.Array):
+def sample(
+  sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array, steps_B: jax.Array
+) -> tuple[jax.Array, jax.Array]:
   """(tokens_B int32, sampling_logprob_B) for one decode step."""
   if sampler.is_greedy:
     tokens_B = jnp.argmax(logits_BxV, axis=-1).astype(jnp.int32)
@@ -243,7 +246,7 @@ def sample(sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array, steps_B
   u_B = _uniforms(keys_Bx2, steps_B)
   x_BxV = logits_BxV.astype(jnp.float32) / sampler.temperature
 
-  def draw(tiers):
+  def draw(tiers) -> tuple[jax.Array, jax.Array]:
     if not tiers:
       return _sample_threshold(sampler, x_BxV, u_B)
     tokens_B, logp_B, exact = _sample_candidates(sampler, x_BxV, u_B, tiers[0])
@@ -254,7 +257,7 @@ def sample(sampler: Sampler, logits_BxV: jax.Array, keys_Bx2: jax.Array, steps_B
   return draw(_candidate_tiers(sampler, x_BxV.shape[-1]))
 
 
-def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array):
+def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array) -> tuple[jax.Array, jax.Array]:
   """(logprob_B, entropy_B) of the model's temperature-1 distribution."""
   logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
   logprob_B = jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
@@ -262,7 +265,7 @@ def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array):
   return logprob_B, entropy_B
 
 
-def check_sampler(sampler):
+def check_sampler(sampler) -> Sampler | Callable:
   """The sampler itself, if it is a `Sampler` or a hashable callable; else a TypeError."""
   if isinstance(sampler, Sampler):
     return sampler

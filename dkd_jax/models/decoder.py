@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from typing import Any
 
 import jax
@@ -154,7 +155,7 @@ def param_shapes(cfg: ModelConfig) -> dict[str, Any]:
 def param_logical_axes(params) -> Any:
   """Logical axes tree matching a params (or shapes) tree, by leaf name."""
 
-  def axes(path, _):
+  def axes(path, _) -> tuple[str | None, ...]:
     return PARAM_AXES[path[-1].key]
 
   return jax.tree_util.tree_map_with_path(
@@ -162,7 +163,7 @@ def param_logical_axes(params) -> Any:
   )
 
 
-def _init(key, shape, fan_in):
+def _init(key, shape, fan_in) -> jax.Array:
   return jax.random.normal(key, shape, jnp.float32) / math.sqrt(fan_in)
 
 
@@ -229,13 +230,15 @@ class Decoder(nnx.Module):
     return rms_norm(x_BxTxD, self.final_norm[...], cfg.norm_eps), cache
 
 
-def rms_norm(x, w, eps):
+def rms_norm(x, w, eps) -> jax.Array:
   x32 = x.astype(jnp.float32)
   y = x32 * jax.lax.rsqrt(jnp.mean(x32 * x32, axis=-1, keepdims=True) + eps)
   return (y * w.astype(jnp.float32)).astype(x.dtype)
 
 
-def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
+def attention(
+  cfg, p, x_BxTxD, rope, positions_BxT, kv=None
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
   """GQA self-attention; kv=(keys_BxKxDhxS, values_BxKxSxDh) is this layer's cache or
   None."""
   dtype = x_BxTxD.dtype
@@ -274,7 +277,9 @@ def attention(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
   return jnp.einsum("btf,fd->btd", out_BxTxHDh, w("wo").reshape(H * Dh, -1)), kv
 
 
-def block(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
+def block(
+  cfg, p, x_BxTxD, rope, positions_BxT, kv=None
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
   """One pre-norm decoder block: attention + SwiGLU MLP, both residual."""
   h, kv = attention(
     cfg, p, rms_norm(x_BxTxD, p["attn_norm"], cfg.norm_eps), rope, positions_BxT, kv
@@ -288,7 +293,7 @@ def block(cfg, p, x_BxTxD, rope, positions_BxT, kv=None):
   return x_BxTxD + down, kv
 
 
-def _remat(cfg, fn):
+def _remat(cfg, fn) -> Callable:
   if cfg.remat == "none":
     return fn
   policy = {
@@ -299,10 +304,12 @@ def _remat(cfg, fn):
   return jax.checkpoint(fn, policy=policy)
 
 
-def apply_layers(cfg, layers, x_BxTxD, rope, positions_BxT, cache):
+def apply_layers(
+  cfg, layers, x_BxTxD, rope, positions_BxT, cache
+) -> tuple[jax.Array, dict[str, jax.Array] | None]:
   """Runs the L stacked blocks by lax.scan or a Python loop (same params either way)."""
 
-  def body(x, xs):
+  def body(x, xs) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     p, kv = xs
     x, kv = block(cfg, p, x, rope, positions_BxT, kv)
     return x, kv
@@ -333,7 +340,7 @@ def layer_list(layers: dict[str, jax.Array], n_layers: int) -> list[dict[str, ja
   return [{k: a[i] for k, a in layers.items()} for i in range(n_layers)]
 
 
-def apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, kv_L):
+def apply_layer_list(cfg, layers_L, x_BxTxD, rope, positions_BxT, kv_L) -> tuple[jax.Array, list]:
   """The blocks as a Python loop over per-layer weights and per-layer caches
   kv_L = [(k_BxSxKxDh, v_BxSxKxDh)] * L: each cache is updated in place (when its buffer
   is donated or loop-carried) instead of being restacked, so a decode step writes the
@@ -356,19 +363,21 @@ def create(cfg: ModelConfig, seed: int = 0) -> Decoder:
   return Decoder(cfg, rngs=nnx.Rngs(seed))
 
 
-def split(model: Decoder):
+def split(model: Decoder) -> tuple[nnx.GraphDef, dict]:
   """(graphdef, params) with params a pure nested dict of arrays."""
   graphdef, state = nnx.split(model)
   return graphdef, nnx.to_pure_dict(state)
 
 
-def abstract(cfg: ModelConfig):
+def abstract(cfg: ModelConfig) -> tuple[nnx.GraphDef, dict]:
   """(graphdef, params ShapeDtypeStructs) without allocating weights."""
   graphdef, state = nnx.split(nnx.eval_shape(lambda: create(cfg)))
   return graphdef, nnx.to_pure_dict(state)
 
 
-def apply(graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_L=None):
+def apply(
+  graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_L=None
+) -> tuple[jax.Array, Any]:
   """Pure forward: (hidden_BxTxD, cache)."""
   return nnx.merge(graphdef, params)(tokens_BxT, positions_BxT, cache, layers_L)
 
@@ -377,7 +386,9 @@ def head(graphdef, params) -> jax.Array:
   return nnx.merge(graphdef, params).head_DxV()
 
 
-def logits(graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_L=None):
+def logits(
+  graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_L=None
+) -> tuple[jax.Array, Any]:
   """Full logits (fp32) — for generation, tests and eval only, never the training loss."""
   hidden, cache = apply(graphdef, params, tokens_BxT, positions_BxT, cache, layers_L)
   w = head(graphdef, params)
@@ -386,7 +397,7 @@ def logits(graphdef, params, tokens_BxT, positions_BxT=None, cache=None, layers_
   ), cache
 
 
-def param_shardings(mesh, cfg: ModelConfig):
+def param_shardings(mesh, cfg: ModelConfig) -> dict:
   """NamedShardings for the params tree, from PARAM_AXES and the rules table."""
   from dkd_jax.core import sharding
 
@@ -394,7 +405,7 @@ def param_shardings(mesh, cfg: ModelConfig):
   return sharding.tree_shardings(mesh, param_logical_axes(shapes), shapes)
 
 
-def init_params(cfg: ModelConfig, mesh=None, seed: int = 0):
+def init_params(cfg: ModelConfig, mesh=None, seed: int = 0) -> tuple[nnx.GraphDef, dict]:
   """(graphdef, params) initialised directly into their shardings (no host copy)."""
   graphdef, _ = abstract(cfg)
   init = lambda: split(create(cfg, seed))[1]

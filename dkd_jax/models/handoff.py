@@ -66,7 +66,7 @@ def _write_generation_config(tok, out_dir: str) -> None:
 def write_hf_model(out_dir: str, cfg: ModelConfig, params, tok, dtype: str = "float32") -> str:
   """`out_dir` as a complete HF model directory, replaced atomically."""
 
-  def extra(tmp):
+  def extra(tmp) -> None:
     _write_tokenizer(tok, tmp, cfg.max_seq_len)
     _write_generation_config(tok, tmp)
 
@@ -97,7 +97,7 @@ def write_model(fmt: str, out: str, cfg: ModelConfig, params, tok, dtype: str = 
   return write(out, cfg, params, tok, dtype)
 
 
-def _on_host(params):
+def _on_host(params) -> dict:
   """Params as host numpy arrays; on a multi-host slice each host holds only its shards,
   so all of them take part in gathering the full arrays."""
   if jax.process_count() == 1:

@@ -86,7 +86,7 @@ class TensorSpec:
   hf_shape: tuple[int, ...]
 
 
-def _hf_shape(shape, layout):
+def _hf_shape(shape, layout) -> tuple[int, ...]:
   if layout == "copy":
     return tuple(shape)
   if layout == "flat":
@@ -94,13 +94,13 @@ def _hf_shape(shape, layout):
   return (math.prod(shape[layout:]), math.prod(shape[:layout]))
 
 
-def _to_ours(a, spec: TensorSpec):
+def _to_ours(a, spec: TensorSpec) -> np.ndarray:
   if isinstance(spec.layout, int):
     return a.T.reshape(spec.shape)
   return a.reshape(spec.shape)
 
 
-def _to_hf(a, spec: TensorSpec):
+def _to_hf(a, spec: TensorSpec) -> np.ndarray:
   if isinstance(spec.layout, int):
     return np.ascontiguousarray(a.reshape(math.prod(spec.shape[: spec.layout]), -1).T)
   return a.reshape(spec.hf_shape)
@@ -178,7 +178,7 @@ def params_from_hf(
   shapes: Mapping[str, tuple[int, ...]],
   get: Callable[[str], np.ndarray],
   where: str = "checkpoint",
-):
+) -> dict:
   """A HF state dict (names, shapes and a getter) -> our params tree of fp32 numpy."""
   check_hf_tensors(cfg, shapes, where)
   specs = hf_tensor_specs(cfg)
@@ -212,7 +212,7 @@ def param_readers(
   shapes: Mapping[str, tuple[int, ...]],
   get: Callable[[str], np.ndarray],
   where: str = "checkpoint",
-):
+) -> dict:
   """Our params tree with a reader per leaf: reader(index) -> fp32 numpy of that slice
   only. With a memory-mapped `get` (safetensors) a host reads just the bytes of the
   shards it holds: the layout change (`_to_ours`) is a view, the slice comes first and
@@ -223,10 +223,10 @@ def param_readers(
   for name, spec in hf_tensor_specs(cfg).items():
     names.setdefault(spec.key, {})[spec.layer] = (name, spec)
 
-  def view(name, spec):
+  def view(name, spec) -> np.ndarray:
     return _to_ours(get(name), spec)
 
-  def reader(key):
+  def reader(key) -> Callable[[tuple[slice, ...]], np.ndarray]:
     by_layer = names[key]
     if None in by_layer:
       return lambda idx: np.asarray(view(*by_layer[None])[idx], np.float32)
@@ -241,7 +241,7 @@ def param_readers(
   }
 
 
-def place_readers(cfg: ModelConfig, readers, mesh=None, shardings=None):
+def place_readers(cfg: ModelConfig, readers, mesh=None, shardings=None) -> dict:
   """Leaf readers -> device arrays, each process reading only its devices' slices;
   `shardings` (a params tree of them) overrides the mesh's default param shardings."""
   shapes = model_lib.param_shapes(cfg)
@@ -260,7 +260,7 @@ def place_readers(cfg: ModelConfig, readers, mesh=None, shardings=None):
   )
 
 
-def place(cfg: ModelConfig, params, mesh=None):
+def place(cfg: ModelConfig, params, mesh=None) -> dict:
   """Host params -> device arrays, each leaf straight into its mesh sharding."""
   if mesh is None:
     return jax.tree.map(jax.numpy.asarray, params)
@@ -315,7 +315,9 @@ def read_config(path: str, **overrides) -> ModelConfig:
     return config_from_hf(json.load(f), **overrides)
 
 
-def load_hf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
+def load_hf(
+  path: str, *, mesh=None, dtype: str = "float32", **overrides
+) -> tuple[ModelConfig, dict]:
   """A local HF directory -> (ModelConfig, params), params placed into their shardings,
   read shard by shard from the memory-mapped safetensors (no host holds more than the
   slices of its own devices).
@@ -329,7 +331,7 @@ def load_hf(path: str, *, mesh=None, dtype: str = "float32", **overrides):
   return cfg, place_readers(cfg, readers, mesh)
 
 
-def load_hf_params(path: str, cfg: ModelConfig, shardings):
+def load_hf_params(path: str, cfg: ModelConfig, shardings) -> dict:
   """The params of a local HF directory for an existing `cfg` (every tensor's shape is
   checked against it), read shard by shard straight into `shardings`."""
   entries = _hf_entries(path)
@@ -386,7 +388,7 @@ def export_hf(path: str, cfg: ModelConfig, params, tokenizer_dir: str | None = N
   """Writes config.json + model.safetensors (fp32) that transformers loads, atomically;
   copies the tokenizer files found in `tokenizer_dir`."""
 
-  def copy_tokenizer(tmp):
+  def copy_tokenizer(tmp) -> None:
     found = [n for n in TOKENIZER_FILES if os.path.exists(os.path.join(tokenizer_dir, n))]
     if not found:
       raise FileNotFoundError(

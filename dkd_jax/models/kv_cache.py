@@ -44,7 +44,7 @@ def init_cache(cfg, batch: int, length: int, dtype=None) -> dict[str, jax.Array]
   return {n: jnp.zeros(s, dtype) for n, s in cache_shapes(cfg, batch, length).items()}
 
 
-def init_layer_caches(cfg, batch: int, length: int, dtype=None):
+def init_layer_caches(cfg, batch: int, length: int, dtype=None) -> dict[str, tuple[jax.Array, ...]]:
   """The same zeroed cache as L per-layer buffers {'k','v': L-tuples} (the decode loop's
   form: each layer's buffer is updated in place)."""
   dtype = jnp.dtype(dtype or cfg.dtype)
@@ -54,7 +54,7 @@ def init_layer_caches(cfg, batch: int, length: int, dtype=None):
   }
 
 
-def write(kv, k_BxTxKxDh, v_BxTxKxDh, start_B):
+def write(kv, k_BxTxKxDh, v_BxTxKxDh, start_B) -> tuple[jax.Array, jax.Array]:
   """This layer's cache (keys [B,K,Dh,S], values [B,K,S,Dh]) with T new positions per row
   written from start_B on."""
   keys, values = kv
@@ -68,7 +68,7 @@ def write(kv, k_BxTxKxDh, v_BxTxKxDh, start_B):
 
 def cache_shardings(
   mesh, cfg, batch: int, length: int, *, per_layer: bool = False, shard_batch: bool = True
-):
+) -> dict:
   """NamedShardings of the stacked cache, or (per_layer) of `init_layer_caches`' tuples.
   shard_batch=False replicates the batch axis (a one-prompt prefix)."""
   out = {}

@@ -26,13 +26,13 @@ def inv_freq(cfg) -> jax.Array:
   return jnp.where(is_mid, mid, scaled)
 
 
-def tables(cfg, positions_BxT):
+def tables(cfg, positions_BxT) -> tuple[jax.Array, jax.Array]:
   """(cos, sin) of every position's angles."""
   angles = positions_BxT.astype(jnp.float32)[..., None] * inv_freq(cfg)
   return jnp.cos(angles), jnp.sin(angles)  # [B, T, Dh/2] each
 
 
-def apply(x_BxTxNxDh, rope):
+def apply(x_BxTxNxDh, rope) -> jax.Array:
   """x's heads rotated by the (cos, sin) tables, computed in fp32, returned in x's dtype."""
   cos, sin = (r[:, :, None, :] for r in rope)
   x = x_BxTxNxDh.astype(jnp.float32)

@@ -20,6 +20,7 @@ import datetime
 import json
 import os
 from collections.abc import Sequence
+from typing import NoReturn
 
 from tokenizers import AddedToken
 from tokenizers import Tokenizer
@@ -50,7 +51,7 @@ class GGUFTokenizerInfo:
   chat_template: str | None
 
 
-def _pre_tokenizer(pre: str):
+def _pre_tokenizer(pre: str) -> pre_tokenizers.PreTokenizer:
   """The split rules llama.cpp uses for a `tokenizer.ggml.pre` name."""
   byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
   if pre in ("default", "gpt2", "gpt-2"):
@@ -233,7 +234,7 @@ def render_chat(
   except ImportError as e:
     raise ImportError("rendering a chat template needs jinja2 (pip install jinja2)") from e
 
-  def raise_exception(message):
+  def raise_exception(message) -> NoReturn:
     raise jinja_exceptions.TemplateError(message)
 
   env = ImmutableSandboxedEnvironment(

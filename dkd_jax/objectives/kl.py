@@ -122,19 +122,19 @@ class _Plan:
   batch_axes: tuple | None = None
 
 
-def _pmax(x, axis):
+def _pmax(x, axis) -> jax.Array:
   return x if axis is None else lax.pmax(x, axis)
 
 
-def _psum(x, axis):
+def _psum(x, axis) -> jax.Array:
   return x if axis is None else lax.psum(x, axis)
 
 
-def _dot32(a, b):
+def _dot32(a, b) -> jax.Array:
   return jnp.dot(a, b, preferred_element_type=jnp.float32)
 
 
-def _log_softmax_group(xs_CxV, axis):
+def _log_softmax_group(xs_CxV, axis) -> tuple[jax.Array, jax.Array, jax.Array]:
   """Log-probs, probs and log-normalisers of several vocab-sharded logit arrays.
 
   All arrays share one pmax and one psum of per-token scalars; entries at -inf
@@ -149,7 +149,7 @@ def _log_softmax_group(xs_CxV, axis):
   return logp, prob, lse_CxG
 
 
-def _top_k_support(t_CxV, k, axis):
+def _top_k_support(t_CxV, k, axis) -> jax.Array:
   """Boolean [C, V_local]: teacher logits at or above the global k-th largest."""
   local_C_k = lax.top_k(t_CxV, min(k, t_CxV.shape[-1]))[0]
   if axis is not None:  # only k candidates per token and shard cross devices
@@ -158,7 +158,7 @@ def _top_k_support(t_CxV, k, axis):
   return t_CxV >= theta_C[:, None]
 
 
-def _at_token(x_CxV, idx_C, on_shard_C):
+def _at_token(x_CxV, idx_C, on_shard_C) -> jax.Array:
   """x at each token's local vocab index; 0 where the token lives on another shard."""
   safe = jnp.clip(idx_C, 0, x_CxV.shape[-1] - 1)[:, None]
   return jnp.where(on_shard_C, jnp.take_along_axis(x_CxV, safe, -1)[:, 0], 0.0)
@@ -247,7 +247,7 @@ def _distributions(plan, z_CxV, traw_CxV) -> _Dists:
   )
 
 
-def _token_sums(plan, d: _Dists, tok_C, v_off):
+def _token_sums(plan, d: _Dists, tok_C, v_off) -> tuple[_Sums, tuple[jax.Array, jax.Array]]:
   """Per-token partial sums over this shard's vocab, summed over shards."""
   spec = plan.spec
   terms = spec.weights()
@@ -285,7 +285,7 @@ def _token_sums(plan, d: _Dists, tok_C, v_off):
   return out, (idx_C, on_shard)
 
 
-def _mix(spec, alpha):
+def _mix(spec, alpha) -> tuple[float | jax.Array, float | jax.Array]:
   """(forward, reverse) weights of the per-token loss; alpha is traced for 'mixed'."""
   terms = spec.weights()
   if terms.forward and terms.reverse:
@@ -293,7 +293,7 @@ def _mix(spec, alpha):
   return float(terms.forward), float(terms.reverse)
 
 
-def _token_loss(plan, sums: _Sums, alpha):
+def _token_loss(plan, sums: _Sums, alpha) -> tuple[jax.Array, jax.Array | float]:
   """Per-token loss / τ² and its derivative wrt alpha."""
   spec = plan.spec
   if spec.weights().jsd:
@@ -305,7 +305,7 @@ def _token_loss(plan, sums: _Sums, alpha):
   return loss_C, (sums.F - sums.R if spec.kind == "mixed" else 0.0)
 
 
-def _logit_grad(plan, d: _Dists, sums: _Sums, alpha, tok_loc):
+def _logit_grad(plan, d: _Dists, sums: _Sums, alpha, tok_loc) -> jax.Array:
   """d(per-token loss / τ²) / d(z/τ) for one chunk: the DESIGN §3 closed forms."""
   spec = plan.spec
   terms = spec.weights()
@@ -322,7 +322,9 @@ def _logit_grad(plan, d: _Dists, sums: _Sums, alpha, tok_loc):
   return g_CxV
 
 
-def _chunk(plan, with_grad, Ws, Wt, alpha, v_off, xs):
+def _chunk(
+  plan, with_grad, Ws, Wt, alpha, v_off, xs
+) -> tuple[dict[str, jax.Array], jax.Array | None]:
   """One chunk of C tokens: loss, metrics and (optionally) the logit cotangent."""
   hs_CxD, ht_CxE, w_C, tok_C = xs
   d = _distributions(plan, _dot32(hs_CxD, Ws), _dot32(ht_CxE, Wt))
@@ -339,13 +341,13 @@ def _chunk(plan, with_grad, Ws, Wt, alpha, v_off, xs):
   return out, dz_CxV.astype(Ws.dtype)
 
 
-def _chunks(x, n_chunks, c):
+def _chunks(x, n_chunks, c) -> jax.Array:
   pad = n_chunks * c - x.shape[0]
   x = jnp.pad(x, [(0, pad)] + [(0, 0)] * (x.ndim - 1))
   return x.reshape(n_chunks, c, *x.shape[1:])
 
 
-def _body(plan, with_grad, hs, Ws, ht, Wt, mask, tok, alpha):
+def _body(plan, with_grad, hs, Ws, ht, Wt, mask, tok, alpha) -> tuple[jax.Array, ...]:
   """Per-device kernel: scan over token chunks; psums only over named mesh axes."""
   n, vl = hs.shape[0], Ws.shape[1]
   c = min(plan.spec.chunk, n)
@@ -356,7 +358,7 @@ def _body(plan, with_grad, hs, Ws, ht, Wt, mask, tok, alpha):
   v_off = 0 if axis is None else lax.axis_index(axis) * vl
   xs = tuple(_chunks(x, n_chunks, c) for x in (hs, ht, w_N, tok))
 
-  def step(dW_DxV, x):
+  def step(dW_DxV, x) -> tuple[jax.Array, dict[str, jax.Array]]:
     out, dz_CxV = _chunk(plan, with_grad, Ws, Wt, alpha, v_off, x)
     if with_grad:  # dW accumulates in fp32; dh leaves as a per-shard partial
       dW_DxV = dW_DxV + _dot32(x[0].T, dz_CxV)
@@ -377,7 +379,7 @@ def _body(plan, with_grad, hs, Ws, ht, Wt, mask, tok, alpha):
   return loss, outs, dh, dW, dalpha
 
 
-def _run(plan, with_grad, *args):
+def _run(plan, with_grad, *args) -> tuple[jax.Array, ...]:
   """Calls `_body` directly, or under shard_map when the plan names a mesh."""
   fn = functools.partial(_body, plan, with_grad)
   if plan.mesh is None:
@@ -392,11 +394,13 @@ def _run(plan, with_grad, *args):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _kernel(plan, hs, Ws, ht, Wt, mask, tok, alpha):
+def _kernel(plan, hs, Ws, ht, Wt, mask, tok, alpha) -> tuple[jax.Array, dict[str, jax.Array]]:
   return _run(plan, False, hs, Ws, ht, Wt, mask, tok, alpha)
 
 
-def _kernel_fwd(plan, hs, Ws, ht, Wt, mask, tok, alpha):
+def _kernel_fwd(
+  plan, hs, Ws, ht, Wt, mask, tok, alpha
+) -> tuple[tuple[jax.Array, dict[str, jax.Array]], tuple]:
   loss, metrics, dh, dW, dalpha = _run(plan, True, hs, Ws, ht, Wt, mask, tok, alpha)
   zeros = (
     jnp.zeros_like(ht),
@@ -407,7 +411,7 @@ def _kernel_fwd(plan, hs, Ws, ht, Wt, mask, tok, alpha):
   return (loss, metrics), (dh, dW, dalpha, zeros)
 
 
-def _kernel_bwd(plan, res, cts):
+def _kernel_bwd(plan, res, cts) -> tuple[jax.Array, ...]:
   dh, dW, dalpha, (dht, dWt, dmask, dtok) = res
   g = cts[0]  # metrics carry no gradient: their cotangents are dropped
   scale = lambda x: (g * x.astype(jnp.float32)).astype(x.dtype)
@@ -417,7 +421,7 @@ def _kernel_bwd(plan, res, cts):
 _kernel.defvjp(_kernel_fwd, _kernel_bwd)
 
 
-def _check_inputs(hs, Ws, ht, Wt, mask, spec, tokens, mesh):
+def _check_inputs(hs, Ws, ht, Wt, mask, spec, tokens, mesh) -> None:
   """Shape / argument checks that must fail before anything is traced."""
   spec.validate()
   if hs.ndim != 2 or Ws.ndim != 2 or ht.ndim != 2 or Wt.ndim != 2:
@@ -469,7 +473,7 @@ def distill_loss(
   tokens_N=None,
   alpha=None,
   mesh=None,
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Masked-mean distillation loss and per-token metrics; see the module docstring.
 
   loss = sum(mask * per_token_loss) / max(sum(mask), 1). `alpha` optionally overrides

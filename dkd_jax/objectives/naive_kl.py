@@ -17,7 +17,7 @@ from jax import lax
 from dkd_jax.objectives.kl import KLSpec
 
 
-def _dot32(a, b):
+def _dot32(a, b) -> jax.Array:
   return jnp.dot(a, b, preferred_element_type=jnp.float32)
 
 
@@ -31,7 +31,7 @@ def reference_loss(
   *,
   tokens_N=None,
   alpha=None,
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Naive materialised [N, V] reference (plain autodiff): the tests' oracle and the
   benchmark's baseline. Same definitions as `distill_loss`, no chunking, no sharding."""
   spec.validate()
@@ -68,7 +68,7 @@ def reference_loss(
   return loss, _reference_metrics(z, traw, tokens_N)
 
 
-def _reference_metrics(z_NxV, t_NxV, tokens_N):
+def _reference_metrics(z_NxV, t_NxV, tokens_N) -> dict[str, jax.Array]:
   lq, lp = jax.nn.log_softmax(lax.stop_gradient(z_NxV)), jax.nn.log_softmax(t_NxV)
   q, p = jnp.exp(lq), jnp.exp(lp)
   out = dict(

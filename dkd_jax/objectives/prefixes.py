@@ -212,10 +212,10 @@ class RolloutCache:
             "file to regenerate the teacher rollouts"
           ) from None
 
-  def get(self, index: int):
+  def get(self, index: int) -> dict | None:
     return self._rows.get(int(index))
 
-  def put(self, rows: list[dict]):
+  def put(self, rows: list[dict]) -> None:
     for row in rows:
       self._rows[int(row["index"])] = row
     if multihost.is_primary():

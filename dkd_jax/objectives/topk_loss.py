@@ -14,7 +14,9 @@ import jax.numpy as jnp
 from dkd_jax.objectives.kl import KLSpec
 
 
-def _cached_topk_terms(logits_CxV, ids_CxK, logp_t_CxK, tau):
+def _cached_topk_terms(
+  logits_CxV, ids_CxK, logp_t_CxK, tau
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """(forward, reverse, student entropy, teacher entropy) per token at temperature tau:
   forward KL(p̃‖q) with the full student; reverse KL(q̃‖p̃), the student renormalised on
   the cached set S (the same conventions as the in-step `teacher_top_k` path)."""
@@ -32,7 +34,7 @@ def _cached_topk_terms(logits_CxV, ids_CxK, logp_t_CxK, tau):
 
 def cached_topk_loss(
   hidden_s_NxD, head_s_DxV, ids_NxK, logp_t_NxK, mask_N, spec: KLSpec, *, alpha=None
-):
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Distillation loss against cached teacher top-k (ids, log-probs) instead of a teacher
   forward: no teacher params are needed. Chunks of `spec.chunk` tokens under
   `jax.checkpoint`, so only one [C, V] student logits chunk exists at a time (forward and
@@ -55,7 +57,7 @@ def cached_topk_loss(
   a = jnp.asarray(spec.alpha if alpha is None else alpha, jnp.float32)
 
   @jax.checkpoint
-  def chunk(h_CxD, ids_CxK, logp_CxK):
+  def chunk(h_CxD, ids_CxK, logp_CxK) -> tuple[jax.Array, tuple[jax.Array, ...]]:
     logits_CxV = jnp.dot(h_CxD, head_s_DxV.astype(h_CxD.dtype), preferred_element_type=jnp.float32)
     fkl, rkl, ent_s, ent_t = _cached_topk_terms(logits_CxV, ids_CxK, logp_CxK, 1.0)
     if spec.temperature == 1:

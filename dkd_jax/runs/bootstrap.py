@@ -12,11 +12,13 @@ from __future__ import annotations
 import functools
 import json
 import time
+from collections.abc import Iterator
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from flax import nnx
 
 from dkd_jax.core import checkpointing
 from dkd_jax.core import multihost
@@ -28,7 +30,7 @@ from dkd_jax.data import pipeline
 from dkd_jax.models import decoder as model_lib
 
 
-def _ce_loss(graphdef, params, tokens_BxT, mask_BxT):
+def _ce_loss(graphdef, params, tokens_BxT, mask_BxT) -> jax.Array:
   # The bootstrap vocab is tiny (~32), so full logits are cheap here.
   logits, _ = model_lib.logits(graphdef, params, tokens_BxT)
   targets = jnp.roll(tokens_BxT, -1, axis=1)
@@ -36,7 +38,9 @@ def _ce_loss(graphdef, params, tokens_BxT, mask_BxT):
   return jnp.sum(nll * mask_BxT) / jnp.maximum(jnp.sum(mask_BxT), 1.0)
 
 
-def _sft_step(graphdef, opt, params, opt_state, tokens, mask):
+def _sft_step(
+  graphdef, opt, params, opt_state, tokens, mask
+) -> tuple[dict, optax.OptState, jax.Array]:
   loss, grads = jax.value_and_grad(functools.partial(_ce_loss, graphdef))(params, tokens, mask)
   updates, opt_state = opt.update(grads, opt_state, params)
   return optax.apply_updates(params, updates), opt_state, loss
@@ -52,7 +56,7 @@ def train_teacher(
   seed: int,
   pad_id: int,
   log=print,
-):
+) -> tuple[nnx.GraphDef, dict]:
   """SFT on (prompt, solution) batches; returns (graphdef, params)."""
   graphdef, params = model_lib.init_params(cfg, mesh, seed)
   opt = optax.chain(
@@ -95,7 +99,7 @@ def cached_teacher(
   data: dict,
   log=print,
   train_missing: bool = True,
-):
+) -> tuple[nnx.GraphDef, dict]:
   """Loads workdir/teacher if it was made with the same model, data and schedule,
   else trains and saves it (or, with `train_missing=False`, raises naming the command
   that makes it: readers of a run directory never write into it). Every process trains
@@ -134,7 +138,7 @@ def cached_teacher(
   return graphdef, params
 
 
-def bootstrap_batches(c, train_records, tokenizer):
+def bootstrap_batches(c, train_records, tokenizer) -> Iterator[dict[str, np.ndarray]]:
   """Prompt+solution batches of the task's train records for the teacher bootstrap
   (its own shuffle stream)."""
   return iter(

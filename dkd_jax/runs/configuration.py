@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+from typing import Any
 
 import ml_collections as mlc
 
@@ -27,17 +28,17 @@ STUDENT_INITS = ("random", "teacher_layers", "checkpoint")
 ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
 
 
-def _one_of(field: str, value, allowed):
+def _one_of(field: str, value, allowed) -> None:
   if value not in allowed:
     raise ValueError(f"config.{field}={value!r} is not allowed; choose one of {allowed}")
 
 
-def _in_unit(field: str, value):
+def _in_unit(field: str, value) -> None:
   if not (isinstance(value, (int, float)) and 0.0 <= value <= 1.0):
     raise ValueError(f"config.{field}={value!r} must be a number in [0, 1]")
 
 
-def _positive(field: str, value, allow_zero=False):
+def _positive(field: str, value, allow_zero=False) -> None:
   ok = value >= 0 if allow_zero else value > 0
   if not ok:
     raise ValueError(f"config.{field}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
@@ -48,7 +49,7 @@ def model_config(c: mlc.ConfigDict, field: str) -> model_lib.ModelConfig:
   return model_lib.config_from_dict(c, field)
 
 
-def validate_objective(o: mlc.ConfigDict):
+def validate_objective(o: mlc.ConfigDict) -> None:
   _one_of("objective.prefix", o.prefix, PREFIXES)
   _one_of("objective.kl", o.kl, KLS)
   _one_of("objective.estimator", o.estimator, ESTIMATORS)
@@ -315,7 +316,7 @@ def load_run_config(workdir: str) -> mlc.ConfigDict:
   return mlc.ConfigDict(_tuples(d))
 
 
-def _tuples(x):
+def _tuples(x) -> Any:
   if isinstance(x, dict):
     return {k: _tuples(v) for k, v in x.items()}
   if isinstance(x, list):

@@ -27,6 +27,7 @@ from dkd_jax.core import paths
 from dkd_jax.core import rng
 from dkd_jax.core import sharding
 from dkd_jax.data import pipeline
+from dkd_jax.data import topk_store
 from dkd_jax.evals import harness
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
@@ -96,7 +97,7 @@ class Loop:
       pair.teacher_cfg, pair.teacher_graphdef, params_shard=pair.teacher_shardings
     )
 
-  def _topk_cache(self, workdir):
+  def _topk_cache(self, workdir) -> topk_store.TopKSource | None:
     """cached_topk: the teacher's top-k on disk (one pass if absent); the teacher's
     params then leave the device until the final evaluation reloads them."""
     c, pair = self.c, self.pair
@@ -182,7 +183,7 @@ class Loop:
       )
     return out, batch.stats
 
-  def _rollout(self, engine, params, prompts, idx, max_len, key):
+  def _rollout(self, engine, params, prompts, idx, max_len, key) -> dict:
     return rollout_lib.rollout(
       engine,
       params,

@@ -21,10 +21,12 @@ import tempfile
 from typing import Any
 
 import jax
+from flax import nnx
 
 from dkd_jax.core import multihost
 from dkd_jax.core import rng
 from dkd_jax.data import arithmetic
+from dkd_jax.data.protocols import Tokenizer
 from dkd_jax.models import decoder as model_lib
 from dkd_jax.models import gguf
 from dkd_jax.models import hf
@@ -79,7 +81,7 @@ def resolve_checkpoint(path: str, workdir: str, role: str, read_only: bool = Fal
     if read_only:
       return _converted_outside(os.path.abspath(path), role)
 
-    def convert():  # once, by process 0; the others then read the HF directory
+    def convert() -> None:  # once, by process 0; the others then read the HF directory
       if not os.path.exists(os.path.join(out, "config.json")):
         gguf.gguf_to_hf_dir(path, out)
 
@@ -88,7 +90,7 @@ def resolve_checkpoint(path: str, workdir: str, role: str, read_only: bool = Fal
   return path
 
 
-def load_tokenizer(c, workdir: str, read_only: bool = False):
+def load_tokenizer(c, workdir: str, read_only: bool = False) -> Tokenizer:
   """The run's tokenizer; with two checkpoints, also checks they share a vocabulary."""
   if not c.teacher.checkpoint:
     return arithmetic.CharTokenizer()
@@ -108,7 +110,7 @@ def teacher_config(c, workdir: str, read_only: bool = False) -> model_lib.ModelC
   return model_lib.config_from_dict(c.teacher.model, "teacher.model")
 
 
-def student_config(c, teacher_cfg, workdir: str, read_only: bool = False):
+def student_config(c, teacher_cfg, workdir: str, read_only: bool = False) -> model_lib.ModelConfig:
   """The student's ModelConfig for config.student.init, without reading any weights."""
   s = c.student
   if s.init == "checkpoint":
@@ -122,7 +124,7 @@ def student_config(c, teacher_cfg, workdir: str, read_only: bool = False):
   return model_lib.config_from_dict(s.model, "student.model")
 
 
-def _check_vocab(teacher_cfg, student_cfg, tokenizer):
+def _check_vocab(teacher_cfg, student_cfg, tokenizer) -> None:
   if teacher_cfg.vocab_size != student_cfg.vocab_size:
     raise ValueError(
       f"teacher/student vocabulary mismatch: teacher vocab_size="
@@ -135,7 +137,9 @@ def _check_vocab(teacher_cfg, student_cfg, tokenizer):
     )
 
 
-def load_teacher(c, mesh, task, workdir, log, read_only: bool = False):
+def load_teacher(
+  c, mesh, task, workdir, log, read_only: bool = False
+) -> tuple[model_lib.ModelConfig, nnx.GraphDef, dict]:
   if c.teacher.checkpoint:
     path = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher", read_only)
     cfg, params = hf.load_hf(path, mesh=mesh)
@@ -161,7 +165,9 @@ def load_teacher(c, mesh, task, workdir, log, read_only: bool = False):
   return cfg, graphdef, params
 
 
-def load_student(c, mesh, teacher_cfg, teacher_params, workdir, read_only: bool = False):
+def load_student(
+  c, mesh, teacher_cfg, teacher_params, workdir, read_only: bool = False
+) -> tuple[model_lib.ModelConfig, nnx.GraphDef, dict]:
   s = c.student
   cfg = student_config(c, teacher_cfg, workdir, read_only)
   if s.init == "checkpoint":

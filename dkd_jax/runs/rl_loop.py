@@ -116,7 +116,7 @@ def adopt_run_artifacts(src: str, workdir: str) -> None:
       os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(workdir, name))
 
 
-def initial_params(c, pair, mesh, optimizer, log):
+def initial_params(c, pair, mesh, optimizer, log) -> dict:
   """The policy's starting params: the init run's latest student, or the pair's."""
   src = c.init.checkpoint
   if not (src and is_run_dir(src) and c.init.restore_student):
@@ -127,7 +127,7 @@ def initial_params(c, pair, mesh, optimizer, log):
   return params
 
 
-def host_copy(params, shardings):
+def host_copy(params, shardings) -> dict:
   """A copy that never aliases `params` (whose buffers the donated step will free)."""
   return jax.device_put(jax.device_get(params), shardings)
 

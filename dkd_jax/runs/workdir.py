@@ -29,7 +29,7 @@ def is_hf_dir(path: str) -> bool:
   )
 
 
-def run_params(path: str, cfg, mesh, step: int | None = None):
+def run_params(path: str, cfg, mesh, step: int | None = None) -> dict:
   """The student params of a run's checkpoint (latest intact one, or `step`). The train
   state's optimizer comes from the run's saved config: orbax restores whole trees."""
   # Imported here: train/checkpointing pull in optax and orbax, which serving need not.
@@ -42,7 +42,7 @@ def run_params(path: str, cfg, mesh, step: int | None = None):
   return checkpointing.restore_params(path, like, step)
 
 
-def load_params(path: str, cfg, mesh, shardings, step: int | None = None):
+def load_params(path: str, cfg, mesh, shardings, step: int | None = None) -> dict:
   """Params from a run directory or a HF directory, placed in `shardings`."""
   path = os.fspath(path)
   if is_run_dir(path):

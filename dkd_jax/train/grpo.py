@@ -36,6 +36,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
 
 from dkd_jax.core import sharding
 from dkd_jax.models import decoder as model_lib
@@ -110,7 +111,7 @@ def rewards(
   return out, reasons
 
 
-def group_advantages(reward_PxG, advantage: str = "mean_std", eps: float = 1e-6):
+def group_advantages(reward_PxG, advantage: str = "mean_std", eps: float = 1e-6) -> np.ndarray:
   """A = r − mean_group(r), divided by (std_group(r) + eps) for 'mean_std' (population
   std, ddof 0). A group whose rewards tie gets exactly 0 (no gradient), not 0/eps."""
   if advantage not in ADVANTAGES:
@@ -130,7 +131,9 @@ def group_advantages(reward_PxG, advantage: str = "mean_std", eps: float = 1e-6)
 # ----------------------------------------------------------------------------- the objective
 
 
-def token_logprobs(hidden_NxD, head_DxV, targets_N, *, temperature: float = 1.0, chunk: int = 256):
+def token_logprobs(
+  hidden_NxD, head_DxV, targets_N, *, temperature: float = 1.0, chunk: int = 256
+) -> jax.Array:
   """log softmax(h W / τ)[y] per token, C tokens at a time. Each chunk is rematerialised
   in the backward pass, so the largest live logits block is [C, V] (DESIGN §4)."""
   N, D = hidden_NxD.shape
@@ -140,7 +143,7 @@ def token_logprobs(hidden_NxD, head_DxV, targets_N, *, temperature: float = 1.0,
   y_nxC = jnp.pad(targets_N, (0, n * c - N)).reshape(n, c)
 
   @jax.checkpoint
-  def one(h_CxD, y_C):
+  def one(h_CxD, y_C) -> jax.Array:
     z_CxV = (
       jnp.dot(h_CxD, head_DxV.astype(h_CxD.dtype), preferred_element_type=jnp.float32) / temperature
     )
@@ -150,7 +153,7 @@ def token_logprobs(hidden_NxD, head_DxV, targets_N, *, temperature: float = 1.0,
   return jax.lax.map(lambda a: one(*a), (h_nxCxD, y_nxC)).reshape(-1)[:N]
 
 
-def token_weights(mask_BxT, aggregation: str):
+def token_weights(mask_BxT, aggregation: str) -> jax.Array:
   """Loss weights that sum to 1 over the batch: 'token' = every response token counts
   once (long responses weigh more); 'sequence' = each row's tokens share 1/B."""
   m = mask_BxT.astype(jnp.float32)
@@ -159,7 +162,9 @@ def token_weights(mask_BxT, aggregation: str):
   return m / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0) / m.shape[0]
 
 
-def clipped_objective(logp_N, old_logp_N, adv_N, eps_low: float, eps_high: float):
+def clipped_objective(
+  logp_N, old_logp_N, adv_N, eps_low: float, eps_high: float
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
   """(per-token min(ρA, clip(ρ)A), ρ, clipped_low, clipped_high). A token is 'clipped'
   where the clipped branch is the smaller one and the ratio is outside the range:
   exactly the tokens whose gradient the clip removes."""
@@ -171,7 +176,7 @@ def clipped_objective(logp_N, old_logp_N, adv_N, eps_low: float, eps_high: float
   return jnp.minimum(unclipped, clipped), ratio, low, high
 
 
-def k3(logp_N, ref_logp_N):
+def k3(logp_N, ref_logp_N) -> jax.Array:
   """exp(Δ) − Δ − 1, Δ = log π_ref − log π_θ: a non-negative, unbiased (for y ~ π_θ)
   estimate of KL(π_θ‖π_ref) from the sampled token alone."""
   delta = ref_logp_N - logp_N
@@ -192,13 +197,13 @@ class StepStatic:
   mesh: Any = None
 
 
-def _masked_mean(x_N, m_N):
+def _masked_mean(x_N, m_N) -> jax.Array:
   return jnp.sum(x_N * m_N) / jnp.maximum(jnp.sum(m_N), 1.0)
 
 
 def _kl_term(
   static: StepStatic, hidden_NxD, head_DxV, ref_params, tokens_BxT, targets_N, logp_N, w_N
-):
+) -> jax.Array:
   """Σ_t w_t · KL_t(π_θ‖π_ref), differentiable in the policy (the reference is frozen)."""
   spec, B, T = static.spec, *tokens_BxT.shape
   h_ref, _ = model_lib.apply(static.ref_graphdef, ref_params, tokens_BxT)
@@ -215,7 +220,9 @@ def _kl_term(
   return kl / spec.temperature**2
 
 
-def grpo_loss_fn(static: StepStatic, params, ref_params, batch):
+def grpo_loss_fn(
+  static: StepStatic, params, ref_params, batch
+) -> tuple[jax.Array, tuple[dict[str, jax.Array], jax.Array]]:
   """(loss, (metrics, logp_BxT)) of one batch; params are the variable."""
   spec = static.spec
   tokens_BxT = batch["tokens"]
@@ -255,7 +262,9 @@ def grpo_loss_fn(static: StepStatic, params, ref_params, batch):
   return pg_loss + spec.kl_coef * kl, (metrics, (sg_logp * mask_N).reshape(B, T))
 
 
-def grpo_step(static: StepStatic, state, batch, ref_params):
+def grpo_step(
+  static: StepStatic, state, batch, ref_params
+) -> tuple[dict, dict[str, jax.Array], jax.Array]:
   """One optimizer step. Pure. Returns (state, metrics, the policy's log-probs [B, T]
   before the update: π_old for the batch's later updates under 'recompute')."""
   grad_fn = jax.value_and_grad(functools.partial(grpo_loss_fn, static), has_aux=True)
@@ -266,7 +275,7 @@ def grpo_step(static: StepStatic, state, batch, ref_params):
   return ({"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics, logp_BxT)
 
 
-def batch_shardings(mesh):
+def batch_shardings(mesh) -> dict[str, NamedSharding]:
   b1, b2, rep = (
     sharding.batch_sharding(mesh, 1),
     sharding.batch_sharding(mesh, 2),
@@ -286,7 +295,7 @@ def make_batch(tokens_BxT, loss_mask_BxT, old_logp_BxT, adv_B, own_old: bool) ->
   }
 
 
-def jit_grpo_step(static: StepStatic, state_shard, ref_shard):
+def jit_grpo_step(static: StepStatic, state_shard, ref_shard) -> Callable:
   """The jitted step: explicit in/out shardings, the train state donated."""
   mesh = static.mesh
   rep, b2 = sharding.replicated(mesh), sharding.batch_sharding(mesh, 2)

@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from jax.sharding import NamedSharding
 
 from dkd_jax.core import sharding
 from dkd_jax.models import decoder as model_lib
@@ -57,11 +59,11 @@ def make_optimizer(o, total_steps: int) -> optax.GradientTransformation:
   )
 
 
-def _masked_mean(x_N, mask_N):
+def _masked_mean(x_N, mask_N) -> jax.Array:
   return jnp.sum(x_N * mask_N) / jnp.maximum(jnp.sum(mask_N), 1.0)
 
 
-def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: int):
+def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: int) -> jax.Array:
   """v ~ softmax(h W / τ) per token by Gumbel-max, C tokens at a time (no [N, V] tensor).
 
   The sampled-token reverse estimator needs actions drawn from q at every state; on
@@ -72,7 +74,7 @@ def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: in
   h = jnp.pad(hidden_NxD, ((0, pad), (0, 0))).reshape(-1, chunk, D)
   keys = jax.random.split(key, h.shape[0])
 
-  def one(args):
+  def one(args) -> jax.Array:
     h_CxD, k = args
     logits_CxV = (
       jnp.dot(h_CxD, head_DxV.astype(h_CxD.dtype), preferred_element_type=jnp.float32) / temperature
@@ -82,7 +84,7 @@ def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: in
   return jax.lax.map(one, (jax.lax.stop_gradient(h), keys)).reshape(-1)[:N].astype(jnp.int32)
 
 
-def response_window(mask_BxT, W: int):
+def response_window(mask_BxT, W: int) -> tuple[jax.Array, jax.Array]:
   """(idx_BxW, mask_BxW): W positions per row from its first loss position (positions past
   T are clipped and masked out), so the head and KL see responses, not prompts."""
   T = mask_BxT.shape[1]
@@ -93,13 +95,15 @@ def response_window(mask_BxT, W: int):
   return idx_BxW, mask_BxW
 
 
-def _rows(x_BxTx_, idx_BxW):
+def _rows(x_BxTx_, idx_BxW) -> jax.Array:
   """x at the window positions: [B, W, ...]."""
   idx = idx_BxW.reshape(idx_BxW.shape + (1,) * (x_BxTx_.ndim - 2))
   return jnp.take_along_axis(x_BxTx_, idx, axis=1)
 
 
-def cached_topk_loss_fn(static: StepStatic, student_params, batch):
+def cached_topk_loss_fn(
+  static: StepStatic, student_params, batch
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """The loss against the teacher's cached top-k (batch['topk_ids'], ['topk_logp']):
   no teacher params, no teacher forward."""
   K = batch["topk_ids"].shape[-1]
@@ -125,7 +129,9 @@ def cached_topk_loss_fn(static: StepStatic, student_params, batch):
   return loss, metrics
 
 
-def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
+def distill_loss_fn(
+  static: StepStatic, student_params, teacher_params, batch
+) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Scalar loss and token metrics for one batch (student params are the variable)."""
   if static.teacher_graphdef is None:
     return cached_topk_loss_fn(static, student_params, batch)
@@ -174,7 +180,9 @@ def distill_loss_fn(static: StepStatic, student_params, teacher_params, batch):
   return loss, metrics
 
 
-def train_step(static: StepStatic, state, batch, teacher_params):
+def train_step(
+  static: StepStatic, state, batch, teacher_params
+) -> tuple[dict, dict[str, jax.Array]]:
   """One optimizer step. Pure: the same inputs give the same outputs."""
   grad_fn = jax.value_and_grad(functools.partial(distill_loss_fn, static), has_aux=True)
   batch = dict(batch, key=jax.random.wrap_key_data(batch["key"]))
@@ -185,17 +193,17 @@ def train_step(static: StepStatic, state, batch, teacher_params):
   return {"step": state["step"] + 1, "params": params, "opt_state": opt_state}, metrics
 
 
-def init_state(optimizer, params):
+def init_state(optimizer, params) -> dict:
   return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": optimizer.init(params)}
 
 
-def sharded_init_state(optimizer, mesh, model_cfg, params):
+def sharded_init_state(optimizer, mesh, model_cfg, params) -> tuple[dict, dict]:
   """(train state placed in its shardings, those shardings)."""
   shard = state_shardings(mesh, optimizer, model_cfg)
   return jax.jit(lambda p: init_state(optimizer, p), out_shardings=shard)(params), shard
 
 
-def abstract_state(optimizer, mesh, model_cfg):
+def abstract_state(optimizer, mesh, model_cfg) -> dict:
   """The train state as ShapeDtypeStructs carrying their shardings: what a checkpoint
   restore needs, without allocating (or initialising) any weights."""
   _, p_shapes = model_lib.abstract(model_cfg)
@@ -207,7 +215,7 @@ def abstract_state(optimizer, mesh, model_cfg):
   )
 
 
-def state_shardings(mesh, optimizer, model_cfg):
+def state_shardings(mesh, optimizer, model_cfg) -> dict:
   """Shardings of the train state: optimizer moments follow their params."""
   p_shard = model_lib.param_shardings(mesh, model_cfg)
   _, p_shapes = model_lib.abstract(model_cfg)
@@ -224,7 +232,7 @@ def state_shardings(mesh, optimizer, model_cfg):
   return {"step": rep, "params": p_shard, "opt_state": opt_shard}
 
 
-def batch_shardings(mesh, cached_topk: bool = False):
+def batch_shardings(mesh, cached_topk: bool = False) -> dict[str, NamedSharding]:
   """Shardings of the batch dict; with `cached_topk` also the teacher's [B, T, K] top-k."""
   b2, rep = sharding.batch_sharding(mesh, 2), sharding.replicated(mesh)
   out = {
@@ -240,7 +248,9 @@ def batch_shardings(mesh, cached_topk: bool = False):
   return out
 
 
-def make_batch(tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data):
+def make_batch(
+  tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data
+) -> dict[str, np.ndarray]:
   """The step's batch dict (host numpy; `key` (raw uint32 key data, e.g.
   `rng.key_data(seed, "train_step", step)`) drives in-step sampling)."""
   return {
@@ -252,7 +262,7 @@ def make_batch(tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data)
   }
 
 
-def jit_train_step(static: StepStatic, state_shard, teacher_shard):
+def jit_train_step(static: StepStatic, state_shard, teacher_shard) -> Callable:
   """The jitted step: explicit in/out shardings, the train state donated. A static
   without a teacher graphdef trains on cached teacher top-k (teacher_params None)."""
   mesh = static.mesh
@@ -270,7 +280,7 @@ def step_flops(student_cfg, teacher_cfg, tokens: int) -> float:
   """Model FLOPs of one step: 6·P·tokens student (fwd+bwd), 2·P·tokens teacher,
   plus both LM heads in the KL kernel (student fwd+bwd, teacher fwd)."""
 
-  def n_params(c):
+  def n_params(c) -> int:
     L, D, F, H, K, Dh = c.n_layers, c.d_model, c.d_ff, c.n_heads, c.n_kv_heads, c.head_dim
     return L * (D * (H + 2 * K) * Dh + H * Dh * D + 3 * D * F)
 

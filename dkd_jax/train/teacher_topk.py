@@ -10,6 +10,8 @@ Every process runs the pass (the forward is sharded over all devices); process 0
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
+from collections.abc import Iterator
 
 import jax
 import numpy as np
@@ -22,15 +24,15 @@ from dkd_jax.data import topk_store
 from dkd_jax.models import decoder as model_lib
 
 
-def _topk_fn(graphdef, k: int):
-  def fn(params, tokens_BxT):
+def _topk_fn(graphdef, k: int) -> Callable:
+  def fn(params, tokens_BxT) -> tuple[jax.Array, jax.Array]:
     logits_BxTxV, _ = model_lib.logits(graphdef, params, tokens_BxT)
     return jax.lax.top_k(jax.nn.log_softmax(logits_BxTxV, axis=-1), k)[::-1]
 
   return jax.jit(fn)
 
 
-def _batches(encoded, batch_size: int):
+def _batches(encoded, batch_size: int) -> Iterator[tuple[list[int], dict[str, np.ndarray]]]:
   """(indices, batch dict) in record order; the last batch is padded with record 0."""
   n = len(encoded)
   for start in range(0, n, batch_size):
@@ -45,7 +47,9 @@ def _batches(encoded, batch_size: int):
     )
 
 
-def teacher_rows(encoded, graphdef, params, *, k: int, batch_size: int, mesh, pad_id: int):
+def teacher_rows(
+  encoded, graphdef, params, *, k: int, batch_size: int, mesh, pad_id: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields (ids [n, k], logp [n, k]) per record, in record order."""
   fn = _topk_fn(graphdef, k)
   for idx, b in _batches(encoded, batch_size):
