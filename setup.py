@@ -34,6 +34,7 @@ setup(
     # torch pinned exactly: a looser spec pulls a multi-GB CUDA build.
     # accelerate: transformers' GGUF loader (from_pretrained(..., gguf_file=...)) needs it.
     # nbclient/nbformat/ipykernel execute notebooks/colab_tpu_demo.ipynb in the tests.
+    # ruff: the lint and format check .ci/run runs (pinned like .pre-commit-config.yaml).
     "test": [
       "pytest>=8",
       "torch==2.13.0",
@@ -42,6 +43,7 @@ setup(
       "nbclient==0.11.0",
       "nbformat==5.11.1",
       "ipykernel==7.4.0",
+      "ruff==0.17.6",
     ],
     "jetstream": ["google-jetstream==0.2.2"],
     # benchmarks/opd_bench.py: TRL's GKDTrainer side by side with our OPD step.

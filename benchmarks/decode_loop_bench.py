@@ -28,12 +28,12 @@ HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def child(repo: str, batch: int, steps: int, cache: int) -> dict:
   sys.path.insert(0, repo)
-  import jax  # pylint: disable=import-outside-toplevel
-  import jax.numpy as jnp  # pylint: disable=import-outside-toplevel
+  import jax
+  import jax.numpy as jnp
 
-  from dkd_jax.generate import decode_state as ds  # pylint: disable=import-outside-toplevel
-  from dkd_jax.generate import sampling  # pylint: disable=import-outside-toplevel
-  from dkd_jax.models import decoder as model_lib  # pylint: disable=import-outside-toplevel
+  from dkd_jax.generate import decode_state as ds
+  from dkd_jax.generate import sampling
+  from dkd_jax.models import decoder as model_lib
 
   cfg = model_lib.ModelConfig(
     vocab_size=49152,

@@ -39,7 +39,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from dkd_jax.core import sharding  # pylint: disable=wrong-import-position
+from dkd_jax.core import sharding
 from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout
 from dkd_jax.generate import sampling
@@ -72,7 +72,7 @@ def load(args, mesh, tmp):
   cfg, params, _ = gguf_lib.load_gguf(path, mesh=mesh)
   graphdef, _ = model.abstract(cfg)
   hf_dir = gguf_lib.gguf_to_hf_dir(path, os.path.join(tmp, "hf"))
-  from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
+  from transformers import AutoTokenizer
 
   tok = AutoTokenizer.from_pretrained(hf_dir)
   text = (
@@ -187,8 +187,8 @@ def bench_matmul_floor(args, cfg, graphdef, params, reps: int = 10) -> float:
 def hf_timer(args, hf_dir, prompts, sampled=False):
   """A function () -> (tok/s, new tokens [B, N]) of transformers' generate; sampled =
   T=1, top-p 0.9 (top_k=0: transformers' default top-k 50 off)."""
-  import torch  # pylint: disable=import-outside-toplevel
-  from transformers import AutoModelForCausalLM  # pylint: disable=import-outside-toplevel
+  import torch
+  from transformers import AutoModelForCausalLM
 
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)

@@ -16,14 +16,14 @@ CPU build (the `test` extra pins torch==2.13.0+cpu); JAX runs on its default bac
 on an accelerator machine (benchmarks/device_suite.sh) ours is on the device and TRL on
 the CPU: `platform` in the JSON says which. JAX_PLATFORMS=cpu makes it CPU against CPU.
 
-- ours: the project's real step. `dkd_jax.runs.distill_loop.Loop` is built from configs/smollm2_self.py
-  with objective.prefix='student', objective.kl='reverse' (configs/rev_student.py's
-  objective: student rollouts, full-vocabulary reverse KL(q||p)), student.init=
-  teacher_layers with student.keep_every; each `Loop.step` = make_batch (the student's
-  rollout with its live params: prefill + KV-cached sampled decode, T=1, no top-k/top-p)
-  + the one jitted train step (teacher forward under stop_gradient, student forward,
-  chunked KL, backward, clipped AdamW). Rollout and train time are the Loop's own
-  `gen_time` / `train_time`.
+- ours: the project's real step. `dkd_jax.runs.distill_loop.Loop` is built from
+  configs/smollm2_self.py with objective.prefix='student', objective.kl='reverse'
+  (configs/rev_student.py's objective: student rollouts, full-vocabulary reverse
+  KL(q||p)), student.init=teacher_layers with student.keep_every; each `Loop.step` =
+  make_batch (the student's rollout with its live params: prefill + KV-cached sampled
+  decode, T=1, no top-k/top-p) + the one jitted train step (teacher forward under
+  stop_gradient, student forward, chunked KL, backward, clipped AdamW). Rollout and train
+  time are the Loop's own `gen_time` / `train_time`.
 - trl: `trl.experimental.gkd.GKDTrainer` with GKDConfig(lmbda=1.0 -> every step
   generates from the student, beta=1.0 -> generalized JSD = reverse KL, temperature=1.0,
   max_new_tokens, per_device_train_batch_size), the student and teacher loaded by
@@ -75,10 +75,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")  # GKDTrainer lives in trl.experimental
 
-import jax  # pylint: disable=wrong-import-position
-import numpy as np  # pylint: disable=wrong-import-position
+import jax
+import numpy as np
 
-from configs import smollm2_self  # pylint: disable=wrong-import-position
+from configs import smollm2_self
 from dkd_jax.core import sharding
 from dkd_jax.data import arithmetic
 from dkd_jax.models import decoder as model
@@ -238,7 +238,7 @@ def run_ours(args, loop) -> dict:
 def trl_loss_on(trainer, batch: dict) -> float:
   """TRL's GKD loss (no gradient) on our packed batch: tokens[b, :p+r] attended, labels =
   the response tokens (position t predicts t+1 where our loss_mask[b, t] = 1)."""
-  import torch  # pylint: disable=import-outside-toplevel
+  import torch
 
   tokens, mask = batch["tokens"], batch["loss_mask"]
   labels = np.full(tokens.shape, -100, np.int64)
@@ -265,13 +265,13 @@ def run_trl(
   first_batch: dict,
   tmp: str,
 ) -> dict:
-  import torch  # pylint: disable=import-outside-toplevel
-  from datasets import Dataset  # pylint: disable=import-outside-toplevel
-  from transformers import AutoModelForCausalLM  # pylint: disable=import-outside-toplevel
-  from transformers import AutoTokenizer  # pylint: disable=import-outside-toplevel
-  from transformers import TrainerCallback  # pylint: disable=import-outside-toplevel
-  from trl.experimental.gkd import GKDConfig  # pylint: disable=import-outside-toplevel
-  from trl.experimental.gkd import GKDTrainer  # pylint: disable=import-outside-toplevel
+  import torch
+  from datasets import Dataset
+  from transformers import AutoModelForCausalLM
+  from transformers import AutoTokenizer
+  from transformers import TrainerCallback
+  from trl.experimental.gkd import GKDConfig
+  from trl.experimental.gkd import GKDTrainer
 
   torch.set_num_threads(args.threads)
   torch.manual_seed(0)

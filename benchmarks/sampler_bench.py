@@ -20,7 +20,7 @@ import time
 
 # This checkout's package, not whichever dkd_jax is installed.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import jax  # pylint: disable=wrong-import-position
+import jax
 import jax.numpy as jnp
 import numpy as np
 

@@ -17,14 +17,14 @@ import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import jax  # noqa: E402
-import numpy as np  # noqa: E402
+import jax
+import numpy as np
 
-from dkd_jax.core import rng as rng_lib  # noqa: E402
-from dkd_jax.data import packing  # noqa: E402
-from dkd_jax.models import decoder as model_lib  # noqa: E402
-from dkd_jax.objectives import kl as kl_lib  # noqa: E402
-from dkd_jax.train import step as train  # noqa: E402
+from dkd_jax.core import rng as rng_lib
+from dkd_jax.data import packing
+from dkd_jax.models import decoder as model_lib
+from dkd_jax.objectives import kl as kl_lib
+from dkd_jax.train import step as train
 
 
 def configs(quick: bool):

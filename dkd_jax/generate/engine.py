@@ -49,23 +49,23 @@ from dkd_jax.generate import requests
 from dkd_jax.generate import sampling
 
 # The pytrees and pure functions live in generate.decode_state; re-exported here for callers.
-from dkd_jax.generate.decode_state import STATS  # noqa: F401
-from dkd_jax.generate.decode_state import DecodeParams  # noqa: F401
-from dkd_jax.generate.decode_state import DecodeState  # noqa: F401
+from dkd_jax.generate.decode_state import STATS
+from dkd_jax.generate.decode_state import DecodeParams
+from dkd_jax.generate.decode_state import DecodeState
 from dkd_jax.generate.decode_state import ExistingPrefix  # noqa: F401
-from dkd_jax.generate.decode_state import Prefix  # noqa: F401
-from dkd_jax.generate.decode_state import ResultTokens  # noqa: F401
+from dkd_jax.generate.decode_state import Prefix
+from dkd_jax.generate.decode_state import ResultTokens
 from dkd_jax.generate.decode_state import SlotData  # noqa: F401
-from dkd_jax.generate.decode_state import decode_params_fn  # noqa: F401
+from dkd_jax.generate.decode_state import decode_params_fn
 from dkd_jax.generate.decode_state import decode_step  # noqa: F401
-from dkd_jax.generate.decode_state import default_buckets  # noqa: F401
-from dkd_jax.generate.decode_state import extend_fn  # noqa: F401
-from dkd_jax.generate.decode_state import generate_fn  # noqa: F401
-from dkd_jax.generate.decode_state import generate_steps_fn  # noqa: F401
-from dkd_jax.generate.decode_state import init_state_fn  # noqa: F401
-from dkd_jax.generate.decode_state import insert_fn  # noqa: F401
-from dkd_jax.generate.decode_state import prefill_batch_fn  # noqa: F401
-from dkd_jax.generate.decode_state import prefill_fn  # noqa: F401
+from dkd_jax.generate.decode_state import default_buckets
+from dkd_jax.generate.decode_state import extend_fn
+from dkd_jax.generate.decode_state import generate_fn
+from dkd_jax.generate.decode_state import generate_steps_fn
+from dkd_jax.generate.decode_state import init_state_fn
+from dkd_jax.generate.decode_state import insert_fn
+from dkd_jax.generate.decode_state import prefill_batch_fn
+from dkd_jax.generate.decode_state import prefill_fn
 from dkd_jax.models import decoder as model_lib
 from dkd_jax.models import hf
 from dkd_jax.models import kv_cache
@@ -76,7 +76,7 @@ def _import_jetstream() -> tuple[ModuleType | None, str | None]:
   logger to DEBUG on import; the previous level is restored."""
   root_level = logging.getLogger().level
   try:
-    from jetstream.engine import engine_api  # pylint: disable=import-outside-toplevel
+    from jetstream.engine import engine_api
 
     return engine_api, None
   except ImportError as e:

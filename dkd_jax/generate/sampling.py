@@ -12,7 +12,8 @@ top-p the draw looks only at the top C candidates from `lax.top_k`, and falls ba
 the full vocabulary only when some row's kept set might reach past the candidates
 (nucleus mass not reached inside them, or a tie at the edge); there the top-k and top-p
 edges are found by bisection over the values (`_sample_threshold`), not by a sort.
-Temperature-only draws walk block sums of the probabilities, then one block. So the distribution sampled is exactly `softmax(sampling_logits(...))`.
+Temperature-only draws walk block sums of the probabilities, then one block. So the
+distribution sampled is exactly `softmax(sampling_logits(...))`.
 
 Two log-probabilities of a sampled token are computed (see `token_stats`):
 `logprob`, the model's own distribution at temperature 1 (what the trainer and

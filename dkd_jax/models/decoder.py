@@ -321,7 +321,7 @@ def apply_layers(
   else:
     outs = []
     for i in range(cfg.n_layers):
-      sl = jax.tree.map(lambda a: a[i], (layers, kv_all))
+      sl = jax.tree.map(lambda a, i=i: a[i], (layers, kv_all))
       x_BxTxD, kv = body(x_BxTxD, sl)
       outs.append(kv)
     if cache is not None:

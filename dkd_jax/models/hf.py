@@ -231,7 +231,7 @@ def param_readers(
     if None in by_layer:
       return lambda idx: np.asarray(view(*by_layer[None])[idx], np.float32)
     return lambda idx: np.stack(
-      [np.asarray(view(*by_layer[l])[idx[1:]], np.float32) for l in range(cfg.n_layers)[idx[0]]]
+      [np.asarray(view(*by_layer[j])[idx[1:]], np.float32) for j in range(cfg.n_layers)[idx[0]]]
     )
 
   shapes_ours = model_lib.param_shapes(cfg)

@@ -1,5 +1,6 @@
-"""The run directory, and params for `Engine.load_params(checkpoint=...)`: a run directory's orbax checkpoint or
-a local Hugging Face directory, read into the engine's param shardings.
+"""The run directory, and params for `Engine.load_params(checkpoint=...)`: a run
+directory's orbax checkpoint or a local Hugging Face directory, read into the engine's
+param shardings.
 
 The engine's own `ModelConfig` is the authority on what the model is: both loaders check
 the stored tensors against it (orbax by the abstract train state's shapes, the HF reader
@@ -33,9 +34,9 @@ def run_params(path: str, cfg, mesh, step: int | None = None) -> dict:
   """The student params of a run's checkpoint (latest intact one, or `step`). The train
   state's optimizer comes from the run's saved config: orbax restores whole trees."""
   # Imported here: train/checkpointing pull in optax and orbax, which serving need not.
-  from dkd_jax.core import checkpointing  # pylint: disable=import-outside-toplevel
-  from dkd_jax.runs import configuration  # pylint: disable=import-outside-toplevel
-  from dkd_jax.train import step as train  # pylint: disable=import-outside-toplevel
+  from dkd_jax.core import checkpointing
+  from dkd_jax.runs import configuration
+  from dkd_jax.train import step as train
 
   c = configuration.load_run_config(path)
   like = train.abstract_state(train.make_optimizer(c.optim, c.train.steps), mesh, cfg)
@@ -50,7 +51,7 @@ def load_params(path: str, cfg, mesh, shardings, step: int | None = None) -> dic
   elif is_hf_dir(path):
     if step is not None:
       raise ValueError(f"step={step} applies to run directories; {path} is a HF directory")
-    from dkd_jax.models import hf  # pylint: disable=import-outside-toplevel
+    from dkd_jax.models import hf
 
     return hf.load_hf_params(path, cfg, shardings)
   else:

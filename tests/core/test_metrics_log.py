@@ -22,7 +22,7 @@ def test_progress_in_a_file_is_one_line_every_n_steps():
   bar.close()
   lines = out.getvalue().splitlines()
   assert "\r" not in out.getvalue()
-  assert [l.split("] ")[1].split(" loss")[0] for l in lines] == [
+  assert [ln.split("] ")[1].split(" loss")[0] for ln in lines] == [
     "distill step 10/25",
     "distill step 20/25",
     "distill step 25/25",

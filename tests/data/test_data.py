@@ -51,12 +51,12 @@ def test_arithmetic_answers_verify():
     expr = r["question"]
     assert expr.endswith("=")
     # Python's own precedence is the reference for '*' before '+'/'-'.
-    assert eval(expr[:-1]) == int(r["answer"])  # noqa: S307 - digits and +-* only
+    assert eval(expr[:-1]) == int(r["answer"])
     lines = r["solution"].split("\n")
     assert lines[-1] == f"#### {r['answer']}"
     for step in lines[:-1]:  # every worked step is itself correct
       lhs, rhs = step.split("=")
-      assert eval(lhs) == int(rhs)  # noqa: S307
+      assert eval(lhs) == int(rhs)
     assert arithmetic.score(r["solution"], r["answer"])
     assert not arithmetic.score(r["solution"], str(int(r["answer"]) + 1))
   assert not arithmetic.score("1+2=3", "3")  # no final line

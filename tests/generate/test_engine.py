@@ -177,7 +177,7 @@ def test_slot_reuse_with_eos_matches_each_prompt_alone(mesh, params_gd, full_log
   eng = make_engine(mesh, graphdef, eos_ids=(eos,))
   out = rollout_lib.rollout(eng, params, PROMPTS, sampler=sampling.GREEDY, sync_every=2)
   lengths = set()
-  for i, (prompt, ref) in enumerate(zip(PROMPTS, refs)):
+  for i, ref in enumerate(refs):
     want = ref[: ref.index(eos) + 1] if eos in ref else ref
     p, r = out["prompt_len"][i], out["response_len"][i]
     assert list(out["tokens"][i, p : p + r]) == want
@@ -297,7 +297,7 @@ def _jetstream_src():
     import importlib.metadata as md
 
     return str(md.distribution("google-jetstream").locate_file(""))
-  except Exception:  # pylint: disable=broad-except
+  except Exception:
     return None
 
 

@@ -15,19 +15,19 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_engine import CFG  # noqa: E402,F401
+from test_engine import CFG
 
 # The same tiny decoder, mesh, engine and uncached references as test_engine.py (imported:
 # the fixtures are shared, not copied; this directory is on sys.path under pytest).
-from test_engine import B  # noqa: E402,F401
-from test_engine import P  # noqa: E402,F401
-from test_engine import R  # noqa: E402,F401
-from test_engine import eng  # noqa: E402,F401
-from test_engine import full_logits  # noqa: E402,F401
-from test_engine import greedy_reference  # noqa: E402,F401
-from test_engine import make_engine  # noqa: E402,F401
-from test_engine import mesh  # noqa: E402,F401
-from test_engine import params_gd  # noqa: E402,F401
+from test_engine import B
+from test_engine import P
+from test_engine import R
+from test_engine import eng  # noqa: F401
+from test_engine import full_logits  # noqa: F401
+from test_engine import greedy_reference
+from test_engine import make_engine
+from test_engine import mesh  # noqa: F401
+from test_engine import params_gd  # noqa: F401
 
 from dkd_jax.core import checkpointing
 from dkd_jax.data import arithmetic

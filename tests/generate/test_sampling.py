@@ -87,5 +87,5 @@ def test_full_vocab_draw_never_picks_zero_mass():
   probs_BxV[1, [0, 299]] = 0.5
   probs_BxV[2, 256] = 1.0
   for u in (0.0, 0.5, 1.0 - 2**-24):
-    toks = np.asarray(sampling._draw_full(jnp.asarray(probs_BxV), jnp.full((3,), u)))  # pylint: disable=protected-access
+    toks = np.asarray(sampling._draw_full(jnp.asarray(probs_BxV), jnp.full((3,), u)))
     assert np.all(probs_BxV[np.arange(3), toks] > 0), (u, toks)

@@ -317,7 +317,7 @@ def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path, teacher_dir):
     config("fwd_teacher.py", **{**steps, "train.steps": 5}), work, allow_config_change=True
   )  # a longer run from the same checkpoints
   log = open(os.path.join(work, "log.txt")).read()
-  damaged = [l for l in log.splitlines() if "is damaged" in l]
+  damaged = [ln for ln in log.splitlines() if "is damaged" in ln]
   assert len(damaged) == 1 and "checkpoint step 4" in damaged[0], log
   assert "restoring step 2" in damaged[0] and "resumed from step 2" in log
   assert [d.split("-")[0] for d in os.listdir(os.path.join(work, "checkpoints.corrupt"))] == ["4"]
@@ -447,7 +447,7 @@ def test_mixed_prefixes_with_cached_teacher_rollouts(tmp_path, teacher_dir):
   assert [r["student_frac"] for r in rows] == [0.5, 0.5, 0.5]
   assert all(r["gen_tokens_teacher"] > 0 and r["gen_tokens_student"] > 0 for r in rows)
   lines = open(os.path.join(work, "teacher_rollouts.jsonl")).read().splitlines()
-  assert len(lines) == 3 * 4 and len({json.loads(l)["index"] for l in lines}) == len(lines)
+  assert len(lines) == 3 * 4 and len({json.loads(ln)["index"] for ln in lines}) == len(lines)
 
 
 # ------------------------------------------------------------------ alpha reaches the loss
