@@ -10,20 +10,19 @@ or data file not yet converted in RUN_DIR is converted into a temporary folder.
 """
 
 import json
-import os
 
 from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
-from dkd_jax.core import checkpointing
+from dkd_jax.core import paths
 from dkd_jax.core import sharding
 from dkd_jax.evals import harness
 from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
 from dkd_jax.runs import tasks
-from dkd_jax.train import step as train
+from dkd_jax.runs import workdir as run_dir
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config", None, "Experiment config file (default: the run's saved config.json).", lock_config=True
@@ -40,9 +39,8 @@ def evaluate_checkpoint(c, workdir: str, log=print) -> dict:
   tokenizer = pair_lib.load_tokenizer(c, workdir, read_only=True)
   task = tasks.load_task(c, tokenizer, workdir, read_only=True)
   pair = pair_lib.load_pair(c, mesh, task, workdir, log, read_only=True)
-  like = train.abstract_state(train.make_optimizer(c.optim, c.train.steps), mesh, pair.student_cfg)
-  params = checkpointing.restore_params(workdir, like)
-  return harness.evaluate_run(c, pair, task, params, mesh, log)
+  params = run_dir.restore_student(workdir, mesh, pair.student_cfg, c=c)
+  return harness.evaluate_run(configuration.eval_spec(c), pair, task, params, mesh, log)
 
 
 def main(argv) -> None:
@@ -53,13 +51,12 @@ def main(argv) -> None:
     raise app.UsageError("give the run directory: --workdir=RUN_DIR")
   # orbax logs every file op at INFO, and warns that a read-only checkpoint is read-only.
   logging.set_verbosity(logging.ERROR)
-  c = _CONFIG.value if _CONFIG.value is not None else configuration.load_run_config(workdir)
+  c = _CONFIG.value if _CONFIG.value is not None else run_dir.load_config(workdir)
   results = evaluate_checkpoint(c, workdir)
   markdown = harness.markdown(results)
-  with open(os.path.join(workdir, "eval.json"), "w") as f:
-    json.dump(results, f, indent=2)
-  with open(os.path.join(workdir, "eval.md"), "w") as f:
-    f.write(markdown)
+  out = paths.as_path(workdir)
+  (out / "eval.json").write_text(json.dumps(results, indent=2))
+  (out / "eval.md").write_text(markdown)
   print(markdown)
 
 

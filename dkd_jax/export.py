@@ -12,14 +12,13 @@ from absl import flags
 from absl import logging
 from jax.sharding import Mesh
 
-from dkd_jax.core import checkpointing
 from dkd_jax.core import sharding
 from dkd_jax.data.protocols import Tokenizer
 from dkd_jax.models import handoff
 from dkd_jax.models.decoder import ModelConfig
 from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
-from dkd_jax.train import step as train
+from dkd_jax.runs import workdir as run_dir
 
 _WORKDIR = flags.DEFINE_string("workdir", None, "The run directory whose student to export.")
 _OUT = flags.DEFINE_string("out", None, "Output directory (or FILE.gguf with --format=gguf).")
@@ -53,8 +52,7 @@ def student_params(
   tokenizer = pair_lib.load_tokenizer(c, workdir, read_only=True)
   teacher_cfg = pair_lib.teacher_config(c, workdir, read_only=True)
   cfg = pair_lib.student_config(c, teacher_cfg, workdir, read_only=True)
-  like = train.abstract_state(train.make_optimizer(c.optim, c.train.steps), _mesh(c, log), cfg)
-  return cfg, checkpointing.restore_params(workdir, like, step), tokenizer
+  return cfg, run_dir.restore_student(workdir, _mesh(c, log), cfg, step, c=c), tokenizer
 
 
 def export_run(
@@ -66,7 +64,7 @@ def export_run(
   log=print,
 ) -> str:
   """Writes the student of `workdir` to `out`; returns the path written."""
-  c = configuration.load_run_config(workdir)
+  c = run_dir.load_config(workdir)
   cfg, params, tokenizer = student_params(c, workdir, step, log)
   path = handoff.write_model(fmt, out, cfg, params, tokenizer, dtype)
   log(

@@ -6,11 +6,10 @@ bootstrap intervals over problems; then each initialisation's RL gain and the pa
 differences of gains) and rl_curves.png into --out (see `evals.rl_curves`).
 """
 
-import os
-
 from absl import app
 from absl import flags
 
+from dkd_jax.core import paths
 from dkd_jax.evals import rl_curves
 
 _OUT = flags.DEFINE_string("out", "report", "Folder for rl_results.md and rl_curves.png.")
@@ -24,13 +23,13 @@ def main(argv) -> None:
   study = rl_curves.load_study(argv[1])
   if not study:
     raise app.UsageError(f"no {argv[1]}/<arm>/seed*/rl_evals.jsonl found")
-  os.makedirs(_OUT.value, exist_ok=True)
+  out = paths.as_path(_OUT.value)
+  out.mkdir(parents=True, exist_ok=True)
   table = rl_curves.markdown(study)
   table += "\n## RL gain per initialisation (paired: same problems and seeds)\n\n"
   table += rl_curves.gains_markdown(rl_curves.load_curves(argv[1]))
-  with open(os.path.join(_OUT.value, "rl_results.md"), "w") as f:
-    f.write(table)
-  rl_curves.plot(study, os.path.join(_OUT.value, "rl_curves.png"))
+  (out / "rl_results.md").write_text(table)
+  rl_curves.plot(study, out / "rl_curves.png")
   print(table)
   print(f"wrote {_OUT.value}/rl_results.md, rl_curves.png")
 

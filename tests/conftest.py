@@ -22,3 +22,32 @@ def shared_data():
   if not os.path.isdir(path):
     pytest.skip("../shared/data is absent")
   return path
+
+
+MOCK_BUCKET = "gs://dkd-mock-bucket"
+
+
+@pytest.fixture
+def mock_gcs(tmp_path):
+  """`gs://dkd-mock-bucket/...` served from a local folder through etils' own epath mock
+  (`epath.testing.mock_epath`): code that reaches a run directory through epath works on
+  it, code that uses os.path or open() on the string does not. Yields (bucket URL, the
+  local folder behind it). etils 1.15 has no `file://` scheme and no in-memory backend;
+  tensorstore (orbax's array reads) has its own GCS driver, which this cannot reach."""
+  from etils.epath import testing
+
+  root = tmp_path / "bucket"
+  root.mkdir()
+
+  def local(p):
+    s = os.fspath(p) if isinstance(p, os.PathLike) else p
+    return (
+      str(root) + s[len(MOCK_BUCKET) :] if isinstance(s, str) and s.startswith(MOCK_BUCKET) else p
+    )
+
+  def redirect(fn, path, *args, **kwargs):
+    return fn(local(path), *[local(a) for a in args], **kwargs)
+
+  fns = "copy exists glob isdir listdir makedirs mkdir open remove rename replace rmtree stat walk"
+  with testing.mock_epath(**{name: redirect for name in fns.split()}):
+    yield MOCK_BUCKET, root

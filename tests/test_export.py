@@ -13,10 +13,11 @@ import numpy as np
 import pytest
 
 from dkd_jax import export as export_lib
+from dkd_jax.core import checkpointing
 from dkd_jax.data import arithmetic
 from dkd_jax.models import decoder as M
-from dkd_jax.runs import configuration
 from dkd_jax.runs import tasks
+from dkd_jax.runs import workdir as run_dir
 
 torch = pytest.importorskip("torch")
 transformers = pytest.importorskip("transformers")
@@ -87,7 +88,7 @@ def run(tmp_path_factory):
 
 def forward(work, tokens):
   """The run's own forward (the evaluation's params) on `tokens`."""
-  c = configuration.load_run_config(work)
+  c = run_dir.load_config(work)
   cfg, params, _ = export_lib.student_params(c, work)
   return np.asarray(M.logits(M.abstract(cfg)[0], params, jnp.asarray(tokens))[0])
 
@@ -144,6 +145,27 @@ def test_export_gguf_matches_the_run(run, tmp_path):
   diff = float(np.abs(forward(work, tokens) - ref).max())
   print(f"tiny run, GGUF export: max |logit diff| {diff:.2e}")
   assert diff < 1e-4
+
+
+def test_export_reads_a_remote_run_directory(run, tmp_path, mock_gcs, monkeypatch):
+  """export reads the run directory through runs/workdir on epath, so a `gs://` run works
+  (served by the epath mock). Orbax reads the arrays through tensorstore's own GCS driver,
+  which the mock cannot serve: that one call is pointed at the same files locally."""
+  bucket, root = mock_gcs
+  shutil.copytree(run[0], root / "run", symlinks=True)
+  restore, asked = checkpointing.restore_params, []
+
+  def restore_locally(workdir, like, step=None):
+    asked.append(str(workdir))
+    return restore(root / "run", like, step)
+
+  monkeypatch.setattr(checkpointing, "restore_params", restore_locally)
+  quiet = lambda _: None
+  export_lib.export_run(f"{bucket}/run", str(tmp_path / "remote"), log=quiet)
+  assert asked == [f"{bucket}/run"]
+  export_lib.export_run(str(root / "run"), str(tmp_path / "local"), log=quiet)
+  weights = [(tmp_path / d / "model.safetensors").read_bytes() for d in ("remote", "local")]
+  assert weights[0] == weights[1]
 
 
 def test_export_of_a_missing_step_lists_the_steps(run, tmp_path):

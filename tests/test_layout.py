@@ -172,3 +172,125 @@ def test_tests_mirror_the_package():
   for sub in {pat.split(".")[0] for names in LAYERS for pat in names if pat.endswith(".*")}:
     assert list((tests / sub).glob("test_*.py")), f"tests/{sub}/ has no tests"
   assert os.path.exists(tests / "core" / "test_rng.py")
+
+
+# Below `runs/`, settings arrive typed (ModelConfig, KLSpec, EvalSpec, Sampler, ...): the
+# experiment's ConfigDict is turned into them once, by runs/configuration.py.
+TYPED_ONLY = ("models", "evals", "generate")
+CONFIG_SECTIONS = {
+  "seed", "mesh", "teacher", "student", "objective", "curriculum", "data", "rollout",
+  "optim", "train", "eval", "export", "rl", "init",
+}  # fmt: skip
+
+
+def _config_takers(tree: ast.Module) -> list[str]:
+  """Functions that take a ConfigDict: a parameter annotated ConfigDict, or read as one
+  (`param.data.x`, `param.eval.k`, ...: a config section, then a field)."""
+  found = []
+  for fn in ast.walk(tree):
+    if not isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+      continue
+    args = fn.args.posonlyargs + fn.args.args + fn.args.kwonlyargs
+    names = {a.arg for a in args} - {"self", "cls"}
+    for a in args:
+      note = ast.unparse(a.annotation) if a.annotation is not None else ""
+      if "ConfigDict" in note:
+        found.append(f"{fn.name}({a.arg})")
+    for node in ast.walk(fn):
+      if (
+        isinstance(node, ast.Attribute)
+        and isinstance(node.value, ast.Attribute)
+        and isinstance(node.value.value, ast.Name)
+        and node.value.value.id in names
+        and node.value.attr in CONFIG_SECTIONS
+      ):
+        found.append(f"{fn.name}: {ast.unparse(node)}")
+  return found
+
+
+def _to_dict(node: ast.AST) -> bool:
+  """`x.to_dict` or `hasattr(x, "to_dict")`: treating an argument as a ConfigDict."""
+  return (isinstance(node, ast.Attribute) and node.attr == "to_dict") or (
+    isinstance(node, ast.Constant) and node.value == "to_dict"
+  )
+
+
+@pytest.mark.parametrize("layer", TYPED_ONLY)
+def test_no_config_dict_below_runs(layer):
+  bad = {}
+  for path in sorted((PKG / layer).rglob("*.py")):
+    tree = ast.parse(path.read_text())
+    imports = [
+      n.lineno
+      for n in ast.walk(tree)
+      if isinstance(n, (ast.Import, ast.ImportFrom))
+      and any(
+        (a.name if isinstance(n, ast.Import) else n.module or "").startswith("ml_collections")
+        for a in n.names
+      )
+    ]
+    found = _config_takers(tree) + [f"imports ml_collections (line {i})" for i in imports]
+    found += [f"reads .to_dict() (line {n.lineno})" for n in ast.walk(tree) if _to_dict(n)]
+    if found:
+      bad[str(path.relative_to(PKG))] = found
+  assert not bad, f"build a typed spec in runs/configuration.py and pass that instead: {bad}"
+
+
+def test_the_config_scan_finds_a_config_taker():
+  src = (
+    "def f(pair, e):\n  return e.eval.k\n\n"
+    "def g(c: mlc.ConfigDict):\n  pass\n\n"
+    "def h(spec, n):\n  return spec.k + n.data\n"
+  )
+  assert sorted(_config_takers(ast.parse(src))) == ["f: e.eval.k", "g(c)"]
+
+
+# ---------------------------------------------------------------- README's Layout section
+
+
+def _summary(path: pathlib.Path, width: int = 76) -> str:
+  """A module's one-line summary: its docstring's first sentence, cut to `width` at a
+  word boundary."""
+  text = " ".join(ast.get_docstring(ast.parse(path.read_text())).split("\n\n")[0].split())
+  sentence = re.split(r"(?<=[a-z0-9)`'])\. ", text + " ", maxsplit=1)[0].strip().rstrip(".")
+  if len(sentence) <= width:
+    return sentence
+  return sentence[: width - 1].rsplit(" ", 1)[0].rstrip(",:;") + " …"
+
+
+def render_layout() -> str:
+  """README's Layout block, from LAYERS (one entry per folder, in data-flow order) and
+  each module's docstring."""
+  lines = ["dkd_jax/"]
+  for names in LAYERS:
+    folders = [pat[:-2] for pat in names if pat.endswith(".*")]
+    if not folders:  # the command lines, directly in dkd_jax/
+      for name in names:
+        lines.append(f"  {name + '.py':<19} {_summary(PKG / (name + '.py'))}")
+      continue
+    if len(folders) > 1:
+      lines.append(
+        f"  ({' and '.join(f + '/' for f in folders)}: side by side, neither imports the other)"
+      )
+    for folder in folders:
+      lines.append(f"  {folder + '/':<19} {_summary(PKG / folder / '__init__.py')}")
+      for path in sorted((PKG / folder).glob("*.py")):
+        if path.stem != "__init__":
+          lines.append(f"    {path.name:<17} {_summary(path)}")
+  return "\n".join(lines) + "\n"
+
+
+def _readme_layout() -> str:
+  readme = (PKG.parent / "README.md").read_text()
+  section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+  return section.split("```\n", 2)[1]
+
+
+def test_readme_layout_is_the_rendered_one():
+  assert _readme_layout() == render_layout(), (
+    "README's Layout block drifted from the package: paste `python tests/test_layout.py`"
+  )
+
+
+if __name__ == "__main__":
+  print(render_layout(), end="")

@@ -184,7 +184,7 @@ def _file_builder(path: str, fmt: str, data_dir: str) -> LocalMath:
 
 def is_prepared(path: str, fmt: str, *, data_dir: str) -> bool:
   """Whether `records_from_file` would only read data_dir (it writes nothing then)."""
-  return os.path.isdir(data_dir) and _file_builder(path, fmt, data_dir).is_prepared()
+  return epath.Path(data_dir).is_dir() and _file_builder(path, fmt, data_dir).is_prepared()
 
 
 def records_from_file(path: str, fmt: str, *, data_dir: str, log=_stderr) -> list[dict]:

@@ -1,9 +1,10 @@
 """Evaluation: k samples per problem through the engine -> Avg@k, Pass@k, length, entropy, KL.
 
-`evaluate_run` evaluates a student's (or the teacher's) params on
-`config.eval.datasets` (the task's held-out set, or local GSM8K / MATH500 / AIME24 /
-AMC23 files from `config.eval.data_dir`); the run calls it at its end and
-`python -m dkd_jax.evaluate` on a run's checkpoint.
+`evaluate_run` evaluates a student's (or the teacher's) params as an `EvalSpec` says
+(built and validated from `config.eval` by `runs.configuration.eval_spec`): on its
+datasets (the task's held-out set, or local GSM8K / MATH500 / AIME24 / AMC23 files from
+its data_dir); the run calls it at its end and `python -m dkd_jax.evaluate` on a run's
+checkpoint.
 
 Per dataset: Avg@k (mean correctness of all samples), unbiased Pass@k for every k <= n,
 mean response length, truncation rate, mean token entropy (nats, temperature 1) and the
@@ -14,6 +15,7 @@ Unreadable answers count as wrong and are tallied by reason, never a crash.
 from __future__ import annotations
 
 import collections
+import dataclasses
 from collections.abc import Callable
 
 import jax
@@ -30,6 +32,24 @@ from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.models import decoder as model_lib
 from dkd_jax.objectives import kl as kl_lib
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalSpec:
+  """Everything an evaluation needs besides the models and the task (typed, validated
+  once by `runs.configuration.eval_spec`; this module never reads a config)."""
+
+  datasets: tuple[str, ...]  # eval set names: the task's own, or shared benchmark files
+  k: int  # samples per problem
+  num_problems: int  # first N problems of each set
+  kl_problems: int  # problems whose fixed teacher responses score the held-out KL
+  temperature: float
+  max_response_len: int
+  max_prompt_len: int
+  slots: int  # engine decode slots (also the held-out KL batch)
+  kl_chunk: int  # vocab chunk of the held-out KL kernel
+  seed: int  # the eval rollouts' stream (rng "eval_rollout")
+  data_dir: str | None = None  # where shared benchmark files live
 
 
 def _kl_fn(pair, mesh, chunk) -> Callable:
@@ -185,23 +205,22 @@ def evaluate_set(
   return metrics, res
 
 
-def teacher_responses(c, pair, task, records, mesh, slots: int) -> dict:
+def teacher_responses(e: EvalSpec, pair, task, records, mesh) -> dict:
   """The teacher's responses to `records`, drawn with one fixed key (not the run's seed):
   the one set every student's held-out KL is measured on, so runs are scored on the
   same states."""
-  e = c.eval
   eng = make_engine(
     pair.teacher_cfg,
     pair.teacher_graphdef,
     mesh,
-    slots=slots,
-    max_prompt_len=c.data.max_prompt_len,
+    slots=e.slots,
+    max_prompt_len=e.max_prompt_len,
     max_new=e.max_response_len,
     eos_id=task.tokenizer.eos_id,
     params_shard=pair.teacher_shardings,
   )
   enc = pipeline.encode_records(
-    records, task.tokenizer, max_prompt_len=c.data.max_prompt_len, truncate=True
+    records, task.tokenizer, max_prompt_len=e.max_prompt_len, truncate=True
   )
   return rollout_lib.rollout(
     eng,
@@ -214,13 +233,12 @@ def teacher_responses(c, pair, task, records, mesh, slots: int) -> dict:
   )
 
 
-def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dict:
+def evaluate_run(e: EvalSpec, pair, task, params, mesh, log, role: str = "student") -> dict:
   """Evaluates `params` (the student's, or with role='teacher' the teacher's) on every
-  `config.eval.datasets`; {name: metrics}. KL is always teacher vs `params`: `fkl`/`rkl`
+  set of `e.datasets`; {name: metrics}. KL is always teacher vs `params`: `fkl`/`rkl`
   on a fixed set of teacher responses (comparable across runs), `fkl_own`/`rkl_own` on
   the evaluated model's own samples."""
-  e = c.eval
-  slots = int(e.slots) or c.data.batch_size
+  slots = e.slots
   cfg, graphdef = (
     (pair.student_cfg, pair.student_graphdef)
     if role == "student"
@@ -231,14 +249,14 @@ def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dic
     graphdef,
     mesh,
     slots=slots,
-    max_prompt_len=c.data.max_prompt_len,
+    max_prompt_len=e.max_prompt_len,
     max_new=e.max_response_len,
     eos_id=task.tokenizer.eos_id,
     params_shard=model_lib.param_shardings(mesh, cfg),
   )
-  kl_fn = _kl_fn(pair, mesh, c.train.kl_chunk)
+  kl_fn = _kl_fn(pair, mesh, e.kl_chunk)
   out = {}
-  for name, records in task.eval_sets(e.datasets, e.data_dir or None).items():
+  for name, records in task.eval_sets(e.datasets, e.data_dir).items():
     records = records[: e.num_problems]
     metrics, res = evaluate_set(
       eng,
@@ -249,8 +267,8 @@ def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dic
       k=e.k,
       temperature=e.temperature,
       max_new=e.max_response_len,
-      max_prompt_len=c.data.max_prompt_len,
-      seed=rng.key(c.seed, "eval_rollout"),
+      max_prompt_len=e.max_prompt_len,
+      seed=rng.key(e.seed, "eval_rollout"),
       pad_id=task.tokenizer.pad_id,
     )
     metrics["fkl"] = metrics["rkl"] = metrics["fkl_own"] = metrics["rkl_own"] = 0.0
@@ -258,7 +276,7 @@ def evaluate_run(c, pair, task, params, mesh, log, role: str = "student") -> dic
       metrics["fkl_own"], metrics["rkl_own"] = heldout_kl(
         kl_fn, pair, params, res["tokens"], res["loss_mask"], mesh, slots
       )
-      ref = teacher_responses(c, pair, task, records[: e.kl_problems], mesh, slots)
+      ref = teacher_responses(e, pair, task, records[: e.kl_problems], mesh)
       metrics["fkl"], metrics["rkl"] = heldout_kl(
         kl_fn, pair, params, ref["tokens"], ref["loss_mask"], mesh, slots
       )

@@ -13,28 +13,35 @@ and a markdown table (results.md) with one row per run.
 from __future__ import annotations
 
 import json
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
+from etils import epath
+
+from dkd_jax.core import paths
 
 
 def load_runs(run_dirs) -> list[dict]:
   runs = []
   for d in run_dirs:
-    path = os.path.join(d, "summary.json")
-    if not os.path.exists(path):
+    path = paths.as_path(d) / "summary.json"
+    if not path.exists():
       raise FileNotFoundError(
         f"{path} is missing: run `python -m dkd_jax.launch` or "
         "`python -m dkd_jax.evaluate` on that directory first"
       )
-    with open(path) as f:
-      s = json.load(f)
-    s["run"] = os.path.basename(os.path.normpath(d))
+    s = json.loads(path.read_text())
+    s["run"] = paths.as_path(d).name
     runs.append(s)
   return runs
+
+
+def save_figure(fig: plt.Figure, path: epath.Path) -> None:
+  """`fig` as a PNG at `path` (local or remote: written through the epath file)."""
+  with path.open("wb") as f:
+    fig.savefig(f, format="png", dpi=120)
 
 
 def label(s) -> str:
@@ -67,7 +74,7 @@ def plot_entropy(runs, out) -> None:
     xlabel="mean token entropy (nats)", ylabel="Avg@k", title="KL direction: accuracy vs entropy"
   )
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "accuracy_vs_entropy.png"), dpi=120)
+  save_figure(fig, paths.as_path(out) / "accuracy_vs_entropy.png")
   plt.close(fig)
 
 
@@ -84,7 +91,7 @@ def plot_compute(runs, out) -> None:
     title="prefix source: accuracy vs generation compute",
   )
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "accuracy_vs_compute.png"), dpi=120)
+  save_figure(fig, paths.as_path(out) / "accuracy_vs_compute.png")
   plt.close(fig)
 
 
@@ -107,7 +114,7 @@ def plot_horizon(runs, out) -> None:
   a2.set(xlabel="training steps", ylabel="mean response length", title="length vs horizon")
   a1.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "horizon.png"), dpi=120)
+  save_figure(fig, paths.as_path(out) / "horizon.png")
   plt.close(fig)
 
 
@@ -132,11 +139,10 @@ def table(runs) -> str:
 def write_report(run_dirs, out: str) -> str:
   """Writes the three plots and results.md into `out`; returns the table."""
   runs = load_runs(run_dirs)
-  os.makedirs(out, exist_ok=True)
+  paths.as_path(out).mkdir(parents=True, exist_ok=True)
   plot_entropy(runs, out)
   plot_compute(runs, out)
   plot_horizon(runs, out)
   text = table(runs)
-  with open(os.path.join(out, "results.md"), "w") as f:
-    f.write(text)
+  (paths.as_path(out) / "results.md").write_text(text)
   return text

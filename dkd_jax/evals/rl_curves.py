@@ -16,15 +16,16 @@ one initialisation gained more than another (the difference of their gains).
 
 from __future__ import annotations
 
-import glob
 import json
-import os
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import numpy as np
+from etils import epath
+
+from dkd_jax.core import paths
 
 METRICS = ("avg_at_k", "pass_at_k", "length", "entropy")
 N_BOOT = 2000
@@ -33,11 +34,10 @@ N_BOOT = 2000
 def read_curve(workdir: str) -> dict[int, dict]:
   """{RL step: the first eval set's metrics} of one GRPO workdir (last line per step)."""
   out = {}
-  with open(os.path.join(workdir, "rl_evals.jsonl")) as f:
-    for line in f:
-      if line.strip():
-        d = json.loads(line)
-        out[d["step"]] = next(iter(d["eval"].values()))
+  for line in (paths.as_path(workdir) / "rl_evals.jsonl").read_text().splitlines():
+    if line.strip():
+      d = json.loads(line)
+      out[d["step"]] = next(iter(d["eval"].values()))
   return out
 
 
@@ -94,10 +94,10 @@ def summarise(curves: list[dict[int, dict]]) -> dict[int, dict]:
 def load_curves(out_dir: str) -> dict[str, dict[int, list[dict]]]:
   """{arm: {seed: curve}} for every OUT/<arm>/seed<s>/rl_evals.jsonl."""
   arms = {}
-  for path in sorted(glob.glob(os.path.join(out_dir, "*", "seed*", "rl_evals.jsonl"))):
-    seed_dir = os.path.dirname(path)
-    arm = os.path.basename(os.path.dirname(seed_dir))
-    seed = int(os.path.basename(seed_dir)[len("seed") :])
+  for path in sorted(paths.as_path(out_dir).glob("*/seed*/rl_evals.jsonl")):
+    seed_dir = path.parent
+    arm = seed_dir.parent.name
+    seed = int(seed_dir.name[len("seed") :])
     arms.setdefault(arm, {})[seed] = read_curve(seed_dir)
   return arms
 
@@ -197,7 +197,7 @@ def markdown(study: dict[str, dict[int, dict]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(study: dict[str, dict[int, dict]], path: str) -> None:
+def plot(study: dict[str, dict[int, dict]], path: str | epath.Path) -> None:
   fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
   for arm, rows in study.items():
     steps = sorted(rows)
@@ -217,5 +217,6 @@ def plot(study: dict[str, dict[int, dict]], path: str) -> None:
     ax.set_title(name)
   axes[0].legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(path, dpi=120)
+  with paths.as_path(path).open("wb") as f:
+    fig.savefig(f, format="png", dpi=120)
   plt.close(fig)

@@ -15,12 +15,13 @@ otherwise).
 from __future__ import annotations
 
 import json
-import os
 import re
 
 import matplotlib
 import numpy as np
 
+from dkd_jax.core import paths
+from dkd_jax.evals import plots
 from dkd_jax.evals import stats
 
 matplotlib.use("Agg")
@@ -39,12 +40,11 @@ def load_arms(run_dirs) -> dict[str, list[dict]]:
   """{arm: [summary per seed]} from finished `<arm>_s<seed>` run directories."""
   arms: dict[str, list[dict]] = {}
   for d in sorted(run_dirs):
-    m = ARM_RE.match(os.path.basename(os.path.normpath(d)))
-    path = os.path.join(d, "summary.json")
-    if not m or not os.path.exists(path):
+    m = ARM_RE.match(paths.as_path(d).name)
+    path = paths.as_path(d) / "summary.json"
+    if not m or not path.exists():
       continue
-    with open(path) as f:
-      s = json.load(f)
+    s = json.loads(path.read_text())
     s["run_dir"], s["seed"] = d, int(m["seed"])
     arms.setdefault(m["arm"], []).append(s)
   return arms
@@ -181,13 +181,13 @@ def plot_tradeoffs(arms, out: str) -> None:
     xscale="symlog",
   )
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "tradeoffs.png"), dpi=120)
+  plots.save_figure(fig, paths.as_path(out) / "tradeoffs.png")
   plt.close(fig)
 
 
 def _curve(run_dir, key) -> tuple[np.ndarray, np.ndarray]:
-  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-    rows = [json.loads(line) for line in f if line.strip()]
+  lines = (paths.as_path(run_dir) / "metrics.jsonl").read_text().splitlines()
+  rows = [json.loads(line) for line in lines if line.strip()]
   return np.array([r["step"] for r in rows]), np.array([r.get(key, np.nan) for r in rows])
 
 
@@ -210,7 +210,7 @@ def plot_training(arms, out: str, names=None) -> None:
   if axes[0].get_legend_handles_labels()[0]:
     axes[0].legend(fontsize=6)
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "training_curves.png"), dpi=120)
+  plots.save_figure(fig, paths.as_path(out) / "training_curves.png")
   plt.close(fig)
 
 
@@ -232,7 +232,7 @@ def plot_horizon(arms, out: str, pairs) -> None:
   if a1.get_legend_handles_labels()[0]:
     a1.legend(fontsize=7)
   fig.tight_layout()
-  fig.savefig(os.path.join(out, "horizon.png"), dpi=120)
+  plots.save_figure(fig, paths.as_path(out) / "horizon.png")
   plt.close(fig)
 
 
@@ -362,13 +362,11 @@ def write_study_report(run_dirs, out: str) -> str:
   arms = load_arms(run_dirs)
   if not arms:
     raise FileNotFoundError(f"no finished <arm>_s<seed> runs among {list(run_dirs)[:5]}")
-  os.makedirs(out, exist_ok=True)
+  paths.as_path(out).mkdir(parents=True, exist_ok=True)
   text = table(arms)
   claims = claims_table(arms, CLAIMS)
-  with open(os.path.join(out, "results.md"), "w") as f:
-    f.write(text)
-  with open(os.path.join(out, "claims.md"), "w") as f:
-    f.write(claims)
+  (paths.as_path(out) / "results.md").write_text(text)
+  (paths.as_path(out) / "claims.md").write_text(claims)
   plot_tradeoffs(arms, out)
   plot_training(arms, out, TRAINING_CURVES)
   plot_horizon(arms, out, HORIZON)

@@ -80,22 +80,6 @@ class ModelConfig:
     return self
 
 
-def config_from_dict(d, field: str = "model") -> ModelConfig:
-  """A validated ModelConfig from a mapping (e.g. config.student.model), naming the
-  full config field on error."""
-  d = dict(d.to_dict()) if hasattr(d, "to_dict") else dict(d)
-  known = {f.name for f in dataclasses.fields(ModelConfig)}
-  unknown = sorted(set(d) - known)
-  if unknown:
-    raise ValueError(f"config.{field}: unknown fields {unknown}; known: {sorted(known)}")
-  if d.get("rope_scaling") is not None:
-    d["rope_scaling"] = tuple(d["rope_scaling"])
-  try:
-    return ModelConfig(**d).validate()
-  except ValueError as e:
-    raise ValueError(f"config.{field}: {e}") from None
-
-
 # Logical axes per parameter name (mapped to the mesh by sharding.LOGICAL_RULES).
 PARAM_AXES = {
   "embedding": ("vocab", "embed"),

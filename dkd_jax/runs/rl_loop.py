@@ -27,8 +27,7 @@ Train state + prompt iterator are checkpointed together; a killed run resumes.
 from __future__ import annotations
 
 import json
-import os
-import shutil
+import pathlib
 import sys
 import time
 
@@ -37,8 +36,8 @@ import ml_collections as mlc
 import numpy as np
 import tqdm
 
-from dkd_jax.core import checkpointing
 from dkd_jax.core import metrics_log
+from dkd_jax.core import paths
 from dkd_jax.core import rng
 from dkd_jax.core import sharding
 from dkd_jax.data import pipeline
@@ -48,37 +47,29 @@ from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
+from dkd_jax.runs import scaffold
 from dkd_jax.runs import tasks
+from dkd_jax.runs import workdir as run_dir
 from dkd_jax.train import grpo
-from dkd_jax.train import step as train
 
 RUN_OWNED = ("seed", "teacher", "student", "data", "objective", "curriculum", "eval")
 EVALS_FILE = "rl_evals.jsonl"
 
 
-def is_run_dir(path: str) -> bool:
-  return os.path.isfile(os.path.join(path, "config.json")) and os.path.isdir(
-    os.path.join(path, "checkpoints")
-  )
+def _is_gguf_file(src: str) -> bool:
+  """A local .gguf checkpoint file (the gguf reader reads local files only)."""
+  return src.endswith(".gguf") and pathlib.Path(src).is_file()
 
 
 def resolve_config(c: mlc.ConfigDict) -> mlc.ConfigDict:
   """The config this run uses: `c` with the init source's models, task, seed and eval."""
   out = mlc.ConfigDict(c.to_dict())
   src = c.init.checkpoint
-  if src and is_run_dir(src):
-    run_c = configuration.load_run_config(src)
+  if src and run_dir.is_run_dir(src):
+    run_c = run_dir.load_config(src)
     for k in RUN_OWNED:
       out[k] = run_c[k]
-  elif (
-    src == pair_lib.SMOLLM2_ALIAS
-    or src
-    and (
-      os.path.isfile(os.path.join(src, "config.json"))
-      or src.endswith(".gguf")
-      and os.path.isfile(src)
-    )
-  ):
+  elif src == pair_lib.SMOLLM2_ALIAS or src and (run_dir.has_config(src) or _is_gguf_file(src)):
     out.student.init, out.student.checkpoint = "checkpoint", src
     out.teacher.checkpoint = out.teacher.checkpoint or src
   elif src:
@@ -101,28 +92,12 @@ def eval_config(c: mlc.ConfigDict) -> mlc.ConfigDict:
   return out
 
 
-def adopt_run_artifacts(src: str, workdir: str) -> None:
-  """Copies the run's bootstrapped teacher (small by construction) and links its converted
-  HF checkpoints, so the workdir is self-contained (`dkd_jax.evaluate --workdir` works)
-  and nothing here can ever write into the source run."""
-  if not src or not is_run_dir(src):
-    return
-  if os.path.isdir(os.path.join(src, "teacher")) and not os.path.exists(
-    os.path.join(workdir, "teacher")
-  ):
-    shutil.copytree(os.path.join(src, "teacher"), os.path.join(workdir, "teacher"))
-  for name in ("teacher_hf", "student_hf"):
-    if os.path.isdir(os.path.join(src, name)) and not os.path.exists(os.path.join(workdir, name)):
-      os.symlink(os.path.abspath(os.path.join(src, name)), os.path.join(workdir, name))
-
-
-def initial_params(c, pair, mesh, optimizer, log) -> dict:
+def initial_params(c, pair, mesh, log) -> dict:
   """The policy's starting params: the init run's latest student, or the pair's."""
   src = c.init.checkpoint
-  if not (src and is_run_dir(src) and c.init.restore_student):
+  if not (src and run_dir.is_run_dir(src) and c.init.restore_student):
     return pair.student_params
-  like, _ = train.sharded_init_state(optimizer, mesh, pair.student_cfg, pair.student_params)
-  params = checkpointing.restore_params(src, like)
+  params = run_dir.restore_student(src, mesh, pair.student_cfg)
   log(f"policy: the latest student checkpoint of {src}")
   return params
 
@@ -138,10 +113,24 @@ class RLLoop:
   def __init__(self, c, mesh, pair, task, workdir, log):
     self.c, self.mesh, self.pair, self.task, self.log = c, mesh, pair, task, log
     r = c.rl
+    data, self.rollout = configuration.data_settings(c), configuration.rollout_settings(c)
     self.G, self.P = r.group_size, r.prompts_per_batch
-    self.max_new = r.max_response_len or c.data.max_response_len
-    self.optimizer = train.make_optimizer(c.optim, c.train.steps * r.updates_per_batch)
-    params = initial_params(c, pair, mesh, self.optimizer, log)
+    self.max_new = r.max_response_len or data.max_response_len
+    params = initial_params(c, pair, mesh, log)
+    self.base = scaffold.build(
+      c,
+      mesh,
+      pair.student_cfg,
+      pair.student_graphdef,
+      params,
+      workdir,
+      optimizer_steps=c.train.steps * r.updates_per_batch,
+      slots=self.P * self.G,
+      max_new=self.max_new,
+      eos_id=task.tokenizer.eos_id,
+    )
+    self.optimizer, self.state, shard = self.base.optimizer, self.base.state, self.base.state_shard
+    self.engine, self.ckpt = self.base.engine, self.base.ckpt
     spec = configuration.rl_spec(c)
     ref_gd, self.ref_params, ref_shard = None, None, None
     if spec.kl_coef > 0 and r.kl_ref == "teacher":
@@ -151,35 +140,22 @@ class RLLoop:
         pair.teacher_shardings,
       )
     elif spec.kl_coef > 0:  # the initial policy, frozen
-      ref_shard = train.state_shardings(mesh, self.optimizer, pair.student_cfg)["params"]
+      ref_shard = shard["params"]
       ref_gd, self.ref_params = pair.student_graphdef, host_copy(params, ref_shard)
-    self.state, shard = train.sharded_init_state(self.optimizer, mesh, pair.student_cfg, params)
     static = grpo.StepStatic(pair.student_graphdef, ref_gd, spec, self.optimizer, mesh)
     self.step_fn = grpo.jit_grpo_step(static, shard, ref_shard)
     self.iterator = iter(
       pipeline.prompt_dataset(
         task.train_records,
         task.tokenizer,
-        max_prompt_len=c.data.max_prompt_len,
+        max_prompt_len=data.max_prompt_len,
         seed=rng.int_seed(r.seed, "rl_shuffle"),
         batch_size=self.P,
-        truncate=c.data.truncate_prompts,
+        truncate=data.truncate_prompts,
       )
     )
-    self.sampler = sampling.Sampler(c.rollout.temperature)
-    self.engine = harness.make_engine(
-      pair.student_cfg,
-      pair.student_graphdef,
-      mesh,
-      slots=self.P * self.G,
-      max_prompt_len=c.data.max_prompt_len,
-      max_new=self.max_new,
-      eos_id=task.tokenizer.eos_id,
-      params_shard=shard["params"],
-    )
-    self.ckpt = checkpointing.RunCheckpointer(
-      os.path.join(workdir, "checkpoints"), every=c.train.ckpt_every, max_to_keep=c.train.max_ckpts
-    )
+    # GRPO's ratio needs the full-support policy softmax(logits / T) (validate_rl).
+    self.sampler = sampling.Sampler(self.rollout.temperature)
     self.gen_tokens = 0
 
   def host_state(self) -> dict:
@@ -187,10 +163,10 @@ class RLLoop:
 
   def restore(self) -> int:
     """The RL step to continue from (0 when the workdir has no checkpoint)."""
-    out = self.ckpt.restore(self.state)
-    if out is None:
+    host = self.base.restore(self.log)
+    if host is None:
       return 0
-    self.state, host = out
+    self.state = self.base.state
     self.iterator.set_state(host["iterator"])
     self.gen_tokens = host["gen_tokens"]
     step = int(self.state["step"]) // self.c.rl.updates_per_batch
@@ -209,7 +185,7 @@ class RLLoop:
       sampler=self.sampler,
       seed=rng.key(c.rl.seed, "rl_rollout", step),
       max_new_tokens=self.max_new,
-      sync_every=c.rollout.sync_every,
+      sync_every=self.rollout.sync_every,
       pad_id=tok.pad_id,
       samples_per_prompt=self.G,
     )
@@ -272,13 +248,12 @@ class RLLoop:
 
 def read_evals(workdir: str) -> dict[int, dict]:
   """{RL step: eval results} of WORKDIR/rl_evals.jsonl (the last line per step wins)."""
-  path, out = os.path.join(workdir, EVALS_FILE), {}
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        if line.strip():
-          d = json.loads(line)
-          out[d["step"]] = d["eval"]
+  path, out = paths.as_path(workdir) / EVALS_FILE, {}
+  if path.exists():
+    for line in path.read_text().splitlines():
+      if line.strip():
+        d = json.loads(line)
+        out[d["step"]] = d["eval"]
   return out
 
 
@@ -289,9 +264,14 @@ def eval_steps(c) -> set[int]:
 
 def _evaluate(c, loop, workdir, step, log) -> dict:
   results = harness.evaluate_run(
-    eval_config(c), loop.pair, loop.task, loop.state["params"], loop.mesh, log
+    configuration.eval_spec(eval_config(c)),
+    loop.pair,
+    loop.task,
+    loop.state["params"],
+    loop.mesh,
+    log,
   )
-  with open(os.path.join(workdir, EVALS_FILE), "a") as f:
+  with (paths.as_path(workdir) / EVALS_FILE).open("a") as f:
     f.write(json.dumps({"step": step, "eval": results}) + "\n")
   return results
 
@@ -301,8 +281,9 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
   configuration.validate(c)
   c = resolve_config(c)
   configuration.validate(c)
-  os.makedirs(workdir, exist_ok=True)
-  adopt_run_artifacts(c.init.checkpoint, workdir)
+  paths.as_path(workdir).mkdir(parents=True, exist_ok=True)
+  if c.init.checkpoint:
+    run_dir.adopt_artifacts(c.init.checkpoint, workdir)
   logger = metrics_log.Logger(workdir, c)
   log = logger.text
   mesh = sharding.resolve_mesh(c.mesh)

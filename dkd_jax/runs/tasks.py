@@ -9,7 +9,6 @@ files and grade with the math verifier, tokenized by the models' own tokenizer.
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 import tempfile
 from collections.abc import Callable
@@ -23,6 +22,7 @@ from dkd_jax.data import pipeline
 from dkd_jax.data import sources
 from dkd_jax.evals import math_eval
 from dkd_jax.objectives import prefixes
+from dkd_jax.runs import workdir as run_dir
 
 _CALC_MARKS = re.compile(r"<<[^>]*>>")
 BUILT_IN = ("arithmetic", "chain")  # synthetic tasks: char tokenizer, exact answers
@@ -75,7 +75,7 @@ def _tfds_dir(c, workdir: str, read_only: bool) -> str:
   folder: readers of a run directory never write into it."""
   from dkd_jax.data import tfds_math  # tfds import is slow: only when used
 
-  data_dir = os.path.join(workdir, "tfds")
+  data_dir = str(run_dir.tfds_dir(workdir))
   if read_only and not tfds_math.is_prepared(c.data.path, c.data.task, data_dir=data_dir):
     return tempfile.mkdtemp(prefix="dkd_tfds_")
   return data_dir

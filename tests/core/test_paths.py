@@ -1,5 +1,6 @@
-"""Workdirs are paths, not strings: `gs://` survives, and no module makes a path absolute
-by string (`os.path.abspath('gs://b/run')` is `<cwd>/gs:/b/run`)."""
+"""Workdirs are paths, not strings: `gs://` survives, no module makes a path absolute by
+string (`os.path.abspath('gs://b/run')` is `<cwd>/gs:/b/run`), and os.path appears only
+where files are local by nature (the ALLOWED table)."""
 
 import ast
 import os
@@ -9,14 +10,50 @@ from dkd_jax.core import paths
 
 PKG = pathlib.Path(__file__).resolve().parent.parent.parent / "dkd_jax"
 
-# Where os.path.abspath is still right: paths that are always local by construction.
+# The only modules that use os.path, and why: each handles local files by nature (inputs
+# given as local files, or files a local-only library reads or writes). A run directory
+# (WORKDIR) is never among them: runs/workdir.py reads it, on epath. A stale entry fails too.
 ALLOWED = {
-  "data/tfds_math.py": "the local source file's folder as TFDS's manual_dir (an input)",
-  "models/hf.py": "write_hf: safetensors writes local files (export / GGUF conversion)",
-  "models/gguf.py": "write_gguf: the gguf package writes a local file",
-  "runs/pair.py": "a .gguf checkpoint is a local input file",
-  "runs/rl_loop.py": "symlinks a source run's converted HF dirs (local)",
+  "data/sources.py": "a local data file (--config.data.path) and ../shared/data benchmark files",
+  "data/tfds_math.py": "the local source file and its folder as TFDS's manual_dir (an input)",
+  "models/hf.py": "HF directories: safetensors reads and writes local files",
+  "models/gguf.py": "GGUF files: the gguf package reads and writes local files",
+  "models/tokenizer.py": "tokenizer.json / tokenizer_config.json of a local HF directory",
+  "models/handoff.py": "export's --out directory (local, for transformers/vLLM/llama.cpp)",
 }
+
+
+def _os_path_uses(tree) -> list[int]:
+  """Lines using os.path (os.path.x, `from os import path`, `import os.path`)."""
+  out = []
+  for node in ast.walk(tree):
+    if (
+      isinstance(node, ast.Attribute)
+      and node.attr == "path"
+      and isinstance(node.value, ast.Name)
+      and node.value.id == "os"
+    ):
+      out.append(node.lineno)
+    elif isinstance(node, ast.ImportFrom) and node.module == "os":
+      out += [node.lineno for a in node.names if a.name == "path"]
+    elif isinstance(node, ast.Import):
+      out += [node.lineno for a in node.names if a.name == "os.path"]
+  return out
+
+
+def _modules():
+  return {str(p.relative_to(PKG)): ast.parse(p.read_text()) for p in sorted(PKG.rglob("*.py"))}
+
+
+def test_os_path_only_where_files_are_local_by_nature():
+  uses = {name: lines for name, tree in _modules().items() if (lines := _os_path_uses(tree))}
+  unlisted = {f"dkd_jax/{n}": lines for n, lines in uses.items() if n not in ALLOWED}
+  assert not unlisted, (
+    f"os.path in {unlisted}: a run directory goes through dkd_jax.runs.workdir / "
+    "dkd_jax.core.paths.as_path (etils.epath); a truly local file goes in ALLOWED with why"
+  )
+  stale = sorted(set(ALLOWED) - set(uses))
+  assert not stale, f"ALLOWED lists {stale}, which no longer use os.path: drop them"
 
 
 def test_remote_paths_are_kept_and_local_ones_resolved(tmp_path, monkeypatch):
@@ -44,9 +81,9 @@ def _abspath_calls(tree):
 
 def test_no_path_is_made_absolute_by_string():
   found = [
-    f"dkd_jax/{p.relative_to(PKG)}:{line}"
-    for p in sorted(PKG.rglob("*.py"))
-    if str(p.relative_to(PKG)) not in ALLOWED
-    for line in _abspath_calls(ast.parse(p.read_text()))
+    f"dkd_jax/{name}:{line}"
+    for name, tree in _modules().items()
+    if name not in ALLOWED
+    for line in _abspath_calls(tree)
   ]
   assert not found, f"use dkd_jax.core.paths.as_path (etils.epath) instead: {found}"
