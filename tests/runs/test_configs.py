@@ -1,5 +1,6 @@
 """Every config file builds and validates; bad values fail naming the field."""
 
+import dataclasses
 import glob
 import importlib.util
 import os
@@ -60,6 +61,42 @@ BAD = [
   ("student.model.arch", "gpt2", "arch"),
   ("objective.alpha_schedule.kind", "step", "alpha_schedule.kind"),
 ]
+
+
+# The typed settings at the boundary: each builder names the field and what it allows
+# (a bool field given another type is already refused by the locked ConfigDict).
+BAD_SETTINGS = [
+  ("data_settings", "data.reader", "csv", r"config\.data\.reader='csv'.*\('tfds', 'plain'\)"),
+  ("data_settings", "data.batch_size", 0, r"config\.data\.batch_size=0 must be > 0"),
+  ("rollout_settings", "rollout.top_k", -1, r"config\.rollout\.top_k=-1 must be >= 0"),
+  ("rollout_settings", "rollout.sync_every", 0, r"config\.rollout\.sync_every=0"),
+  ("eval_spec", "eval.k", 0, r"config\.eval\.k=0 must be > 0"),
+  ("eval_spec", "eval.slots", -2, r"config\.eval\.slots=-2 must be >= 0"),
+  ("eval_spec", "eval.datasets", (), r"config\.eval\.datasets=\(\) must name"),
+]
+
+
+@pytest.mark.parametrize(
+  "builder,field,value,needle", BAD_SETTINGS, ids=[b[1] for b in BAD_SETTINGS]
+)
+def test_bad_setting_names_field_and_allowed_values(builder, field, value, needle):
+  c = load(os.path.join(ROOT, "configs", "rev_teacher.py"), "tiny")
+  section, leaf = field.split(".")
+  c[section][leaf] = value
+  for fn in (getattr(configuration, builder), configuration.validate):
+    with pytest.raises(ValueError, match=needle):
+      fn(c)
+
+
+def test_settings_are_typed_and_frozen():
+  c = load(os.path.join(ROOT, "configs", "rev_student.py"), "tiny")
+  data, rollout = configuration.data_settings(c), configuration.rollout_settings(c)
+  spec = configuration.eval_spec(c)
+  assert (data.batch_size, spec.slots) == (c.data.batch_size, c.data.batch_size)  # slots=0
+  assert spec.datasets == tuple(c.eval.datasets) and spec.max_prompt_len == data.max_prompt_len
+  assert rollout.sampler().temperature == c.rollout.temperature
+  with pytest.raises(dataclasses.FrozenInstanceError):
+    spec.k = 3
 
 
 @pytest.mark.parametrize("field,value,needle", BAD, ids=[b[0] for b in BAD])
