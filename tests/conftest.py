@@ -22,3 +22,16 @@ def shared_data():
   if not os.path.isdir(path):
     pytest.skip("../shared/data is absent")
   return path
+
+
+@pytest.fixture(scope="session")
+def fault_bench():
+  """benchmarks/faults.py as a module (loaded by path: site-packages may hold an unrelated
+  `benchmarks` package): the fault scenarios the tests run at small size."""
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "faults.py")
+  spec = importlib.util.spec_from_file_location("faults_bench", os.path.abspath(path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

@@ -92,6 +92,10 @@ class RunCheckpointer:
     self._mngr.wait_until_finished()
     return True
 
+  def wait(self) -> None:
+    """Blocks until the checkpoint being written (if any) is committed."""
+    self._mngr.wait_until_finished()
+
   def _restore_step(self, step: int, state_like):
     """(state, host) of one step, or raises CorruptCheckpoint saying what is wrong."""
     abstract = jax.tree.map(

@@ -216,9 +216,13 @@ class Logger:
     paths.write_text_atomic(
       self.workdir / "summary.json", json.dumps(summary, indent=2, default=str)
     )
-    self.tb.close()
-    self._jsonl.close()
-    self._log.close()
+    self.close()
+
+  def close(self) -> None:
+    """Flushes and closes the sinks (a run stopped early writes no summary)."""
+    for sink in (self.tb, self._jsonl, self._log):
+      if sink is not None:
+        sink.close()
 
 
 class GenerationCost:

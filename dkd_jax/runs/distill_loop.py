@@ -24,6 +24,7 @@ import numpy as np
 from dkd_jax.core import checkpointing
 from dkd_jax.core import metrics_log
 from dkd_jax.core import paths
+from dkd_jax.core import preemption
 from dkd_jax.core import rng
 from dkd_jax.core import sharding
 from dkd_jax.data import pipeline
@@ -308,7 +309,9 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   start = loop.restore()
   logger.start(start)  # drops metric rows past the restored step (a killed run's tail)
   loop.measure_reference()
-  _train(c, loop, logger, pair, mesh, start)
+  if not _train(c, loop, logger, pair, mesh, start):  # preempted: checkpointed and logged
+    logger.close()
+    return {"preempted_at_step": int(loop.state["step"])}
   if pair.teacher_params is None:  # cached_topk trained without it; evaluation needs it
     pair.teacher_params = pair_lib.load_teacher(c, mesh, task, workdir, log)[2]
   if c.export.at_end:
@@ -356,21 +359,27 @@ def _step_flops(c, pair) -> float:
   return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
 
 
-def _train(c, loop: Loop, logger, pair, mesh, start: int) -> None:
+def _train(c, loop: Loop, logger, pair, mesh, start: int) -> bool:
+  """The train loop; False when a preemption notice stopped it (checkpoint written)."""
   peak = metrics_log.peak_flops(mesh)
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
   flops = _step_flops(c, pair)
   bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
-  for step in range(start, c.train.steps):
-    metrics = loop.step(step)
-    metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
-    metrics["mfu"] = flops / metrics["train_time"] / peak
-    logger.scalars(step + 1, metrics)
-    bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
-    bar.update(1)
-    loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=step + 1 == c.train.steps)
-  bar.close()
-  loop.ckpt.close()
+  with preemption.Guard() as guard:
+    for step in range(start, c.train.steps):
+      metrics = loop.step(step)
+      metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
+      metrics["mfu"] = flops / metrics["train_time"] / peak
+      logger.scalars(step + 1, metrics)
+      bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+      bar.update(1)
+      loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=step + 1 == c.train.steps)
+      if guard.should_stop(step + 1):
+        guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
+        break
+    bar.close()
+    loop.ckpt.close()
+  return guard.reason is None
 
 
 def print_summary(summary: dict, log) -> None:
