@@ -249,6 +249,61 @@ def sigterm(
   )
 
 
+def _tmp_dirs(work: str) -> list[str]:
+  d = os.path.join(work, "checkpoints")
+  return [n for n in os.listdir(d) if "tmp" in n] if os.path.isdir(d) else []
+
+
+def kill9_during_saves(
+  root: str, teacher: str, base: str, *, steps: int, kills: int, seed=None
+) -> dict:
+  """kill -9 while an async checkpoint write is in flight (a random delay after its
+  temporary directory appears), `kills` times, rerunning after each; every rerun must
+  resume from a complete step (the newest committed one) and the finished run must equal
+  the uninterrupted one with each step's row once."""
+  rnd = random.Random(seed)
+  work = fresh(root, "kill9", teacher)
+  extra = (f"--config.train.steps={steps}", "--config.train.ckpt_every=1")
+  lost, during, resumed_ok, committed, during_total = 0, 0, 0, [], 0
+
+  def resumed(p) -> bool:  # the rerun names the newest committed step as its start
+    want, t0 = f"resumed from step {committed[-1]}", time.time()
+    while not log_lines(work, want) and p.poll() is None and time.time() - t0 < 600:
+      time.sleep(0.02)
+    return bool(log_lines(work, want))
+
+  for _ in range(kills):
+    if committed and committed[-1] >= steps - 3:
+      break
+    (p,) = start(work, *extra)
+    if committed:
+      resumed_ok += resumed(p)
+    wait_rows(work, (committed[-1] if committed else 0) + rnd.randint(1, 3), [p])
+    while not _tmp_dirs(work) and p.poll() is None:
+      time.sleep(0.0005)
+    time.sleep(rnd.uniform(0.0, 0.05))
+    during += bool(_tmp_dirs(work))
+    during_total += 1
+    p.kill()
+    p.wait()
+    committed = steps_on_disk(work)
+    lost += n_rows(work) - (committed[-1] if committed else 0)
+  (p,) = start(work, *extra)
+  if committed:
+    resumed_ok += resumed(p)
+  ((rc, out),) = finish([p])
+  assert rc == 0, out[-3000:]
+  n = during_total  # kills made
+  return dict(
+    fault=f"kill -9 during async checkpoint writes (x{n})",
+    did=f"{during}/{n} kills landed with a write in flight; {resumed_ok}/{n} reruns resumed "
+    "from the newest committed step; the last one finished",
+    steps_lost=lost,
+    rows_duplicated=duplicated(work),
+    data_lost=compare(work, base),
+  )
+
+
 # ---------------------------------------------------------------------------- the table
 
 
@@ -282,6 +337,9 @@ def main() -> None:
     "sigterm_1p": lambda: sigterm(root, teacher, base(1), steps=args.steps, seed=args.seed),
     "sigterm_2p": lambda: sigterm(
       root, teacher, base(2), steps=args.steps, nproc=2, seed=args.seed
+    ),
+    "kill9_async_save": lambda: kill9_during_saves(
+      root, teacher, base(1), steps=args.steps, kills=args.kills, seed=args.seed
     ),
   }
   results = []

@@ -296,11 +296,12 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   under a different config is refused unless `allow_config_change` (it would change
   the LR and α schedules mid-run)."""
   configuration.validate(c)
-  paths.as_path(workdir).mkdir(parents=True, exist_ok=True)
+  paths.check_workdir(workdir)  # missing and not creatable, or unwritable: one line
   metrics_log.check_config_unchanged(workdir, c, allow_config_change)
+  mesh = sharding.resolve_mesh(c.mesh)
+  paths.check_workdir(workdir, checkpoint_bytes(c, mesh, workdir))  # before any compile
   logger = metrics_log.Logger(workdir, c)
   log = logger.text
-  mesh = sharding.resolve_mesh(c.mesh)
   log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
   tokenizer = pair_lib.load_tokenizer(c, workdir)
   task = tasks.load_task(c, tokenizer, workdir)
@@ -354,6 +355,15 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   return summary
 
 
+def checkpoint_bytes(c, mesh, workdir) -> int:
+  """Bytes of one checkpoint (the train state's arrays), from shapes alone."""
+  t_cfg = pair_lib.teacher_config(c, workdir)
+  like = train.abstract_state(
+    train.make_optimizer(c.optim, c.train.steps), mesh, pair_lib.student_config(c, t_cfg, workdir)
+  )
+  return checkpointing.nbytes(like)
+
+
 def _step_flops(c, pair) -> float:
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
   return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
@@ -365,20 +375,29 @@ def _train(c, loop: Loop, logger, pair, mesh, start: int) -> bool:
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
   flops = _step_flops(c, pair)
   bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
-  with preemption.Guard() as guard:
-    for step in range(start, c.train.steps):
-      metrics = loop.step(step)
-      metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
-      metrics["mfu"] = flops / metrics["train_time"] / peak
-      logger.scalars(step + 1, metrics)
-      bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
-      bar.update(1)
-      loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=step + 1 == c.train.steps)
-      if guard.should_stop(step + 1):
-        guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
-        break
+  stops = (checkpointing.CheckpointWriteError, metrics_log.NonFiniteMetric)
+  try:
+    with preemption.Guard() as guard:
+      for step in range(start, c.train.steps):
+        metrics = loop.step(step)
+        metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
+        metrics["mfu"] = flops / metrics["train_time"] / peak
+        logger.scalars(step + 1, metrics)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+        bar.update(1)
+        last = step + 1 == c.train.steps
+        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=last)
+        if guard.should_stop(step + 1):
+          guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
+          break
+    loop.ckpt.wait()  # the last write's errors surface here
+  except stops as e:  # one line in the log; launch exits 1 without a traceback
+    logger.text(str(e))
+    e.logged = True
+    raise
+  finally:
     bar.close()
-    loop.ckpt.close()
+    loop.ckpt.close()  # the save in flight (the last good step) completes first
   return guard.reason is None
 
 

@@ -67,3 +67,12 @@ def test_sigterm_to_process_1_of_2_stops_both_at_one_step(runs, fault_bench):
   step = int(row["did"].split("checkpoint step ")[1].split(";")[0])
   state_dir = os.path.join(root, "sigterm_2p", "checkpoints", str(step), "state")
   assert os.path.isdir(state_dir)
+
+
+def test_kill9_during_async_saves_resumes_from_a_complete_step(runs, fault_bench):
+  """kill -9 while a checkpoint write is in flight, twice: each rerun resumes from the
+  newest committed step; the finished run equals the uninterrupted one, rows once."""
+  root, teacher, base = runs
+  row = fault_bench.kill9_during_saves(root, teacher, base, steps=STEPS, kills=2, seed=0)
+  assert row["data_lost"] == "none" and row["rows_duplicated"] == 0, row
+  assert "2/2 reruns resumed" in row["did"] or "1/1 reruns resumed" in row["did"], row
