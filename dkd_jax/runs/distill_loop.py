@@ -33,6 +33,7 @@ from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.models import handoff
 from dkd_jax.objectives import curriculum as curriculum_lib
+from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import prefixes
 from dkd_jax.objectives import schedules
 from dkd_jax.runs import configuration
@@ -268,6 +269,13 @@ class Loop:
     )
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
+    # The kernel cannot check inside jit: ids in [0, V), a finite mask >= 0, alpha in [0, 1].
+    kl_lib.check_batch(
+      batch["loss_mask"],
+      batch["tokens"],
+      vocab=self.pair.student_cfg.vocab_size,
+      alpha=batch["alpha"],
+    )
     batch = sharding.put_global(batch, train.batch_shardings(self.mesh, self.topk is not None))
     t1 = time.perf_counter()
     self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
