@@ -36,6 +36,7 @@ setup(
     # nbclient/nbformat/ipykernel execute notebooks/colab_tpu_demo.ipynb in the tests.
     "test": [
       "pytest>=8",
+      "hypothesis==6.155.2",  # property-based tests of the data readers (issue 23)
       "torch==2.13.0",
       "transformers>=4.50",
       "accelerate",
