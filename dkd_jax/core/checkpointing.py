@@ -140,6 +140,7 @@ class RunCheckpointer:
       return False
     if step in (self._last_saved, self._mngr.latest_step()):  # the first: still in flight
       return False
+    self.wait()  # orbax would wait for the previous write anyway; its error names its step
     self._last_saved = step
     # A JSON copy: the host record is written in the background, after the loop moved on.
     host = json.loads(json.dumps(dict(host, **{_FINGERPRINT: fingerprint(state)})))
