@@ -206,6 +206,9 @@ def wait_rows(work: str, n: int, procs, timeout: float = 600) -> None:
 
 def baseline(root: str, teacher: str, steps: int, nproc: int = 1) -> str:
   """The uninterrupted run every fault's finished run is compared with."""
+  work = os.path.join(root, f"baseline_{steps}_{nproc}p")
+  if os.path.exists(os.path.join(work, "summary.json")):  # a --root reused: already run
+    return work
   work = fresh(root, f"baseline_{steps}_{nproc}p", teacher)
   for i, (rc, out) in enumerate(run(work, f"--config.train.steps={steps}", nproc=nproc)):
     assert rc == 0, f"process {i}:\n{out[-3000:]}"
@@ -304,6 +307,169 @@ def kill9_during_saves(
   )
 
 
+def refused(root: str, name: str, work: str, *extra: str, prelude: str = "") -> dict:
+  """A fault that must be refused before any work: exit 1, one line, nothing written."""
+  t0 = time.time()
+  ((rc, out),) = run(work, *extra, prelude=prelude, timeout=300)
+  lines = [line for line in out.splitlines() if line.startswith("error: ")]
+  assert rc == 1 and len(lines) == 1 and "Traceback" not in out, out[-3000:]
+  return dict(
+    fault=name,
+    did=f"refused in {time.time() - t0:.0f}s (exit 1): {lines[0][7:]}",
+    steps_lost=0,
+    rows_duplicated=0,
+    data_lost="none" if not rows(work) else "rows written",
+  )
+
+
+def workdir_faults(root: str) -> list[dict]:
+  afile = os.path.join(root, "a_file")
+  open(afile, "w").close()
+  return [
+    refused(root, "workdir missing (under a file)", os.path.join(afile, "run")),
+    refused(root, "workdir unwritable (/sys, read-only)", "/sys/dkd_faults_run"),
+    refused(
+      root,
+      "too little free space for one checkpoint",
+      os.path.join(root, "small_disk"),
+      prelude="from dkd_jax.core import paths; paths.free_bytes = lambda p: 10**5",
+    ),
+  ]
+
+
+ENOSPC_PRELUDE = """
+import errno
+from orbax.checkpoint._src.handlers import json_checkpoint_handler as jh
+_real, _calls = jh.JsonCheckpointHandler._save_fn, [0]
+async def _full(self, x, directory):
+  _calls[0] += 1
+  if _calls[0] == 2:
+    raise OSError(errno.ENOSPC, "No space left on device")
+  return await _real(self, x, directory)
+jh.JsonCheckpointHandler._save_fn = _full
+"""
+
+NAN_PRELUDE = """
+import jax, jax.numpy as jnp
+from dkd_jax.train import step as _train
+_real = _train.jit_train_step
+def _patched(*a, **k):
+  fn, calls = _real(*a, **k), [0]
+  def step(state, batch, teacher):
+    calls[0] += 1
+    if calls[0] == {at}:
+      if {student}:
+        state = dict(state, params=jax.tree.map(lambda x: x * jnp.nan, state["params"]))
+      else:
+        teacher = jax.tree.map(lambda x: x * jnp.{bad}, teacher)
+    return fn(state, batch, teacher)
+  return step
+_train.jit_train_step = _patched
+"""
+
+
+def stopped_run(root, teacher, base, name, prelude, *, steps: int, resume: bool) -> dict:
+  """A mid-run fault: exit 1 with one line; the latest checkpoint is the last good step;
+  with `resume`, a rerun without the fault finishes the baseline's run."""
+  work = fresh(root, name.split(" ")[0] + "_" + name.split(" ")[1], teacher)
+  extra = (f"--config.train.steps={steps}", "--config.train.ckpt_every=2")
+  ((rc, out),) = run(work, *extra, prelude=prelude)
+  stop = [ln for ln in log_lines(work, "step") if "metric" in ln or "failed" in ln]
+  assert rc == 1 and len(stop) == 1 and "Traceback" not in out, out[-3000:]
+  done, ckpts = n_rows(work), steps_on_disk(work)
+  pairs = zip(rows(work), rows(base))
+  same = all(all(r[k] == b[k] for k in b if k not in TIMING) for r, b in pairs)
+  did = f"exit 1: {_msg(stop[0])[:150]}; latest checkpoint step {ckpts[-1] if ckpts else None}"
+  data = "none" if same and ckpts and ckpts[-1] <= done else "rows differ from the baseline"
+  if resume:
+    ((rc, out),) = run(work, *extra)
+    assert rc == 0, out[-3000:]
+    did += f"; rerun {_msg(log_lines(work, 'resumed from')[-1])}, finished"
+    data = compare(work, base)
+  return dict(
+    fault=name,
+    did=did,
+    steps_lost=done - (ckpts[-1] if ckpts else 0),
+    rows_duplicated=duplicated(work),
+    data_lost=data,
+  )
+
+
+def kernel_inputs() -> list[dict]:
+  """kl.distill_loss's own inputs (in this process): each refused with a clear error, or
+  (a NaN in a masked row) harmless."""
+  import jax
+  import numpy as np
+
+  from dkd_jax.objectives import kl
+
+  r = np.random.default_rng(0)
+  hs, Ws = r.normal(size=(8, 4)).astype(np.float32), r.normal(size=(4, 16)).astype(np.float32)
+  ht, Wt = r.normal(size=(8, 4)).astype(np.float32), r.normal(size=(4, 16)).astype(np.float32)
+  mask, tok = np.array([1, 1, 1, 1, 1, 0, 0, 0], np.float32), np.arange(8, dtype=np.int32)
+  S = kl.KLSpec
+  sampled = S("reverse", estimator="sampled_token")
+
+  def call(spec=sampled, h=hs, m=mask, t=tok, alpha=None):
+    return kl.distill_loss(h, Ws, ht, Wt, m, spec, tokens_N=t, alpha=alpha)[0]
+
+  def refused_(name, fn) -> dict:
+    try:
+      fn()
+    except ValueError as e:
+      return dict(fault=f"loss kernel: {name}", did=f"refused: {str(e)[:110]}")
+    return dict(fault=f"loss kernel: {name}", did="NOT refused")
+
+  nan_row = hs.copy()
+  nan_row[6] = np.nan
+  g = jax.grad(lambda h: call(S("reverse"), h=h))(nan_row)
+  same = float(call(S("reverse"), h=nan_row)) == float(call(S("reverse")))
+  out = [
+    refused_("token id 16 (V=16)", lambda: call(t=np.where(tok == 3, 16, tok))),
+    refused_("token id -1", lambda: call(t=np.where(tok == 3, -1, tok))),
+    dict(
+      fault="loss kernel: NaN in a masked row",
+      did=f"harmless: loss unchanged {same}, gradient finite {bool(np.isfinite(g).all())}",
+    ),
+    refused_("alpha=np.float32(1.5)", lambda: call(S("mixed"), alpha=np.float32(1.5))),
+    refused_("temperature=inf", lambda: call(S("reverse", temperature=float("inf")))),
+    refused_("negative mask", lambda: call(m=np.where(mask == 1, -1.0, 0.0).astype(np.float32))),
+  ]
+  for row in out:
+    ok = row["did"].startswith("refused") or (same and "finite True" in row["did"])
+    row.update(steps_lost=0, rows_duplicated=0, data_lost="none" if ok else "a wrong loss")
+  return out
+
+
+def hostile_data() -> dict:
+  """The property-based tests (hypothesis) of the readers, the TFDS builder and the
+  top-k store, run as they run in CI."""
+  out = subprocess.run(
+    [
+      sys.executable,
+      "-m",
+      "pytest",
+      "-q",
+      "-p",
+      "no:cacheprovider",
+      "tests/data/test_hostile_data.py",
+    ],
+    cwd=ROOT,
+    env=env(),
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
+  last = out.stdout.strip().splitlines()[-1] if out.stdout.strip() else out.stderr[-300:]
+  return dict(
+    fault="hostile data files and top-k cache (hypothesis)",
+    did=f"each record read correctly or the file refused at start with file:line ({last})",
+    steps_lost=0,
+    rows_duplicated=0,
+    data_lost="none" if out.returncode == 0 else "a property failed",
+  )
+
+
 # ---------------------------------------------------------------------------- the table
 
 
@@ -341,6 +507,45 @@ def main() -> None:
     "kill9_async_save": lambda: kill9_during_saves(
       root, teacher, base(1), steps=args.steps, kills=args.kills, seed=args.seed
     ),
+    "workdir_disk": lambda: workdir_faults(root),
+    "enospc_mid_run": lambda: stopped_run(
+      root,
+      teacher,
+      base(1),
+      "ENOSPC writing checkpoint step 4",
+      ENOSPC_PRELUDE,
+      steps=args.steps,
+      resume=True,
+    ),
+    "nan_teacher": lambda: stopped_run(
+      root,
+      teacher,
+      base(1),
+      "teacher NaN logits at step 5",
+      NAN_PRELUDE.format(at=5, student=False, bad="nan"),
+      steps=args.steps,
+      resume=False,
+    ),
+    "inf_teacher": lambda: stopped_run(
+      root,
+      teacher,
+      base(1),
+      "teacher inf logits at step 5",
+      NAN_PRELUDE.format(at=5, student=False, bad="inf"),
+      steps=args.steps,
+      resume=False,
+    ),
+    "nan_student": lambda: stopped_run(
+      root,
+      teacher,
+      base(1),
+      "student NaN loss at step 5",
+      NAN_PRELUDE.format(at=5, student=True, bad="nan"),
+      steps=args.steps,
+      resume=False,
+    ),
+    "kernel_inputs": kernel_inputs,
+    "hostile_data": hostile_data,
   }
   results = []
   for name, fn in scenarios.items():
@@ -348,7 +553,8 @@ def main() -> None:
       continue
     t0 = time.time()
     try:
-      results.append(fn())
+      got = fn()
+      results.extend(got if isinstance(got, list) else [got])
     except Exception as e:  # a scenario that fails is a row too, with its reason
       results.append(
         dict(
