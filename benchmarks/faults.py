@@ -267,7 +267,7 @@ def kill9_during_saves(
   rnd = random.Random(seed)
   work = fresh(root, "kill9", teacher)
   extra = (f"--config.train.steps={steps}", "--config.train.ckpt_every=1")
-  lost, during, resumed_ok, committed, during_total = 0, 0, 0, [], 0
+  lost, during, resumed_ok, committed, during_total, checked = 0, 0, 0, [], 0, 0
 
   def resumed(p) -> bool:  # the rerun names the newest committed step as its start
     want, t0 = f"resumed from step {committed[-1]}", time.time()
@@ -280,7 +280,7 @@ def kill9_during_saves(
       break
     (p,) = start(work, *extra)
     if committed:
-      resumed_ok += resumed(p)
+      resumed_ok, checked = resumed_ok + resumed(p), checked + 1
     wait_rows(work, (committed[-1] if committed else 0) + rnd.randint(1, 3), [p])
     while not _tmp_dirs(work) and p.poll() is None:
       time.sleep(0.0005)
@@ -293,13 +293,13 @@ def kill9_during_saves(
     lost += n_rows(work) - (committed[-1] if committed else 0)
   (p,) = start(work, *extra)
   if committed:
-    resumed_ok += resumed(p)
+    resumed_ok, checked = resumed_ok + resumed(p), checked + 1
   ((rc, out),) = finish([p])
   assert rc == 0, out[-3000:]
   n = during_total  # kills made
   return dict(
     fault=f"kill -9 during async checkpoint writes (x{n})",
-    did=f"{during}/{n} kills landed with a write in flight; {resumed_ok}/{n} reruns resumed "
+    did=f"{during}/{n} kills landed with a write in flight; {resumed_ok}/{checked} reruns resumed "
     "from the newest committed step; the last one finished",
     steps_lost=lost,
     rows_duplicated=duplicated(work),

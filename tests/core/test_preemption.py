@@ -75,4 +75,5 @@ def test_kill9_during_async_saves_resumes_from_a_complete_step(runs, fault_bench
   root, teacher, base = runs
   row = fault_bench.kill9_during_saves(root, teacher, base, steps=STEPS, kills=2, seed=0)
   assert row["data_lost"] == "none" and row["rows_duplicated"] == 0, row
-  assert "2/2 reruns resumed" in row["did"] or "1/1 reruns resumed" in row["did"], row
+  ok, checked = row["did"].split(" reruns resumed")[0].split("; ")[-1].split("/")
+  assert ok == checked and int(checked) >= 1, row
