@@ -37,6 +37,7 @@ setup(
     # ruff: the lint and format check .ci/run runs (pinned like .pre-commit-config.yaml).
     "test": [
       "pytest>=8",
+      "hypothesis==6.155.2",  # property-based tests of the data readers (issue 23)
       "torch==2.13.0",
       "transformers>=4.50",
       "accelerate",

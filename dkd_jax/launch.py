@@ -14,6 +14,7 @@ Multi-process runs (one JAX process per host, all running this same command):
 """
 
 import os
+import sys
 
 from absl import app
 from absl import flags
@@ -98,14 +99,31 @@ def main(argv) -> None:
   _maybe_distributed()
   # After distributed init: importing jax devices must wait. A config with an `rl`
   # block (configs/grpo.py) is a GRPO run; every other config is a distillation run.
-  if "rl" in _CONFIG.value:
-    from dkd_jax.runs import rl_loop as rl_run
+  from dkd_jax.core import checkpointing
+  from dkd_jax.core import metrics_log
+  from dkd_jax.core import paths
+  from dkd_jax.data import sources
 
-    rl_run.run(_CONFIG.value, _WORKDIR.value)
-  else:
-    from dkd_jax.runs import distill_loop as run
+  # Faults a user fixes (a full disk, bad data, a diverged run) end in one line, exit 1.
+  one_line = (
+    paths.WorkdirError,
+    checkpointing.CheckpointWriteError,
+    metrics_log.NonFiniteMetric,
+    sources.DataError,
+  )
+  try:
+    if "rl" in _CONFIG.value:
+      from dkd_jax.runs import rl_loop as rl_run
 
-    run.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+      rl_run.run(_CONFIG.value, _WORKDIR.value)
+    else:
+      from dkd_jax.runs import distill_loop as run
+
+      run.run(_CONFIG.value, _WORKDIR.value, allow_config_change=_ALLOW_CONFIG_CHANGE.value)
+  except one_line as e:
+    if not getattr(e, "logged", False):
+      print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -51,3 +51,16 @@ def mock_gcs(tmp_path):
   fns = "copy exists glob isdir listdir makedirs mkdir open remove rename replace rmtree stat walk"
   with testing.mock_epath(**{name: redirect for name in fns.split()}):
     yield MOCK_BUCKET, root
+
+
+@pytest.fixture(scope="session")
+def fault_bench():
+  """benchmarks/faults.py as a module (loaded by path: site-packages may hold an unrelated
+  `benchmarks` package): the fault scenarios the tests run at small size."""
+  import importlib.util
+
+  path = os.path.join(os.path.dirname(__file__), "..", "benchmarks", "faults.py")
+  spec = importlib.util.spec_from_file_location("faults_bench", os.path.abspath(path))
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module

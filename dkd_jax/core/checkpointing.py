@@ -2,9 +2,11 @@
 
 One checkpoint holds the train state (params, optimizer, step; restored straight
 into its shardings) and a JSON host record: the grain iterator state, the RNG
-seed/step, the alpha-schedule and curriculum states and the last metrics. Orbax
-writes to a temporary directory and renames on commit, so a killed run never
-leaves a half-written checkpoint that resume would pick up.
+seed/step, the alpha-schedule and curriculum states and the last metrics. Saves are
+asynchronous: `maybe_save` returns once the arrays are copied to the host and orbax
+writes the files in the background, into a temporary directory renamed on commit, so a
+run killed mid-write (kill -9 included) never leaves a half-written checkpoint that
+resume would pick up; the next start removes the temporary directory.
 
 A checkpoint can still be damaged after it was committed (a disk fault, a copy cut
 short). The host record carries a fingerprint of the state (per leaf: sum and sum of
@@ -15,7 +17,12 @@ one log line naming both. Directories are `etils.epath` paths, so `gs://` works.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -30,14 +37,50 @@ from dkd_jax.core import sharding
 _FINGERPRINT = "state_fingerprint"
 
 
+class _QuietOrbaxErrors(logging.Filter):
+  """Drops orbax's multi-line ERROR logs of a failed background write: the same error is
+  raised in the main thread, where it becomes one line (`CheckpointWriteError`)."""
+
+  def filter(self, record: logging.LogRecord) -> bool:
+    return not (record.levelno >= logging.ERROR and f"{os.sep}orbax{os.sep}" in record.pathname)
+
+
+logging.getLogger("absl").addFilter(_QuietOrbaxErrors())
+
+
 class CorruptCheckpoint(RuntimeError):
   """A checkpoint step that cannot be restored intact; the message names it."""
+
+
+class CheckpointWriteError(OSError):
+  """A checkpoint that could not be written (full disk...); one line: step, directory,
+  cause and the previous step, which stays intact."""
+
+
+def _os_error(e: BaseException) -> OSError | None:
+  """The OSError behind `e` (orbax wraps background-thread failures), or None."""
+  seen = set()
+  while e is not None and id(e) not in seen:
+    if isinstance(e, OSError) and e.errno is not None:
+      return e
+    seen.add(id(e))
+    e = e.__cause__ or e.__context__
+  return None
 
 
 @jax.jit
 def _fingerprint_Lx2(state) -> jax.Array:
   leaves = [x.astype(jnp.float32) for x in jax.tree.leaves(state)]
   return jnp.stack([jnp.stack([jnp.sum(x), jnp.sum(jnp.abs(x))]) for x in leaves])
+
+
+def nbytes(tree) -> int:
+  """Bytes of a tree's arrays (or ShapeDtypeStructs): one checkpoint's payload."""
+  return int(
+    sum(
+      np.prod(x.shape, dtype=np.int64) * np.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree)
+    )
+  )
 
 
 def fingerprint(state) -> list[list[float]]:
@@ -57,8 +100,18 @@ def _root_cause(e: BaseException) -> str:
 class RunCheckpointer:
   """Saves every `every` steps (and on demand); restores the latest intact one."""
 
-  def __init__(self, directory, *, every: int, max_to_keep: int = 2, read_only: bool = False):
+  def __init__(
+    self,
+    directory,
+    *,
+    every: int,
+    max_to_keep: int = 2,
+    read_only: bool = False,
+    async_save: bool = True,
+  ):
     self.every, self.read_only = every, read_only
+    self._last_saved: int | None = None
+    self._failed = False
     self.directory = paths.as_path(directory)
     # read_only: readers of a run (evaluate, export) never create, clean or move anything.
     self._mngr = ocp.CheckpointManager(
@@ -68,29 +121,66 @@ class RunCheckpointer:
         create=not read_only,
         read_only=read_only,
         cleanup_tmp_directories=not read_only,
-        enable_async_checkpointing=False,
+        # async: a save returns once the arrays are on the host; the files are written
+        # (and the step committed by a rename) while training goes on.
+        enable_async_checkpointing=async_save and not read_only,
       ),
     )
 
   def all_steps(self) -> list[int]:
+    self.wait()
     return list(self._mngr.all_steps())
 
   def latest_step(self) -> int | None:
+    self.wait()
     return self._mngr.latest_step()
 
   def maybe_save(self, step: int, state, host: dict[str, Any], force: bool = False) -> bool:
     if not force and step % self.every:
       return False
-    if self._mngr.latest_step() == step:
+    if step in (self._last_saved, self._mngr.latest_step()):  # the first: still in flight
       return False
-    host = dict(host, **{_FINGERPRINT: fingerprint(state)})
-    self._mngr.save(
-      step,
-      args=ocp.args.Composite(state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)),
-      force=True,
-    )
-    self._mngr.wait_until_finished()
+    self.wait()  # orbax would wait for the previous write anyway; its error names its step
+    self._last_saved = step
+    # A JSON copy: the host record is written in the background, after the loop moved on.
+    host = json.loads(json.dumps(dict(host, **{_FINGERPRINT: fingerprint(state)})))
+    with self._write_errors():  # a failure of the previous async write surfaces here too
+      self._mngr.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), host=ocp.args.JsonSave(host)),
+        force=True,
+      )
     return True
+
+  @contextlib.contextmanager
+  def _write_errors(self) -> Iterator[None]:
+    """An OS error while writing a step (ENOSPC, EROFS, EIO...) -> one-line
+    CheckpointWriteError naming the step, the directory and the intact previous step."""
+    try:
+      yield
+    except Exception as e:
+      cause = _os_error(e)
+      if cause is None:
+        raise
+      step, self._failed = self._last_saved, True
+      self._last_saved = None
+      committed = [s for s in self._mngr.all_steps() if s != step]
+      free = paths.free_bytes(self.directory)
+      raise CheckpointWriteError(
+        f"writing checkpoint step {step} to {self.directory} failed: {_root_cause(cause)}"
+        + (f" ({paths.human_bytes(free)} free)" if free is not None else "")
+        + "; "
+        + (
+          f"the previous checkpoint (step {max(committed)}) is intact and a rerun resumes from it"
+          if committed
+          else "no earlier checkpoint"
+        )
+      ) from None
+
+  def wait(self) -> None:
+    """Blocks until the checkpoint being written (if any) is committed."""
+    with self._write_errors():
+      self._mngr.wait_until_finished()
 
   def _restore_step(self, step: int, state_like) -> tuple[dict, dict[str, Any]]:
     """(state, host) of one step, or raises CorruptCheckpoint saying what is wrong."""
@@ -128,6 +218,7 @@ class RunCheckpointer:
   ) -> tuple[dict, dict[str, Any]] | None:
     """(state, host) at `step` (default: the latest intact one) into `state_like`'s
     shardings, or None when there is no checkpoint."""
+    self.wait()
     if step is not None:
       return self._restore_step(step, state_like)
     damaged = []
@@ -158,7 +249,15 @@ class RunCheckpointer:
     return None
 
   def close(self) -> None:
-    self._mngr.close()
+    """Waits for the write in flight (raising its error), then releases the manager."""
+    try:
+      if not self._failed:
+        self.wait()
+    finally:
+      try:
+        self._mngr.close()
+      except Exception:  # a write error: raised once already
+        pass
 
 
 def restore_params(workdir, state_like, step: int | None = None) -> dict:

@@ -152,12 +152,20 @@ def check_config_unchanged(workdir: str, config, allow: bool) -> None:
     )
 
 
+def _row_step(line: str) -> float:
+  """A row's step; a row cut short by a kill (unparseable) counts as past every step."""
+  try:
+    return json.loads(line)["step"]
+  except (ValueError, KeyError, TypeError):
+    return math.inf
+
+
 def _truncate_jsonl(path, last_step: int) -> int:
   """Keeps rows with step <= last_step (atomically); returns how many were dropped."""
   if not path.exists():
     return 0
   rows = [line + "\n" for line in path.read_text().splitlines() if line.strip()]
-  keep = [r for r in rows if json.loads(r)["step"] <= last_step]
+  keep = [r for r in rows if _row_step(r) <= last_step]
   if len(keep) != len(rows):
     paths.write_text_atomic(path, "".join(keep))
   return len(rows) - len(keep)
@@ -218,9 +226,13 @@ class Logger:
     paths.write_text_atomic(
       self.workdir / "summary.json", json.dumps(summary, indent=2, default=str)
     )
-    self.tb.close()
-    self._jsonl.close()
-    self._log.close()
+    self.close()
+
+  def close(self) -> None:
+    """Flushes and closes the sinks (a run stopped early writes no summary)."""
+    for sink in (self.tb, self._jsonl, self._log):
+      if sink is not None:
+        sink.close()
 
 
 class GenerationCost:

@@ -55,6 +55,12 @@ def all_true(flag: bool) -> bool:
   return bool(np.all(flags))
 
 
+def any_true(flag: bool) -> bool:
+  """True iff `flag` is true on some process (a collective with several processes): a
+  stop signal that reached one process stops them all at the same step."""
+  return not all_true(not flag)
+
+
 def from_primary(value: T) -> T:
   """Process 0's value of a small pytree of numpy-compatible leaves, on every process."""
   if jax.process_count() == 1:

@@ -16,6 +16,7 @@ line where the offending record starts, and what is wrong.
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Callable
@@ -53,11 +54,20 @@ def extract_hash_answer(text: str) -> str | None:
   return tail.replace(",", "") or None
 
 
+def _decode(path: str, line_no: int, raw: bytes) -> str:
+  """One line's bytes as text (a UTF-8 BOM on the first line is allowed)."""
+  try:
+    return raw.decode("utf-8-sig" if line_no == 1 else "utf-8")
+  except UnicodeDecodeError as e:
+    raise DataError(path, line_no, f"invalid UTF-8 at byte {e.start}") from None
+
+
 def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
   """(line number, parsed value) per non-blank line; blank lines only at EOF."""
   pending_blank = None
-  with open(path, encoding="utf-8") as f:
-    for line_no, line in enumerate(f, start=1):
+  with open(path, "rb") as f:  # lines split on b"\n" only, decoded one by one
+    for line_no, raw in enumerate(f, start=1):
+      line = _decode(path, line_no, raw)
       if not line.strip():
         pending_blank = pending_blank or line_no
         continue
@@ -72,8 +82,12 @@ def _iter_jsonl(path: str) -> Iterator[tuple[int, Any]]:
 
 def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
   """(line where the element starts, element) for a file holding one JSON list."""
-  with open(path, encoding="utf-8") as f:
-    text = f.read()
+  with open(path, "rb") as f:
+    raw = f.read()
+  try:
+    text = raw.decode("utf-8-sig")
+  except UnicodeDecodeError as e:
+    raise DataError(path, raw.count(b"\n", 0, e.start) + 1, "invalid UTF-8") from None
   decoder = json.JSONDecoder()
   skip_ws = lambda pos: _WS.match(text, pos).end()
   line_of = lambda pos: text.count("\n", 0, pos) + 1
@@ -104,9 +118,20 @@ def _iter_json_list(path: str) -> Iterator[tuple[int, Any]]:
 
 
 def _iter_file(path: str) -> Iterator[tuple[int, Any]]:
-  with open(path, encoding="utf-8") as f:
-    first = f.read(4096).lstrip()[:1]
-  return _iter_json_list(path) if first == "[" else _iter_jsonl(path)
+  """A JSON list file, or JSONL (also when its first record is itself a list: a first
+  line that is a whole JSON value followed by more lines)."""
+  with open(path, "rb") as f:
+    head = f.read(4096).lstrip(b"\xef\xbb\xbf \t\r\n")
+    if head[:1] != b"[":
+      return _iter_jsonl(path)
+    f.seek(0)
+    first, rest = f.readline(), f.read(4096)
+  try:
+    json.loads(first.decode("utf-8-sig"))
+    jsonl = bool(rest.strip())
+  except ValueError:
+    jsonl = False
+  return _iter_jsonl(path) if jsonl else _iter_json_list(path)
 
 
 def _field_str(
@@ -123,9 +148,15 @@ def _field_str(
   if isinstance(value, str):
     if required and not value.strip():
       raise DataError(path, line, f"field {key!r} is empty")
+    try:
+      value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate escape (\ud800): no tokenizer takes it
+      raise DataError(path, line, f"field {key!r} holds an unpaired surrogate") from None
     return value
   # bool is an int subclass but never a valid answer.
   if numeric_ok and isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, float) and not math.isfinite(value):
+      raise DataError(path, line, f"field {key!r} is {value} (not a finite number)")
     if isinstance(value, float) and value.is_integer():
       return str(int(value))
     return str(value)

@@ -52,6 +52,7 @@ class TopKSource:
   """Random access to a written cache: `source[i]` -> (ids [n,k], logp [n,k])."""
 
   def __init__(self, path: str, expected_len: int | None = None):
+    self.path = path
     self._source = grain.sources.ArrayRecordDataSource([path])
     if expected_len is not None and len(self._source) != expected_len:
       raise ValueError(
@@ -64,3 +65,23 @@ class TopKSource:
 
   def __getitem__(self, i: int) -> tuple[np.ndarray, np.ndarray]:
     return decode(self._source[int(i)])
+
+  def check(self, vocab: int | None = None, lengths=None) -> None:
+    """Reads every record once (at start, never mid-run): log-probs finite, ids in
+    [0, vocab), and record i holding `lengths[i]` rows (the training record's response
+    tokens). Raises ValueError naming the file and record, e.g. a NaN log-prob."""
+    for i in range(len(self)):
+      ids, logp = self[i]
+      problem = None
+      if not np.all(np.isfinite(logp)):
+        j = int(np.flatnonzero(~np.isfinite(logp).all(axis=1))[0])
+        problem = f"non-finite log-prob {logp[j][~np.isfinite(logp[j])][0]} at token {j}"
+      elif vocab is not None and ids.size and (ids.min() < 0 or ids.max() >= vocab):
+        problem = f"token id outside [0, {vocab}) ({int(ids.min())}..{int(ids.max())})"
+      elif lengths is not None and len(ids) < int(lengths[i]):
+        problem = f"{len(ids)} rows for a response of {int(lengths[i])} tokens"
+      if problem:
+        raise ValueError(
+          f"{self.path}: record {i} (training record {i}): {problem}; delete the file to "
+          "rebuild the teacher top-k cache"
+        )

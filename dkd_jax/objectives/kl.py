@@ -39,6 +39,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 from typing import NamedTuple
 
 import jax
@@ -52,6 +53,45 @@ ESTIMATORS = ("full_vocab", "sampled_token")
 VOCAB_AXIS = "tensor"
 BATCH_AXES = ("data", "fsdp")
 METRICS = ("fkl", "rkl", "ent_s", "ent_t")
+
+
+def _is_number(v) -> bool:
+  """A real scalar (Python or numpy: np.float32 is not a float subclass), not a bool."""
+  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _concrete(x) -> bool:
+  """A value known on the host now (not a tracer inside jit)."""
+  return x is not None and not isinstance(x, jax.core.Tracer)
+
+
+def check_batch(mask_N, tokens_N=None, *, vocab: int, alpha=None) -> None:
+  """Host validation of one batch's data inputs (O(N), no pass over V): raises
+  ValueError naming the first bad entry. mask: finite and >= 0; tokens: ids in [0, V);
+  alpha: a finite number in [0, 1] (a Python or numpy scalar, or a 0-d array).
+  `distill_loss` calls it on concrete inputs; a loop whose step is jitted calls it once
+  per batch before the batch goes to the device."""
+  mask = np.asarray(mask_N)
+  bad = ~np.isfinite(mask) | (mask < 0)
+  if bad.any():
+    i = int(np.flatnonzero(bad.reshape(-1))[0])
+    raise ValueError(
+      f"mask_N must be finite and >= 0: mask_N[{i}] = {mask.reshape(-1)[i]} "
+      f"({int(bad.sum())} bad entries); a masked position has weight 0"
+    )
+  if tokens_N is not None:
+    tok = np.asarray(tokens_N).reshape(-1)
+    out = (tok < 0) | (tok >= vocab)
+    if out.any():
+      i = int(np.flatnonzero(out)[0])
+      raise ValueError(
+        f"token ids must lie in [0, V={vocab}): tokens[{i}] = {int(tok[i])} "
+        f"({int(out.sum())} out of range)"
+      )
+  if alpha is not None and _concrete(alpha):
+    a = np.asarray(alpha)
+    if a.ndim != 0 or not np.issubdtype(a.dtype, np.number) or not (0.0 <= float(a) <= 1.0):
+      raise ValueError(f"alpha={alpha!r} must be a finite number in [0, 1]")
 
 
 class Terms(NamedTuple):
@@ -84,10 +124,11 @@ class KLSpec:
       )
     for name in ("alpha", "beta"):
       v = getattr(self, name)
-      if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
+      if not (_is_number(v) and 0.0 <= v <= 1.0):
         raise ValueError(f"KLSpec.{name}={v!r} must be a number in [0, 1]")
-    if not (isinstance(self.temperature, (int, float)) and self.temperature > 0):
-      raise ValueError(f"KLSpec.temperature={self.temperature!r} must be a number > 0")
+    t = self.temperature
+    if not (_is_number(t) and math.isfinite(t) and t > 0):
+      raise ValueError(f"KLSpec.temperature={t!r} must be a finite number > 0")
     if not (isinstance(self.chunk, int) and self.chunk > 0):
       raise ValueError(f"KLSpec.chunk={self.chunk!r} must be an int > 0")
     if not (isinstance(self.teacher_top_k, int) and self.teacher_top_k >= 0):
@@ -337,7 +378,9 @@ def _chunk(
   if not with_grad:
     return out, None
   # d loss/dz = τ² · (1/τ) · g, weighted by this token's share of the masked mean.
-  dz_CxV = (tau * w_C)[:, None] * _logit_grad(plan, d, sums, alpha, tok_loc)
+  # The select fuses into the multiply (no extra pass over V); masked rows get exactly 0.
+  g_CxV = _logit_grad(plan, d, sums, alpha, tok_loc)
+  dz_CxV = jnp.where(w_C[:, None] > 0, (tau * w_C)[:, None] * g_CxV, 0.0)
   return out, dz_CxV.astype(Ws.dtype)
 
 
@@ -352,8 +395,11 @@ def _body(plan, with_grad, hs, Ws, ht, Wt, mask, tok, alpha) -> tuple[jax.Array,
   n, vl = hs.shape[0], Ws.shape[1]
   c = min(plan.spec.chunk, n)
   n_chunks = -(-n // c)
-  den = _psum(jnp.sum(mask.astype(jnp.float32)), plan.batch_axes)
-  w_N = mask.astype(jnp.float32) / jnp.maximum(den, 1.0)
+  # Masked rows never reach a sum (jnp.where, not a multiply): a NaN/inf in a padded
+  # row's hidden state would otherwise survive 0 * NaN into the loss and gradients.
+  live = mask > 0
+  den = _psum(jnp.sum(jnp.where(live, mask, 0.0)), plan.batch_axes)
+  w_N = jnp.where(live, mask, 0.0) / jnp.maximum(den, 1.0)
   axis = plan.vocab_axis
   v_off = 0 if axis is None else lax.axis_index(axis) * vl
   xs = tuple(_chunks(x, n_chunks, c) for x in (hs, ht, w_N, tok))
@@ -361,7 +407,8 @@ def _body(plan, with_grad, hs, Ws, ht, Wt, mask, tok, alpha) -> tuple[jax.Array,
   def step(dW_DxV, x) -> tuple[jax.Array, dict[str, jax.Array]]:
     out, dz_CxV = _chunk(plan, with_grad, Ws, Wt, alpha, v_off, x)
     if with_grad:  # dW accumulates in fp32; dh leaves as a per-shard partial
-      dW_DxV = dW_DxV + _dot32(x[0].T, dz_CxV)
+      h_CxD = jnp.where(x[2][:, None] > 0, x[0], 0)  # a masked row's NaN stays out of dW
+      dW_DxV = dW_DxV + _dot32(h_CxD.T, dz_CxV)
       out["dh"] = _dot32(dz_CxV, Ws.T)
     return dW_DxV, out
 
@@ -370,8 +417,8 @@ def _body(plan, with_grad, hs, Ws, ht, Wt, mask, tok, alpha) -> tuple[jax.Array,
     dW0 = lax.pcast(dW0, (*plan.batch_axes, axis), to="varying")
   dW, outs = lax.scan(step, dW0, xs)
   outs = jax.tree.map(lambda a: a.reshape(n_chunks * c, *a.shape[2:])[:n], outs)
-  loss = _psum(jnp.sum(w_N * outs.pop("loss")), plan.batch_axes)
-  dalpha = _psum(jnp.sum(w_N * outs.pop("dalpha")), plan.batch_axes)
+  loss = _psum(jnp.sum(jnp.where(live, w_N * outs.pop("loss"), 0.0)), plan.batch_axes)
+  dalpha = _psum(jnp.sum(jnp.where(live, w_N * outs.pop("dalpha"), 0.0)), plan.batch_axes)
   if not with_grad:
     return loss, outs
   dh = _psum(outs.pop("dh"), axis).astype(hs.dtype)
@@ -476,7 +523,11 @@ def distill_loss(
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Masked-mean distillation loss and per-token metrics; see the module docstring.
 
-  loss = sum(mask * per_token_loss) / max(sum(mask), 1). `alpha` optionally overrides
+  loss = sum(mask * per_token_loss) / max(sum(mask), 1), masked rows (mask 0) excluded by
+  selection, so a NaN there changes nothing. Host-known inputs are checked first
+  (`check_batch`: mask finite and >= 0, token ids in [0, V), alpha a finite number in
+  [0, 1]; ValueError naming the entry); traced ones that break those rules give a NaN
+  loss. `alpha` optionally overrides
   spec.alpha (kind='mixed') with a traced scalar. With `mesh` (axes 'data', 'fsdp',
   'tensor') the heads are vocab-sharded over 'tensor' and tokens over ('data', 'fsdp').
   Returns (loss, metrics): per-token [N] arrays 'fkl', 'rkl', 'ent_s', 'ent_t' and, when
@@ -484,9 +535,11 @@ def distill_loss(
   without gradient. Gradients flow to hidden_s and head_s; the teacher's are zero.
   """
   _check_inputs(hidden_s_NxD, head_s_DxV, hidden_t_NxE, head_t_ExV, mask_N, spec, tokens_N, mesh)
-  if isinstance(alpha, (int, float)) and not 0.0 <= alpha <= 1.0:
-    raise ValueError(f"alpha={alpha!r} must be a number in [0, 1]")
   vocab = head_s_DxV.shape[1]
+  if alpha is not None and _concrete(alpha):
+    check_batch(np.zeros(0), vocab=vocab, alpha=alpha)
+  if _concrete(mask_N) and (tokens_N is None or _concrete(tokens_N)):
+    check_batch(mask_N, tokens_N, vocab=vocab)  # on the host, before anything runs
   top_k = spec.teacher_top_k if 0 < spec.teacher_top_k < vocab else 0
   if mesh is not None and all(s == 1 for s in mesh.shape.values()):
     mesh = None  # one device: collectives are identities, skip shard_map
@@ -496,7 +549,7 @@ def distill_loss(
   tok = jnp.zeros((n,), jnp.int32) if tokens_N is None else jnp.asarray(tokens_N, jnp.int32)
   a = jnp.asarray(spec.alpha if alpha is None else alpha, jnp.float32)
   mask = jnp.asarray(mask_N, jnp.float32)
-  return _kernel(
+  loss, metrics = _kernel(
     plan,
     hidden_s_NxD,
     head_s_DxV,
@@ -506,3 +559,9 @@ def distill_loss(
     tok,
     a,
   )
+  # Inside jit the checks above cannot run: bad inputs then give a NaN loss (O(N), no
+  # pass over V), which a run's finite check stops on, instead of a wrong finite one.
+  bad = ~jnp.all(jnp.isfinite(mask) & (mask >= 0)) | ~((a >= 0) & (a <= 1))
+  if tokens_N is not None:
+    bad = bad | jnp.any((tok < 0) | (tok >= vocab))
+  return jnp.where(bad, jnp.nan, loss), metrics

@@ -20,8 +20,10 @@ import jax
 import ml_collections as mlc
 import numpy as np
 
+from dkd_jax.core import checkpointing
 from dkd_jax.core import metrics_log
 from dkd_jax.core import paths
+from dkd_jax.core import preemption
 from dkd_jax.core import rng
 from dkd_jax.core import sharding
 from dkd_jax.data import pipeline
@@ -30,6 +32,7 @@ from dkd_jax.evals import harness
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.models import handoff
 from dkd_jax.objectives import curriculum as curriculum_lib
+from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import prefixes
 from dkd_jax.objectives import schedules
 from dkd_jax.runs import configuration
@@ -262,6 +265,13 @@ class Loop:
     )
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
+    # The kernel cannot check inside jit: ids in [0, V), a finite mask >= 0, alpha in [0, 1].
+    kl_lib.check_batch(
+      batch["loss_mask"],
+      batch["tokens"],
+      vocab=self.pair.student_cfg.vocab_size,
+      alpha=batch["alpha"],
+    )
     batch = sharding.put_global(batch, train.batch_shardings(self.mesh, self.topk is not None))
     t1 = time.perf_counter()
     self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
@@ -290,11 +300,12 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   under a different config is refused unless `allow_config_change` (it would change
   the LR and α schedules mid-run)."""
   configuration.validate(c)
-  paths.as_path(workdir).mkdir(parents=True, exist_ok=True)
+  paths.check_workdir(workdir)  # missing and not creatable, or unwritable: one line
   metrics_log.check_config_unchanged(workdir, c, allow_config_change)
+  mesh = sharding.resolve_mesh(c.mesh)
+  paths.check_workdir(workdir, checkpoint_bytes(c, mesh, workdir))  # before any compile
   logger = metrics_log.Logger(workdir, c)
   log = logger.text
-  mesh = sharding.resolve_mesh(c.mesh)
   log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
   tokenizer = pair_lib.load_tokenizer(c, workdir)
   task = tasks.load_task(c, tokenizer, workdir)
@@ -303,7 +314,9 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   start = loop.restore()
   logger.start(start)  # drops metric rows past the restored step (a killed run's tail)
   loop.measure_reference()
-  _train(c, loop, logger, pair, mesh, start)
+  if not _train(c, loop, logger, pair, mesh, start):  # preempted: checkpointed and logged
+    logger.close()
+    return {"preempted_at_step": int(loop.state["step"])}
   if pair.teacher_params is None:  # cached_topk trained without it; evaluation needs it
     pair.teacher_params = pair_lib.load_teacher(c, mesh, task, workdir, log)[2]
   if c.export.at_end:
@@ -347,26 +360,50 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   return summary
 
 
+def checkpoint_bytes(c, mesh, workdir) -> int:
+  """Bytes of one checkpoint (the train state's arrays), from shapes alone."""
+  t_cfg = pair_lib.teacher_config(c, workdir)
+  like = train.abstract_state(
+    train.make_optimizer(c.optim, c.train.steps), mesh, pair_lib.student_config(c, t_cfg, workdir)
+  )
+  return checkpointing.nbytes(like)
+
+
 def _step_flops(c, pair) -> float:
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
   return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
 
 
-def _train(c, loop: Loop, logger, pair, mesh, start: int) -> None:
+def _train(c, loop: Loop, logger, pair, mesh, start: int) -> bool:
+  """The train loop; False when a preemption notice stopped it (checkpoint written)."""
   peak = metrics_log.peak_flops(mesh)
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
   flops = _step_flops(c, pair)
   bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
-  for step in range(start, c.train.steps):
-    metrics = loop.step(step)
-    metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
-    metrics["mfu"] = flops / metrics["train_time"] / peak
-    logger.scalars(step + 1, metrics)
-    bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
-    bar.update(1)
-    loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=step + 1 == c.train.steps)
-  bar.close()
-  loop.ckpt.close()
+  stops = (checkpointing.CheckpointWriteError, metrics_log.NonFiniteMetric)
+  try:
+    with preemption.Guard() as guard:
+      for step in range(start, c.train.steps):
+        metrics = loop.step(step)
+        metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
+        metrics["mfu"] = flops / metrics["train_time"] / peak
+        logger.scalars(step + 1, metrics)
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+        bar.update(1)
+        last = step + 1 == c.train.steps
+        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=last)
+        if guard.should_stop(step + 1):
+          guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
+          break
+    loop.ckpt.wait()  # the last write's errors surface here
+  except stops as e:  # one line in the log; launch exits 1 without a traceback
+    logger.text(str(e))
+    e.logged = True
+    raise
+  finally:
+    bar.close()
+    loop.ckpt.close()  # the save in flight (the last good step) completes first
+  return guard.reason is None
 
 
 def print_summary(summary: dict, log) -> None:

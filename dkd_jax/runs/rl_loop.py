@@ -38,6 +38,7 @@ import tqdm
 
 from dkd_jax.core import metrics_log
 from dkd_jax.core import paths
+from dkd_jax.core import preemption
 from dkd_jax.core import rng
 from dkd_jax.core import sharding
 from dkd_jax.data import pipeline
@@ -311,17 +312,24 @@ def run(c: mlc.ConfigDict, workdir: str) -> dict:
     file=sys.stderr,
     mininterval=1.0,
   )
-  for step in range(start, c.train.steps):
-    metrics = loop.step(step)
-    logger.scalars(step + 1, metrics)
-    bar.update(1)
-    clip = metrics["clip_frac_low"] + metrics["clip_frac_high"]
-    bar.set_postfix(reward=f"{metrics['reward']:.3f}", clip=f"{clip:.3f}")
-    loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=step + 1 == c.train.steps)
-    if step + 1 in todo:
-      evals[step + 1] = _evaluate(c, loop, workdir, step + 1, log)
-  bar.close()
-  loop.ckpt.close()
+  with preemption.Guard() as guard:
+    for step in range(start, c.train.steps):
+      metrics = loop.step(step)
+      logger.scalars(step + 1, metrics)
+      bar.update(1)
+      clip = metrics["clip_frac_low"] + metrics["clip_frac_high"]
+      bar.set_postfix(reward=f"{metrics['reward']:.3f}", clip=f"{clip:.3f}")
+      loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=step + 1 == c.train.steps)
+      if guard.should_stop(step + 1):  # its evaluation (if due) runs on resume
+        guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), log)
+        break
+      if step + 1 in todo:
+        evals[step + 1] = _evaluate(c, loop, workdir, step + 1, log)
+    bar.close()
+    loop.ckpt.close()
+  if guard.reason is not None:
+    logger.close()
+    return {"preempted_at_step": int(loop.state["step"]) // c.rl.updates_per_batch}
   summary = dict(
     eval=evals[c.train.steps],
     steps=c.train.steps,

@@ -60,7 +60,8 @@ def make_optimizer(o, total_steps: int) -> optax.GradientTransformation:
 
 
 def _masked_mean(x_N, mask_N) -> jax.Array:
-  return jnp.sum(x_N * mask_N) / jnp.maximum(jnp.sum(mask_N), 1.0)
+  # where, not a multiply: a masked position's NaN metric must not reach the mean
+  return jnp.sum(jnp.where(mask_N > 0, x_N * mask_N, 0.0)) / jnp.maximum(jnp.sum(mask_N), 1.0)
 
 
 def sample_from_student(hidden_NxD, head_DxV, key, temperature: float, chunk: int) -> jax.Array:

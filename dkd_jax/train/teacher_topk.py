@@ -100,7 +100,12 @@ def ensure_cache(
       f"teacher top-k cache: {len(encoded)} records, k={k} -> {path} "
       f"({time.perf_counter() - t0:.1f}s)"
     )
-  return topk_store.TopKSource(str(path), expected_len=len(encoded))
+  source = topk_store.TopKSource(str(path), expected_len=len(encoded))
+  # Every record checked once now (NaN log-probs, ids, lengths): never a failure mid-run.
+  lengths = None if encoded.response_ids is None else [len(r) for r in encoded.response_ids]
+  vocab = teacher_params["embedding"].shape[0] if teacher_params is not None else None
+  source.check(vocab, lengths)
+  return source
 
 
 def free(params) -> None:

@@ -46,6 +46,7 @@ def _saved(tmp_path, mesh):
   ck = checkpointing.RunCheckpointer(str(tmp_path / "checkpoints"), every=1)
   for step in (1, 2):
     ck.maybe_save(step, _state(mesh, step), {"note": step})
+  ck.wait()  # async saves: the files exist once the write is committed
   return ck
 
 
@@ -81,3 +82,47 @@ def test_intact_checkpoint_restores_silently(tmp_path):
   state, host = ck.restore(_state(mesh, 0), log=lines.append)
   assert int(state["step"]) == 2 and host == {"note": 2} and not lines
   ck.close()
+
+
+def test_async_save_survives_the_donated_state_and_restores(tmp_path):
+  """maybe_save returns before the files exist; the state may then be donated/deleted."""
+  mesh = sharding.make_mesh((8, 1, 1))
+  ck = checkpointing.RunCheckpointer(str(tmp_path / "checkpoints"), every=1)
+  state = _state(mesh, 3)
+  want = np.asarray(state["params"]["w"]).copy()
+  ck.maybe_save(3, state, {"note": 3})
+  assert not ck.maybe_save(3, state, {"note": 3})  # the step in flight is not saved twice
+  for x in jax.tree.leaves(state):
+    x.delete()
+  got, host = ck.restore(_state(mesh, 0))
+  np.testing.assert_array_equal(np.asarray(got["params"]["w"]), want)
+  assert host == {"note": 3}
+  ck.close()
+
+
+def test_a_write_that_fails_enospc_is_one_line_and_keeps_the_previous_step(tmp_path, monkeypatch):
+  import errno
+
+  from orbax.checkpoint._src.handlers import json_checkpoint_handler as jh
+
+  mesh = sharding.make_mesh((8, 1, 1))
+  ck = checkpointing.RunCheckpointer(str(tmp_path / "checkpoints"), every=1)
+  ck.maybe_save(1, _state(mesh, 1), {"note": 1})
+  ck.wait()
+
+  async def full_disk(self, x, directory):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+  monkeypatch.setattr(jh.JsonCheckpointHandler, "_save_fn", full_disk)
+  ck.maybe_save(2, _state(mesh, 2), {"note": 2})
+  with pytest.raises(checkpointing.CheckpointWriteError) as e:
+    ck.wait()
+  msg = str(e.value)
+  assert "\n" not in msg and "step 2" in msg and "No space left" in msg
+  assert "previous checkpoint (step 1) is intact" in msg
+  ck.close()  # raises nothing more
+  monkeypatch.undo()
+  again = checkpointing.RunCheckpointer(str(tmp_path / "checkpoints"), every=1)
+  state, host = again.restore(_state(mesh, 0))
+  assert int(state["step"]) == 1 and host == {"note": 1} and again.all_steps() == [1]
+  again.close()

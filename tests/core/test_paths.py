@@ -6,6 +6,8 @@ import ast
 import os
 import pathlib
 
+import pytest
+
 from dkd_jax.core import paths
 
 PKG = pathlib.Path(__file__).resolve().parent.parent.parent / "dkd_jax"
@@ -87,3 +89,30 @@ def test_no_path_is_made_absolute_by_string():
     for line in _abspath_calls(tree)
   ]
   assert not found, f"use dkd_jax.core.paths.as_path (etils.epath) instead: {found}"
+
+
+def test_workdir_under_a_file_is_refused_in_one_line(tmp_path):
+  (tmp_path / "file").write_text("x")
+  with pytest.raises(paths.WorkdirError) as e:
+    paths.check_workdir(str(tmp_path / "file" / "run"))
+  assert "\n" not in str(e.value) and str(tmp_path / "file" / "run") in str(e.value)
+
+
+def test_unwritable_workdir_is_refused(tmp_path, monkeypatch):
+  def denied(self, *a, **k):
+    raise PermissionError(13, "Permission denied")
+
+  monkeypatch.setattr(type(paths.as_path(tmp_path)), "write_text", denied)
+  with pytest.raises(paths.WorkdirError, match="not writable.*Permission denied"):
+    paths.check_workdir(str(tmp_path / "run"))
+
+
+def test_too_little_space_names_the_path_and_the_bytes(tmp_path, monkeypatch):
+  import shutil
+
+  monkeypatch.setattr(shutil, "disk_usage", lambda p: shutil._ntuple_diskusage(10**12, 0, 10**6))
+  with pytest.raises(paths.WorkdirError) as e:
+    paths.check_workdir(str(tmp_path / "run"), 5 * 10**6)
+  msg = str(e.value)
+  assert "\n" not in msg and str(tmp_path / "run") in msg and "5000000 bytes" in msg
+  paths.check_workdir(str(tmp_path / "run"), 10**5)  # fits

@@ -321,3 +321,69 @@ def test_cached_topk_matches_in_step_top_k(kind, k, tau):
     np.testing.assert_allclose(ma[key] * mask, mb[key] * mask, rtol=1e-5, atol=1e-5, err_msg=key)
   for a, b in zip(ga, gb):
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6)
+
+
+# --- the kernel's own inputs (issue 23): each refused clearly, or harmless.
+
+
+def _small(n=16, v=64):
+  hs, Ws, ht, Wt, mask, tok = _inputs(n=n, v=v)
+  return np.asarray(hs), np.asarray(Ws), np.asarray(ht), np.asarray(Wt), np.asarray(mask), tok
+
+
+@pytest.mark.parametrize("bad", [-1, 64, 10**6])
+def test_token_ids_outside_the_vocab_are_refused(bad):
+  hs, Ws, ht, Wt, mask, tok = _small()
+  tok = np.asarray(tok).copy()
+  tok[3] = bad
+  spec = S("reverse", estimator="sampled_token")
+  with pytest.raises(ValueError, match=r"\[0, V=64\).*tokens\[3\]"):
+    kl.distill_loss(hs, Ws, ht, Wt, mask, spec, tokens_N=tok)
+  # inside jit (no host check possible) the loss is NaN, never a silent 0
+  f = jax.jit(lambda t: kl.distill_loss(hs, Ws, ht, Wt, mask, spec, tokens_N=t)[0])
+  assert np.isnan(f(tok)) and np.isfinite(f(np.asarray(_small()[5])))
+
+
+@pytest.mark.parametrize("spec", [S("forward"), S("reverse"), S("mixed", temperature=2.0)])
+def test_nan_in_a_masked_row_changes_nothing(spec):
+  hs, Ws, ht, Wt, mask, tok = _small()
+  row = int(np.flatnonzero(mask == 0)[0])
+  f = jax.jit(
+    jax.value_and_grad(lambda h, W, t: kl.distill_loss(h, W, t, Wt, mask, spec)[0], (0, 1))
+  )
+  loss, (dh, dW) = f(hs, Ws, ht)
+  hs_bad, ht_bad = hs.copy(), ht.copy()
+  hs_bad[row], ht_bad[row] = np.nan, np.inf
+  loss2, (dh2, dW2) = f(hs_bad, Ws, ht_bad)
+  np.testing.assert_allclose(loss2, loss, rtol=1e-6)
+  np.testing.assert_allclose(dW2, dW, rtol=1e-5, atol=1e-7)
+  assert np.all(np.isfinite(dh2)) and not np.any(dh2[row])
+
+
+def test_numpy_alpha_outside_unit_interval_is_refused():
+  for alpha in (np.float32(1.5), np.float64(-0.1), np.array(1.5), jnp.float32(2.0), float("nan")):
+    with pytest.raises(ValueError, match="alpha"):
+      _call(spec=S("mixed"), alpha=alpha)
+  _call(spec=S("mixed"), alpha=np.float32(0.25))  # a valid numpy alpha passes
+  with pytest.raises(ValueError, match="alpha"):
+    S("mixed", alpha=np.float32(1.5)).validate()
+  assert S("mixed", alpha=np.float32(0.5)).validate()
+
+
+@pytest.mark.parametrize("t", [float("inf"), float("nan"), np.float32(np.inf), -1.0])
+def test_non_finite_temperature_is_refused(t):
+  with pytest.raises(ValueError, match="temperature.*finite"):
+    _call(spec=S(temperature=t))
+
+
+def test_negative_or_non_finite_mask_is_refused():
+  hs, Ws, ht, Wt, mask, tok = _small()
+  for value in (-1.0, np.nan, np.inf):
+    bad = mask.copy()
+    bad[2] = value
+    with pytest.raises(ValueError, match=r"mask_N\[2\]"):
+      kl.distill_loss(hs, Ws, ht, Wt, bad, S("reverse"))
+  bad = mask.copy()
+  bad[2] = -1.0
+  f = jax.jit(lambda m: kl.distill_loss(hs, Ws, ht, Wt, m, S("reverse"))[0])
+  assert np.isnan(f(bad)) and f(mask) > 0
