@@ -307,7 +307,12 @@ def test_kill_and_resume_matches_straight_run(tmp_path, teacher_dir):
 def test_resume_skips_a_corrupt_latest_checkpoint(tmp_path, teacher_dir):
   """4 KB of the latest step's data overwritten: the run names it, moves it aside and
   resumes from the previous checkpoint."""
-  from test_checkpointing import corrupt_4kb
+  # tests/core/ is on sys.path only when its files were collected first: load by path.
+  path = os.path.join(os.path.dirname(__file__), "..", "core", "test_checkpointing.py")
+  spec = importlib.util.spec_from_file_location("core_test_checkpointing", path)
+  mod = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(mod)
+  corrupt_4kb = mod.corrupt_4kb
 
   work = workdir_with_teacher(tmp_path, teacher_dir)
   steps = {"train.steps": 4, "train.ckpt_every": 2, "eval.num_problems": 1}
