@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 
 from dkd_jax.core import checkpointing
+from dkd_jax.core import platforms
 from dkd_jax.core import sharding
 from dkd_jax.models import handoff
 from dkd_jax.runs import configuration
@@ -74,6 +75,7 @@ def export_run(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  platforms.prefer_cpu_without_accelerator()  # before JAX starts (core/platforms.py)
   if not _WORKDIR.value or not _OUT.value:
     raise app.UsageError("give the run directory and the output: --workdir=RUN_DIR --out=DIR")
   # orbax logs every file op at INFO, and warns that a read-only checkpoint is read-only.

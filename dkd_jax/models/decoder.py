@@ -302,9 +302,11 @@ def _remat(cfg, fn):
 def apply_layers(cfg, layers, x_BxTxD, rope, positions_BxT, cache):
   """Runs the L stacked blocks by lax.scan or a Python loop (same params either way)."""
 
+  from dkd_jax.core import sharding
+
   def body(x, xs):
     p, kv = xs
-    x, kv = block(cfg, p, x, rope, positions_BxT, kv)
+    x, kv = block(cfg, p, sharding.constrain_batch(x), rope, positions_BxT, kv)
     return x, kv
 
   body = _remat(cfg, body)
