@@ -181,7 +181,7 @@ def _cell(r) -> str:
   if row.get("mesh") is None:
     cands = [c for c in r.get("candidates") or [] if "persistent_bytes" in c]
     least = min((c["persistent_bytes"] for c in cands), default=None)
-    why = f" (state alone ≥ {least / 2**30:.0f} GiB/chip)" if least else ""
+    why = f" (≥ {least / 2**30:.0f} GiB/chip of weights and state on every mesh)" if least else ""
     return f"no{why}"
   mesh = "×".join(str(x) for x in row["mesh"])
   verdict = "**yes**" if row["fits"] else "no"
