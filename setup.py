@@ -47,6 +47,9 @@ setup(
       "ruff==0.17.6",
     ],
     "jetstream": ["google-jetstream==0.2.2"],
+    # python -m dkd_jax.aot: the TPU compiler (libtpu) for compiling against a TPU
+    # topology from any machine; also what a TPU VM runs on.
+    "tpu": ["jax[tpu]==0.10.2"],
     # benchmarks/opd_bench.py: TRL's GKDTrainer side by side with our OPD step.
     "bench": ["trl==1.16.0"],
   },

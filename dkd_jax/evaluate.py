@@ -17,6 +17,7 @@ from absl import logging
 from ml_collections import config_flags
 
 from dkd_jax.core import paths
+from dkd_jax.core import platforms
 from dkd_jax.core import sharding
 from dkd_jax.evals import harness
 from dkd_jax.runs import configuration
@@ -46,6 +47,7 @@ def evaluate_checkpoint(c, workdir: str, log=print) -> dict:
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  platforms.prefer_cpu_without_accelerator()  # before JAX starts (core/platforms.py)
   workdir = _WORKDIR.value or _CHECKPOINT.value
   if not workdir:
     raise app.UsageError("give the run directory: --workdir=RUN_DIR")

@@ -12,6 +12,7 @@ from absl import flags
 from absl import logging
 from jax.sharding import Mesh
 
+from dkd_jax.core import platforms
 from dkd_jax.core import sharding
 from dkd_jax.data.protocols import Tokenizer
 from dkd_jax.models import handoff
@@ -77,6 +78,7 @@ def export_run(
 def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
+  platforms.prefer_cpu_without_accelerator()  # before JAX starts (core/platforms.py)
   if not _WORKDIR.value or not _OUT.value:
     raise app.UsageError("give the run directory and the output: --workdir=RUN_DIR --out=DIR")
   # orbax logs every file op at INFO, and warns that a read-only checkpoint is read-only.

@@ -96,6 +96,11 @@ def main(argv) -> None:
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {argv[1:]}")
   logging.set_verbosity(logging.WARNING)  # orbax logs every file op at INFO
+  # Before JAX starts: JAX_PLATFORMS=cpu when unset on a machine with no TPU or GPU, so
+  # an installed libtpu neither probes for chips nor takes its machine-wide lock.
+  from dkd_jax.core import platforms
+
+  platforms.prefer_cpu_without_accelerator()
   _maybe_distributed()
   # After distributed init: importing jax devices must wait. A config with an `rl`
   # block (configs/grpo.py) is a GRPO run; every other config is a distillation run.

@@ -9,6 +9,12 @@
 # calls jax.distributed.initialize(), which discovers the slice's coordinator from the
 # TPU metadata (no --coordinator needed). The workdir must be shared storage (a GCS
 # bucket) so every host sees the same checkpoints on resume; process 0 writes the logs.
+#
+# Before training, worker 0 compiles the run for this slice ahead of time
+# (`python -m dkd_jax.aot --require_fit`, the slice's accelerator type read from gcloud):
+# a run that does not fit its HBM stops here with its table row, before any host loads a
+# weight. DKD_SKIP_COMPILE_CHECK=1 skips the check; DKD_TOPOLOGY=v5e-16 names the slice
+# when gcloud cannot describe it.
 set -euo pipefail
 if [ "$#" -lt 4 ]; then
   echo "usage: $0 TPU_NAME ZONE CONFIG WORKDIR [--config.x=y ...]" >&2
@@ -32,12 +38,40 @@ INSTALL="python3 -m pip install -q $(q "${PINS[@]}") -f https://storage.googleap
 PREFLIGHT="python3 -c $(q 'import jax; jax.distributed.initialize(); print(f"preflight: process {jax.process_index()} of {jax.process_count()}, {jax.local_device_count()} local / {jax.device_count()} devices ({jax.devices()[0].device_kind})", flush=True)')"
 RUN="python3 -m dkd_jax.launch --distributed=on $(q "--config=$CONFIG" "--workdir=$WORKDIR" "$@")"
 
+TOPOLOGY=${DKD_TOPOLOGY:-$(gcloud compute tpus tpu-vm describe "$TPU_NAME" --zone "$ZONE" \
+  --format='value(acceleratorType)' 2>/dev/null || true)}
+# The compile check: every function the run jits, compiled for this slice's topology on
+# worker 0's CPU (libtpu's compiler; the chips stay free); exit 3 = it does not fit.
+CHECK="python3 -m dkd_jax.aot $(q "--config=$CONFIG" "--topology=$TOPOLOGY" "$@") --only=train,rollout,topk --require_fit --out=/tmp/dkd_aot.json > /tmp/dkd_aot.log 2>&1; rc=\$?; grep -v '^{' /tmp/dkd_aot.log | tail -n 25; if [ \$rc -eq 3 ]; then echo \"compile check: the run does not fit $TOPOLOGY:\"; python3 -c 'import json; r = json.load(open(\"/tmp/dkd_aot.json\")); print(json.dumps(r[\"row\"]))'; fi; exit \$rc"
+
 gcloud compute tpus tpu-vm scp --recurse --zone "$ZONE" --worker=all \
   "$(git rev-parse --show-toplevel)" "$TPU_NAME:~/$REPO_DIR"
 gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
   set -e
   cd ~/$REPO_DIR
   $INSTALL
+"
+if [ "${DKD_SKIP_COMPILE_CHECK:-0}" != 1 ]; then
+  if [ -z "$TOPOLOGY" ]; then
+    echo "compile check: cannot read $TPU_NAME's accelerator type; set DKD_TOPOLOGY=v5e-16" \
+      "(or DKD_SKIP_COMPILE_CHECK=1)" >&2
+    exit 2
+  fi
+  set +e
+  gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=0 --command "
+    cd ~/$REPO_DIR
+    $CHECK
+  "
+  rc=$?
+  set -e
+  if [ "$rc" -ne 0 ]; then
+    echo "compile check failed (exit $rc): not starting the run on $TOPOLOGY" >&2
+    exit "$rc"
+  fi
+fi
+gcloud compute tpus tpu-vm ssh "$TPU_NAME" --zone "$ZONE" --worker=all --command "
+  set -e
+  cd ~/$REPO_DIR
   $PREFLIGHT
   $RUN
 "

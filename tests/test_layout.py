@@ -21,9 +21,9 @@ LAYERS = (
   ("generate.*", "train.*"),
   ("evals.*",),
   ("runs.*",),
-  ("launch", "evaluate", "report", "export", "rl_report"),
+  ("launch", "evaluate", "report", "export", "rl_report", "aot"),
 )
-TOP_LEVEL = {"__init__", "launch", "evaluate", "report", "export", "rl_report"}
+TOP_LEVEL = {"__init__", "launch", "evaluate", "report", "export", "rl_report", "aot"}
 
 
 def _modules() -> dict[str, pathlib.Path]:

@@ -8,6 +8,7 @@ silent replication.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Mapping
 from collections.abc import Sequence
 from typing import Any
@@ -138,6 +139,28 @@ def without_axis(s: NamedSharding, mesh_axis: str, drop_leading: bool = False) -
 def batch_sharding(mesh: Mesh, ndim: int) -> NamedSharding:
   """Leading dim over ('data','fsdp'), the rest replicated."""
   return NamedSharding(mesh, logical_to_spec(("batch",) + (None,) * (ndim - 1)))
+
+
+def mesh_context(mesh: Mesh | None) -> contextlib.AbstractContextManager:
+  """Inside a traced function: makes `mesh` the context `constrain_batch` reads (a no-op
+  context for None)."""
+  if mesh is None:
+    return contextlib.nullcontext()
+  return jax.sharding.use_abstract_mesh(mesh.abstract_mesh)
+
+
+def constrain_batch(x: jax.Array) -> jax.Array:
+  """x with its leading (batch) dimension pinned over ('data', 'fsdp') when a mesh is in
+  context (`mesh_context`), else x. Without it XLA meets the 'fsdp'-sharded weights'
+  embed dimension and keeps the weights sharded instead of gathering them: the batch is
+  replicated over 'fsdp' and every chip holds the whole batch's activations (found by the
+  AOT compile check, BUILD_NOTES issue 25: 4.6x the train step's temporaries on 4 chips)."""
+  m = jax.sharding.get_abstract_mesh()
+  if m.empty or not set(BATCH_AXES) <= set(m.axis_names):
+    return x
+  if x.shape[0] % int(np.prod([m.shape[a] for a in BATCH_AXES])):
+    return x
+  return jax.lax.with_sharding_constraint(x, P(BATCH_AXES, *([None] * (x.ndim - 1))))
 
 
 def replicated(mesh: Mesh) -> NamedSharding:

@@ -57,8 +57,9 @@ def _kl_fn(pair, mesh, chunk) -> Callable:
 
   def fn(s_params, t_params, tokens_BxT, mask_BxT) -> tuple[jax.Array, jax.Array, jax.Array]:
     B, T = tokens_BxT.shape
-    h_s, _ = model_lib.apply(pair.student_graphdef, s_params, tokens_BxT)
-    h_t, _ = model_lib.apply(pair.teacher_graphdef, t_params, tokens_BxT)
+    with sharding.mesh_context(mesh):
+      h_s, _ = model_lib.apply(pair.student_graphdef, s_params, tokens_BxT)
+      h_t, _ = model_lib.apply(pair.teacher_graphdef, t_params, tokens_BxT)
     _, tok = kl_lib.distill_loss(
       h_s.reshape(B * T, -1),
       model_lib.head(pair.student_graphdef, s_params),

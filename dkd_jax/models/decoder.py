@@ -293,9 +293,11 @@ def apply_layers(
 ) -> tuple[jax.Array, dict[str, jax.Array] | None]:
   """Runs the L stacked blocks by lax.scan or a Python loop (same params either way)."""
 
+  from dkd_jax.core import sharding
+
   def body(x, xs) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     p, kv = xs
-    x, kv = block(cfg, p, x, rope, positions_BxT, kv)
+    x, kv = block(cfg, p, sharding.constrain_batch(x), rope, positions_BxT, kv)
     return x, kv
 
   body = _remat(cfg, body)

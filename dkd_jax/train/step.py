@@ -187,7 +187,8 @@ def train_step(
   """One optimizer step. Pure: the same inputs give the same outputs."""
   grad_fn = jax.value_and_grad(functools.partial(distill_loss_fn, static), has_aux=True)
   batch = dict(batch, key=jax.random.wrap_key_data(batch["key"]))
-  (loss, metrics), grads = grad_fn(state["params"], teacher_params, batch)
+  with sharding.mesh_context(static.mesh):  # activations batch-sharded (constrain_batch)
+    (loss, metrics), grads = grad_fn(state["params"], teacher_params, batch)
   updates, opt_state = static.optimizer.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads), alpha=batch["alpha"])

@@ -24,10 +24,11 @@ from dkd_jax.data import topk_store
 from dkd_jax.models import decoder as model_lib
 
 
-def _topk_fn(graphdef, k: int) -> Callable:
+def _topk_fn(graphdef, k: int, mesh=None) -> Callable:
   def fn(params, tokens_BxT) -> tuple[jax.Array, jax.Array]:
-    logits_BxTxV, _ = model_lib.logits(graphdef, params, tokens_BxT)
-    return jax.lax.top_k(jax.nn.log_softmax(logits_BxTxV, axis=-1), k)[::-1]
+    with sharding.mesh_context(mesh):
+      logits_BxTxV, _ = model_lib.logits(graphdef, params, tokens_BxT)
+      return jax.lax.top_k(jax.nn.log_softmax(logits_BxTxV, axis=-1), k)[::-1]
 
   return jax.jit(fn)
 
@@ -51,7 +52,7 @@ def teacher_rows(
   encoded, graphdef, params, *, k: int, batch_size: int, mesh, pad_id: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
   """Yields (ids [n, k], logp [n, k]) per record, in record order."""
-  fn = _topk_fn(graphdef, k)
+  fn = _topk_fn(graphdef, k, mesh)
   for idx, b in _batches(encoded, batch_size):
     tokens, mask = packing.pack(
       b["prompt_tokens"], b["prompt_len"], b["response_tokens"], b["response_len"], pad_id
