@@ -14,6 +14,7 @@ Unreadable answers count as wrong and are tallied by reason, never a crash.
 from __future__ import annotations
 
 import collections
+import functools
 
 import jax
 import jax.numpy as jnp
@@ -32,17 +33,23 @@ from dkd_jax.objectives import kl as kl_lib
 
 
 def _kl_fn(pair, mesh, chunk):
+  return _kl_jit(pair.student_graphdef, pair.teacher_graphdef, mesh, chunk)
+
+
+@functools.cache
+def _kl_jit(student_graphdef, teacher_graphdef, mesh, chunk):
+  """One jit per (pair, mesh, chunk): a second evaluation reuses its compile."""
   spec = kl_lib.KLSpec(kind="forward", chunk=chunk)
 
   def fn(s_params, t_params, tokens_BxT, mask_BxT):
     B, T = tokens_BxT.shape
-    h_s, _ = model_lib.apply(pair.student_graphdef, s_params, tokens_BxT)
-    h_t, _ = model_lib.apply(pair.teacher_graphdef, t_params, tokens_BxT)
+    h_s, _ = model_lib.apply(student_graphdef, s_params, tokens_BxT)
+    h_t, _ = model_lib.apply(teacher_graphdef, t_params, tokens_BxT)
     _, tok = kl_lib.distill_loss(
       h_s.reshape(B * T, -1),
-      model_lib.head(pair.student_graphdef, s_params),
+      model_lib.head(student_graphdef, s_params),
       h_t.reshape(B * T, -1),
-      model_lib.head(pair.teacher_graphdef, t_params),
+      model_lib.head(teacher_graphdef, t_params),
       mask_BxT.reshape(-1),
       spec,
       mesh=mesh,
