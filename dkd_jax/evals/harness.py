@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import collections
 import dataclasses
+import functools
 from collections.abc import Callable
 
 import jax
@@ -53,18 +54,24 @@ class EvalSpec:
 
 
 def _kl_fn(pair, mesh, chunk) -> Callable:
+  return _kl_jit(pair.student_graphdef, pair.teacher_graphdef, mesh, chunk)
+
+
+@functools.cache
+def _kl_jit(student_graphdef, teacher_graphdef, mesh, chunk) -> Callable:
+  """One jit per (pair, mesh, chunk): a second evaluation reuses its compile."""
   spec = kl_lib.KLSpec(kind="forward", chunk=chunk)
 
   def fn(s_params, t_params, tokens_BxT, mask_BxT) -> tuple[jax.Array, jax.Array, jax.Array]:
     B, T = tokens_BxT.shape
     with sharding.mesh_context(mesh):
-      h_s, _ = model_lib.apply(pair.student_graphdef, s_params, tokens_BxT)
-      h_t, _ = model_lib.apply(pair.teacher_graphdef, t_params, tokens_BxT)
+      h_s, _ = model_lib.apply(student_graphdef, s_params, tokens_BxT)
+      h_t, _ = model_lib.apply(teacher_graphdef, t_params, tokens_BxT)
     _, tok = kl_lib.distill_loss(
       h_s.reshape(B * T, -1),
-      model_lib.head(pair.student_graphdef, s_params),
+      model_lib.head(student_graphdef, s_params),
       h_t.reshape(B * T, -1),
-      model_lib.head(pair.teacher_graphdef, t_params),
+      model_lib.head(teacher_graphdef, t_params),
       mask_BxT.reshape(-1),
       spec,
       mesh=mesh,

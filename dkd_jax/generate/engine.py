@@ -91,6 +91,10 @@ _EngineBase = jetstream_api.Engine if jetstream_api is not None else object
 
 # ----------------------------------------------------------------------------- the engine
 
+# Jitted functions by (name, static arguments, Engine._identity()): shared by every engine
+# of one configuration, so a second engine (a second evaluation) compiles nothing.
+_SHARED_JITS: dict[tuple, Any] = {}
+
 # (path, model config, mesh, param shardings, step or None) -> params in those shardings.
 CheckpointLoader = Callable[[Any, model_lib.ModelConfig, Any, Any, "int | None"], Any]
 
@@ -204,8 +208,29 @@ class Engine(_EngineBase):
     decode = isinstance(params, DecodeParams)
     key = (name,) + static + (("decode_params",) if decode else ())
     if key not in self._jits:
-      self._jits[key] = self._make_jit(name, *static, decode=decode)
+      # Engines of one configuration share their jitted functions (a run's evaluation
+      # builds an engine per call: it would otherwise compile everything again).
+      shared = key + self._identity()
+      if shared not in _SHARED_JITS:
+        _SHARED_JITS[shared] = self._make_jit(name, *static, decode=decode)
+      self._jits[key] = _SHARED_JITS[shared]
     return self._jits[key]
+
+  def _identity(self) -> tuple:
+    """Everything the compiled functions depend on besides their static arguments."""
+    leaves, tree = jax.tree.flatten(self.param_shardings)
+    return (
+      self.cfg,
+      self.graphdef,
+      self.eos_ids,
+      self._B,
+      self._P,
+      self.max_decode_length,
+      self.buckets,
+      self._mesh,
+      tuple(leaves),
+      tree,
+    )
 
   def _make_jit(self, name, *static, decode=False) -> Callable:
     ps = self.decode_param_shardings if decode else self.param_shardings

@@ -75,13 +75,21 @@ def prepare_prompts(
   return out, cut, max(width or 0, max(len(r) for r in out))
 
 
+@jax.jit
+def _fold_keys(base, idx_N) -> jax.Array:
+  """Raw key data of fold_in(base, i) for each i (one compile per key kind and width)."""
+  return jax.vmap(lambda i: jax.random.key_data(jax.random.fold_in(base, i)))(idx_N)
+
+
 def request_keys(seed, n: int) -> np.ndarray:
   """uint32 [n, 2]: request i's key is fold_in(base, i), independent of scheduling;
-  `seed` is an int (base = key(seed)) or a typed PRNG key (e.g. from `dkd_jax.core.rng`)."""
+  `seed` is an int (base = key(seed)) or a typed PRNG key (e.g. from `dkd_jax.core.rng`).
+  One module-level jit, its width padded to a power of two: a run compiles it once per
+  width it meets, not once per rollout (a fresh jit per call recompiled every step)."""
   is_key = isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key)
   base = seed if is_key else jax.random.key(int(seed))
-  fold = lambda i: jax.random.key_data(jax.random.fold_in(base, i))
-  return np.asarray(jax.jit(jax.vmap(fold))(np.arange(n, dtype=np.uint32)))
+  width = 1 << max(int(n) - 1, 0).bit_length()
+  return np.asarray(_fold_keys(base, np.arange(width, dtype=np.uint32)))[:n]
 
 
 def _harvest(state, slots: Sequence[int], eos_ids) -> dict[int, dict]:
