@@ -108,6 +108,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       gate_entropy=0.7,
       floor_entropy=0.35,
       max_truncation=0.6,
+      stage_max_truncation=(),  # () or one rate per advance (remedies.derive)
       on_collapse="raise_forward",
       alpha_step=0.1,
       alpha_max=0.9,
@@ -151,10 +152,16 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       lr=2e-3, warmup_steps=20, weight_decay=0.01, clip_norm=1.0, b1=0.9, b2=0.98, end_lr_frac=0.1
     )
   )
-  c.train = mlc.ConfigDict(dict(steps=600, log_every=10, ckpt_every=100, kl_chunk=256, max_ckpts=2))
+  # horizon: the response length trained on (rollout cap and loss mask, DESIGN §6) when
+  # the curriculum is off; 0 = data.max_response_len. Distinct from steps.
+  c.train = mlc.ConfigDict(
+    dict(steps=600, log_every=10, ckpt_every=100, kl_chunk=256, max_ckpts=2, horizon=0)
+  )
   # slots: engine decode slots for evaluation (0 = data.batch_size); kl_problems: how
   # many held-out problems get the one fixed set of teacher responses for held-out KL;
   # teacher: also evaluate the teacher (a study evaluates its shared teacher once).
+  # at_steps: also evaluate at these steps along the trajectory (0 = the starting student)
+  # into WORKDIR/evals.jsonl, on the first curve_problems held-out problems (0 = all).
   c.eval = mlc.ConfigDict(
     dict(
       k=4,
@@ -166,6 +173,8 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       slots=0,
       kl_problems=64,
       teacher=True,
+      at_steps=(),
+      curve_problems=0,
     )
   )
   # at_end: the run ends by writing its student as a HF directory to WORKDIR/export/hf

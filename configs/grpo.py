@@ -40,6 +40,12 @@ def get_config(arg: str = "") -> mlc.ConfigDict:
       kl_estimator="full_vocab",  # full_vocab (exact, fused kernel) | k3 (sampled token)
       behavior_logp="rollout",  # rollout (engine's sampling log-probs) | recompute
       max_response_len=0,  # rollout length limit; 0 = the run's data.max_response_len
+      # DAPO-style dynamic sampling: off | drop (tied groups leave the loss) | resample
+      # (draw more groups, up to max_draws batches, until min_informative (0 = prompts_
+      # per_batch) groups differ in reward; tied ones left over are dropped)
+      dynamic_sampling="off",
+      max_draws=4,
+      min_informative=0,
       eval_every=25,
       eval_problems=0,
       eval_k=0,

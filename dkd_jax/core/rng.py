@@ -30,6 +30,7 @@ STREAMS = {
   "curriculum_reference": 13,  # teacher rollouts measuring the gate's reference entropy
   "rl_rollout": 14,  # GRPO group rollouts (per RL step; seeded by config.rl.seed)
   "rl_shuffle": 15,  # GRPO prompt order (seeded by config.rl.seed)
+  "rl_resample": 16,  # GRPO dynamic sampling's extra draws (per RL step, then per draw)
 }
 
 

@@ -7,7 +7,8 @@ its data_dir); the run calls it at its end and `python -m dkd_jax.evaluate` on a
 checkpoint.
 
 Per dataset: Avg@k (mean correctness of all samples), unbiased Pass@k for every k <= n,
-mean response length, truncation rate, mean token entropy (nats, temperature 1) and the
+mean response length, truncation rate, mean token entropy (nats, temperature 1; the mean
+over responses of each one's token mean, for point and interval alike) and the
 held-out teacher-student forward and reverse KL on the student's own samples.
 Unreadable answers count as wrong and are tallied by reason, never a crash.
 """
@@ -154,6 +155,24 @@ def _per_problem(res, correct, P: int, k: int) -> dict[str, np.ndarray]:
   }
 
 
+def point_and_intervals(per: dict[str, np.ndarray], pass_k, k: int) -> dict:
+  """Each figure as the mean of its per-problem values, with the bootstrap interval of
+  that same mean: one estimator for point and interval. Entropy is the mean over
+  responses of each response's token-mean entropy (not token-weighted over the whole
+  set, which weighs long responses more and sat outside its own per-problem interval)."""
+  return {
+    "mean_response_len": float(per["length"].mean()),
+    "truncation_rate": float(per["truncated"].mean()),
+    "mean_entropy": float(per["entropy"].mean()),
+    "ci95": {
+      "avg_at_k": stats.bootstrap_ci(per["correct"]),
+      f"pass_at_{k}": stats.bootstrap_ci(pass_k),
+      "mean_response_len": stats.bootstrap_ci(per["length"]),
+      "mean_entropy": stats.bootstrap_ci(per["entropy"]),
+    },
+  }
+
+
 def evaluate_set(
   engine,
   params,
@@ -192,15 +211,7 @@ def evaluate_set(
     "k": k,
     "avg_at_k": math_eval.avg_at_k(correct_PxK),
     "pass_at_k": {str(kk): v for kk, v in math_eval.pass_at_k_table(correct_PxK).items()},
-    "mean_response_len": float(np.mean(res["response_len"])),
-    "truncation_rate": float(np.mean(res["truncated"])),
-    "mean_entropy": rollout_lib.token_mean(res, "entropies"),
-    "ci95": {
-      "avg_at_k": stats.bootstrap_ci(per["correct"]),
-      f"pass_at_{k}": stats.bootstrap_ci(pass_k),
-      "mean_response_len": stats.bootstrap_ci(per["length"]),
-      "mean_entropy": stats.bootstrap_ci(per["entropy"]),
-    },
+    **point_and_intervals(per, pass_k, k),
     "per_problem": {
       name: [round(float(x), 6) for x in v] for name, v in (*per.items(), (f"pass_at_{k}", pass_k))
     },

@@ -1,17 +1,21 @@
-"""The RL-init study's table and figure: Avg@k / Pass@k / length / entropy vs RL step.
+"""The RL-init study's tables and figure: Avg@k / Pass@k / length / entropy vs RL step.
 
 Input: an OUT directory laid out by launch/rl_study.sh, `OUT/<arm>/seed<s>/` GRPO
-workdirs, each with rl_evals.jsonl (one evaluation per line, written by `rl_run`).
-Per arm and RL step, every figure is the mean over seeds and problems, with a 95%
-percentile bootstrap interval over PROBLEMS: one resample of problem indices is applied
-to every seed alike (the seeds of an arm are evaluated on the same problems, so they
-stay paired). Pass@k per problem is 1 iff any of its k samples is correct (the unbiased
-estimator with n = k). Evaluations without per-problem results (older runs) get the
-mean only and an interval of "n/a".
+workdirs, each with rl_evals.jsonl (one evaluation per line, written by `rl_loop`) and
+metrics.jsonl (per RL step, incl. tied and informative groups). The rules are the
+distillation study's (`evals.study`, DESIGN §8): the seed is the unit of replication.
 
-`gains` answers the study's two questions with paired differences on the same problems
-and seeds: how much RL moved each initialisation (last step minus step 0), and whether
-one initialisation gained more than another (the difference of their gains).
+- Per arm and RL step a figure is the mean over seeds of each seed's mean over problems,
+  with a 95% t-interval over the seed means ("n/a" with one seed). Pass@k per problem is
+  the unbiased estimator when the evaluation recorded it, else 1 iff a sample is right.
+- An arm's RL gain is, per seed, its last evaluation minus its step-0 evaluation; the
+  table gives the per-seed gains and their t-interval.
+- The declared RL claims (`preregistration.RL_CLAIMS`: differences of gains, or of the
+  values after RL) are paired over seeds, t-tested, Holm-corrected as one family, and read
+  appeared / did not / inconclusive / not tested (missing arm, < 2 paired seeds, or
+  identical arms).
+- `informative` reports, per arm, the GRPO groups that carried a gradient per step (and
+  the tied fraction over the first RL steps, which the plan caps at 50%).
 """
 
 from __future__ import annotations
@@ -19,81 +23,65 @@ from __future__ import annotations
 import json
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
-from etils import epath
 
 from dkd_jax.core import paths
+from dkd_jax.evals import plots
+from dkd_jax.evals import preregistration as plan
+from dkd_jax.evals import stats
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
 
 METRICS = ("avg_at_k", "pass_at_k", "length", "entropy")
-N_BOOT = 2000
+START_STEPS = 5  # "at its start": the first RL steps' tied fraction
+
+
+def _jsonl(path) -> list[dict]:
+  path = paths.as_path(path)
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def read_curve(workdir: str) -> dict[int, dict]:
   """{RL step: the first eval set's metrics} of one GRPO workdir (last line per step)."""
-  out = {}
-  for line in (paths.as_path(workdir) / "rl_evals.jsonl").read_text().splitlines():
-    if line.strip():
-      d = json.loads(line)
-      out[d["step"]] = next(iter(d["eval"].values()))
-  return out
-
-
-def per_problem(m: dict) -> dict[str, np.ndarray] | None:
-  """[P] arrays of each metric for one evaluation, or None without per-problem data."""
-  per = m.get("per_problem")
-  if per is None:
-    return None
-  correct = np.asarray(per["correct"], np.float64)  # fraction of the k samples
-  pass_k = per.get(f"pass_at_{m['k']}")
   return {
-    "avg_at_k": correct,
-    "pass_at_k": (correct > 0).astype(np.float64)
-    if pass_k is None
-    else np.asarray(pass_k, np.float64),
-    "length": np.asarray(per["length"], np.float64),
-    "entropy": np.asarray(per["entropy"], np.float64),
+    d["step"]: next(iter(d["eval"].values()))
+    for d in _jsonl(paths.as_path(workdir) / "rl_evals.jsonl")
   }
 
 
-def bootstrap(
-  values_SxP: np.ndarray, n_boot: int = N_BOOT, seed: int = 0
-) -> tuple[float, float, float]:
-  """(mean, lo, hi): the 95% percentile interval of the seed-and-problem mean under
-  resampling problems (the same indices for every seed)."""
-  S, P = values_SxP.shape
-  idx_BxP = np.random.default_rng(seed).integers(0, P, (n_boot, P))
-  means_B = values_SxP[:, idx_BxP].mean(axis=(0, 2))
-  lo, hi = np.percentile(means_B, [2.5, 97.5])
-  return float(values_SxP.mean()), float(lo), float(hi)
+def seed_mean(m: dict, name: str) -> float:
+  """One evaluation's figure: the mean over problems (the summary value without them)."""
+  per = m.get("per_problem")
+  if per is None:
+    key = {"length": "mean_response_len", "entropy": "mean_entropy"}.get(name, name)
+    return float(m[key][str(m["k"])] if name == "pass_at_k" else m[key])
+  if name == "avg_at_k":
+    return float(np.mean(per["correct"]))
+  if name == "pass_at_k":
+    pk = per.get(f"pass_at_{m['k']}")
+    return float(np.mean(pk if pk is not None else np.asarray(per["correct"]) > 0))
+  return float(np.mean(per[name]))
 
 
 def summarise(curves: list[dict[int, dict]]) -> dict[int, dict]:
-  """{step: {metric: (mean, lo, hi) | (mean, None, None), 'seeds': n}} over one arm's
-  seeds; only steps every seed has reached."""
+  """{step: {metric: (mean, lo, hi) over seeds, 'seeds': n}}; only steps every seed has
+  reached."""
   steps = sorted(set.intersection(*(set(c) for c in curves)))
   out = {}
   for step in steps:
-    per = [per_problem(c[step]) for c in curves]
     row = {"seeds": len(curves), "k": curves[0][step]["k"]}
     for name in METRICS:
-      if all(p is not None for p in per):
-        row[name] = bootstrap(np.stack([p[name] for p in per]))
-      else:
-        key = {"length": "mean_response_len", "entropy": "mean_entropy"}.get(name, name)
-        vals = [
-          c[step][key] if name != "pass_at_k" else c[step][key][str(c[step]["k"])] for c in curves
-        ]
-        row[name] = (float(np.mean(vals)), None, None)
+      row[name] = stats.t_interval([seed_mean(c[step], name) for c in curves])
     out[step] = row
   return out
 
 
-def load_curves(out_dir: str) -> dict[str, dict[int, list[dict]]]:
+def load_curves(out_dir: str) -> dict[str, dict[int, dict]]:
   """{arm: {seed: curve}} for every OUT/<arm>/seed<s>/rl_evals.jsonl."""
-  arms = {}
+  arms: dict[str, dict[int, dict]] = {}
   for path in sorted(paths.as_path(out_dir).glob("*/seed*/rl_evals.jsonl")):
     seed_dir = path.parent
     arm = seed_dir.parent.name
@@ -107,81 +95,110 @@ def load_study(out_dir: str) -> dict[str, dict[int, dict]]:
   return {arm: summarise(list(seeds.values())) for arm, seeds in load_curves(out_dir).items()}
 
 
-def _gain_SxP(seeds: dict[int, dict], name: str, common: list[int]) -> np.ndarray | None:
-  """[S, P] per-problem (last common step - step 0) of one arm, or None if not paired."""
-  rows = []
-  for seed in common:
-    curve = seeds[seed]
-    steps = sorted(curve)
-    first, last = per_problem(curve[steps[0]]), per_problem(curve[steps[-1]])
-    if first is None or last is None or len(steps) < 2:
-      return None
-    rows.append(last[name] - first[name])
-  return np.stack(rows)
+def _ends(curve: dict[int, dict], name: str) -> tuple[float, float]:
+  steps = sorted(curve)
+  return seed_mean(curve[steps[0]], name), seed_mean(curve[steps[-1]], name)
+
+
+def per_seed(curves, arm: str, name: str, kind: str = "gain") -> dict[int, float]:
+  """{seed: last - first} ('gain') or {seed: last} ('final') of one arm."""
+  out = {}
+  for seed, curve in curves.get(arm, {}).items():
+    if len(curve) >= (2 if kind == "gain" else 1):
+      first, last = _ends(curve, name)
+      out[seed] = last - first if kind == "gain" else last
+  return out
 
 
 def gains(curves: dict[str, dict[int, dict]], metric: str = "avg_at_k") -> dict:
-  """{'arms': {arm: {'start', 'gain': (mean, lo, hi), 'seeds', 'start_entropy'}},
-  'pairs': {(a, b): (mean, lo, hi) of gain(a) - gain(b)}}: paired bootstrap over
-  problems (seeds matched by index); arms without per-problem data are left out."""
-  arms, per_arm = {}, {}
-  for arm, seeds in curves.items():
-    common = sorted(seeds)
-    g = _gain_SxP(seeds, metric, common)
-    if g is None:
+  """{arm: {'start', 'start_entropy', 'per_seed', 'gain': (mean, lo, hi), 'seeds'}}."""
+  out = {}
+  for arm in curves:
+    g = per_seed(curves, arm, metric)
+    if not g:
       continue
-    starts = [per_problem(seeds[s][min(seeds[s])]) for s in common]
-    per_arm[arm] = (common, g)
-    arms[arm] = {
-      "gain": bootstrap(g),
-      "seeds": len(common),
-      "start": float(np.mean([p[metric].mean() for p in starts])),
-      "start_entropy": float(np.mean([p["entropy"].mean() for p in starts])),
+    starts = [seed_mean(curves[arm][s][min(curves[arm][s])], metric) for s in g]
+    ent = [seed_mean(curves[arm][s][min(curves[arm][s])], "entropy") for s in g]
+    out[arm] = {
+      "seeds": len(g),
+      "per_seed": [g[s] for s in sorted(g)],
+      "gain": stats.t_interval([g[s] for s in sorted(g)]),
+      "start": float(np.mean(starts)),
+      "start_entropy": float(np.mean(ent)),
     }
-  pairs = {}
-  names = sorted(per_arm)
-  for i, a in enumerate(names):
-    for b in names[i + 1 :]:
-      common = sorted(set(per_arm[a][0]) & set(per_arm[b][0]))
-      if not common or per_arm[a][1].shape[1] != per_arm[b][1].shape[1]:
-        continue
-      ga = per_arm[a][1][[per_arm[a][0].index(s) for s in common]]
-      gb = per_arm[b][1][[per_arm[b][0].index(s) for s in common]]
-      pairs[(a, b)] = bootstrap(ga - gb)
-  return {"arms": arms, "pairs": pairs}
+  return out
 
 
-def gains_markdown(curves: dict[str, dict[int, dict]]) -> str:
-  """Each arm's RL change (last step - step 0) in every metric, then the pairwise
-  differences of Avg@k and Pass@k gains with a verdict."""
-  g = {m: gains(curves, m) for m in METRICS}
-  lines = [
-    "| init (arm) | seeds | start Avg@k | start entropy | "
-    + " | ".join(f"Δ {m}" for m in METRICS)
-    + " |",
-    "|---|---|---|---|" + "---|" * len(METRICS),
-  ]
-  arms = g["avg_at_k"]["arms"]
-  for arm in sorted(arms, key=lambda a: -arms[a]["gain"][0]):
-    r = arms[arm]
-    lines.append(
-      f"| {arm} | {r['seeds']} | {r['start']:.3f} | {r['start_entropy']:.3f} | "
-      + " | ".join(_cell(g[m]["arms"][arm]["gain"]) for m in METRICS)
-      + " |"
-    )
-  for m in ("avg_at_k", "pass_at_k"):
-    lines += ["", f"| Δ {m}: gain(a) - gain(b) | difference [95% CI] | verdict |", "|---|---|---|"]
-    for (a, b), v in sorted(g[m]["pairs"].items()):
-      verdict = (
-        "a gains more" if v[1] > 0 else "b gains more" if v[2] < 0 else "no difference resolved"
+def judge(curves, claims=plan.RL_CLAIMS, level: float = plan.LEVEL, info=None) -> list[dict]:
+  """The declared RL claims: per-seed differences, paired t-test, Holm, verdict. With
+  `info` (`informative`), an init whose groups were more than RL_MAX_TIED_AT_START tied
+  at its start leaves its claims not tested (GRPO had almost nothing to learn from)."""
+  rows = []
+  for c in claims:
+    a = per_seed(curves, c.a, c.metric, c.kind)
+    b = per_seed(curves, c.b, c.metric, c.kind)
+    seeds = sorted(set(a) & set(b))
+    diffs = [a[s] - b[s] for s in seeds]
+    why = next((f"arm {n} was not run" for n in (c.a, c.b) if n not in curves), None)
+    if why is None and len(seeds) < 2:
+      why = f"{len(seeds)} paired seed(s); the test needs >= 2"
+    stuck = [n for n in (c.a, c.b) if info and n in info and not info[n]["start_ok"]]
+    if why is None and stuck:
+      why = f"{stuck[0]}: more than {plan.RL_MAX_TIED_AT_START:.0%} of groups tied at start"
+    test = stats.paired_t_test(diffs) if len(diffs) >= 2 else None
+    if why is None and test["tie"]:
+      why = "the arms are identical on every seed"
+    rows.append(
+      dict(
+        id=c.id,
+        name=c.text,
+        a=c.a,
+        b=c.b,
+        metric=c.metric,
+        kind=c.kind,
+        expected=c.expected,
+        seeds=seeds,
+        per_seed=diffs,
+        test=test,
+        p=1.0 if why else test["p"],
+        untested=why,
       )
-      lines.append(f"| {a} - {b} | {_cell(v)} | {verdict} |")
-  return "\n".join(lines) + "\n"
+    )
+  for r, p in zip(rows, stats.holm([r["p"] for r in rows])):
+    r["p_holm"] = p
+    r["verdict"] = stats.claim_verdict(
+      r["test"], r["expected"], p, level=level, untested=r["untested"]
+    )
+  return rows
+
+
+def informative(out_dir: str) -> dict[str, dict]:
+  """Per arm: informative groups per RL step (mean over steps, per seed), the tied
+  fraction over the first START_STEPS steps, and the share of skipped updates. Older
+  logs without `informative_groups` derive it from tied_groups x prompts per batch."""
+  arms: dict[str, dict] = {}
+  for path in sorted(paths.as_path(out_dir).glob("*/seed*/metrics.jsonl")):
+    seed_dir = path.parent
+    arm = seed_dir.parent.name
+    rows = [r for r in _jsonl(path) if "tied_groups" in r]
+    if not rows:
+      continue
+    P = json.loads((seed_dir / "config.json").read_text())["rl"]["prompts_per_batch"]
+    info = [r.get("informative_groups", (1 - r["tied_groups"]) * P) for r in rows]
+    a = arms.setdefault(arm, {"seeds": [], "per_step": [], "tied_at_start": [], "skipped": []})
+    a["seeds"].append(int(seed_dir.name[len("seed") :]))
+    a["per_step"].append(float(np.mean(info)))
+    a["tied_at_start"].append(float(np.mean([r["tied_groups"] for r in rows[:START_STEPS]])))
+    a["skipped"].append(float(np.mean([r.get("skipped_update", 0.0) for r in rows])))
+  for a in arms.values():
+    a["start_ok"] = all(t <= plan.RL_MAX_TIED_AT_START for t in a["tied_at_start"])
+  return arms
 
 
 def _cell(v) -> str:
   mean, lo, hi = v
-  return f"{mean:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if lo is not None else " [n/a]")
+  ok = lo is not None and not np.isnan(lo)
+  return f"{mean:.3f}" + (f" [{lo:.3f}, {hi:.3f}]" if ok else " [n/a]")
 
 
 def markdown(study: dict[str, dict[int, dict]]) -> str:
@@ -197,26 +214,89 @@ def markdown(study: dict[str, dict[int, dict]]) -> str:
   return "\n".join(lines) + "\n"
 
 
-def plot(study: dict[str, dict[int, dict]], path: str | epath.Path) -> None:
-  fig, axes = plt.subplots(1, len(METRICS), figsize=(4 * len(METRICS), 3.4))
+def gains_markdown(curves: dict[str, dict[int, dict]]) -> str:
+  """Each arm's RL change (last step - step 0) per metric: per seed, then the seed mean
+  [95% t-interval over seeds]."""
+  g = {m: gains(curves, m) for m in METRICS}
+  arms = g["avg_at_k"]
+  lines = [
+    "| init (arm) | seeds | start Avg@k | start entropy | Δ Avg@k per seed | "
+    + " | ".join(f"Δ {m}" for m in METRICS)
+    + " |",
+    "|---|---|---|---|---|" + "---|" * len(METRICS),
+  ]
+  for arm in sorted(arms, key=lambda a: -arms[a]["gain"][0]):
+    r = arms[arm]
+    per = ", ".join(f"{x:+.3f}" for x in r["per_seed"])
+    lines.append(
+      f"| {arm} | {r['seeds']} | {r['start']:.3f} | {r['start_entropy']:.3f} | {per} | "
+      + " | ".join(_cell(g[m][arm]["gain"]) for m in METRICS)
+      + " |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+def claims_markdown(results: list[dict]) -> str:
+  lines = [
+    "| id | claim | comparison | per seed | mean [95% t-CI] | t (df) | p | p (Holm) | verdict |",
+    "|" + "---|" * 9,
+  ]
+  for r in results:
+    t = r["test"]
+    per = ", ".join(f"{x:+.4f}" for x in r["per_seed"]) or "—"
+    mean = "—" if t is None else _cell((t["mean"], *t["ci"]))
+    tdf = "—" if t is None else f"{t['t']:.2f} ({t['df']})"
+    p = "—" if t is None else f"{t['p']:.4f}"
+    lines.append(
+      f"| {r['id']} | {r['name']} | {r['kind']}({r['a']}) − {r['kind']}({r['b']}), "
+      f"{r['metric']} (expected {r['expected']}) | {per} | {mean} | {tdf} | {p} | "
+      f"{r['p_holm']:.4f} | {r['verdict']} |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+def informative_markdown(info: dict[str, dict], P: int | None = None) -> str:
+  lines = [
+    "| init (arm) | seeds | informative groups per step (per seed) | tied at start "
+    f"(first {START_STEPS} steps, per seed) | ≤ {plan.RL_MAX_TIED_AT_START:.0%} tied | "
+    "skipped updates |",
+    "|---|---|---|---|---|---|",
+  ]
+  for arm, a in sorted(info.items()):
+    lines.append(
+      f"| {arm} | {len(a['seeds'])} | {', '.join(f'{x:.2f}' for x in a['per_step'])} | "
+      f"{', '.join(f'{x:.2f}' for x in a['tied_at_start'])} | "
+      f"{'yes' if a['start_ok'] else 'no'} | {np.mean(a['skipped']):.2f} |"
+    )
+  return "\n".join(lines) + "\n"
+
+
+def plot(study: dict[str, dict[int, dict]], path: str, refs: dict | None = None) -> None:
+  """Seed means with t-interval bands; on Avg@k the teacher's, the warm start's and the
+  constant answer's lines when `refs` has them. Arms are named in a legend outside."""
+  fig, axes = plt.subplots(1, len(METRICS), figsize=(4.2 * len(METRICS) + 2, 3.4))
   for arm, rows in study.items():
     steps = sorted(rows)
     for ax, name in zip(axes, METRICS):
       mean = [rows[s][name][0] for s in steps]
-      (line,) = ax.plot(steps, mean, marker="o", label=arm)
-      if all(rows[s][name][1] is not None for s in steps):
+      (line,) = ax.plot(steps, mean, marker="o", ms=3, label=arm)
+      lo = [rows[s][name][1] for s in steps]
+      if not any(x is None or np.isnan(x) for x in lo):
         ax.fill_between(
-          steps,
-          [rows[s][name][1] for s in steps],
-          [rows[s][name][2] for s in steps],
-          color=line.get_color(),
-          alpha=0.2,
+          steps, lo, [rows[s][name][2] for s in steps], color=line.get_color(), alpha=0.15
         )
+  for label, key, style in (
+    ("teacher", "teacher", "--"),
+    ("warm start", "warm_start", ":"),
+    ("constant answer", "constant_answer", "-."),
+  ):
+    if refs and refs.get(key) is not None:
+      axes[0].axhline(refs[key], color="0.3", lw=0.9, ls=style, label=label)
   for ax, name in zip(axes, METRICS):
-    ax.set_xlabel("RL step")
-    ax.set_title(name)
-  axes[0].legend(fontsize=7)
+    ax.set(xlabel="RL step", title=name)
+  axes[-1].legend(
+    *axes[0].get_legend_handles_labels(), fontsize=6, loc="upper left", bbox_to_anchor=(1.01, 1)
+  )
   fig.tight_layout()
-  with paths.as_path(path).open("wb") as f:
-    fig.savefig(f, format="png", dpi=120)
+  plots.save_figure(fig, paths.as_path(path))
   plt.close(fig)

@@ -51,6 +51,9 @@ class CurriculumConfig:
   gate_entropy: windowed H needed to advance.
   floor_entropy: windowed H below which the student counts as collapsing.
   max_truncation: windowed truncation rate allowed to advance.
+  stage_max_truncation: () or one rate per advance (len(lengths) - 1 values): the
+    truncation allowed to leave stage i, replacing max_truncation (remedies.derive sets
+    each from the teacher's own truncation at that stage's length).
   on_collapse: 'hold' or 'raise_forward' (also raise the forward-KL weight).
   alpha_step: bonus added to α per collapsing check.
   alpha_max: cap on α after the bonus (and so on the bonus itself).
@@ -69,6 +72,7 @@ class CurriculumConfig:
   gate_entropy: float = 0.3
   floor_entropy: float = 0.1
   max_truncation: float = 0.2
+  stage_max_truncation: tuple[float, ...] = ()
   on_collapse: str = "raise_forward"
   alpha_step: float = 0.1
   alpha_max: float = 1.0
@@ -87,6 +91,7 @@ class CurriculumConfig:
       v = getattr(self, name)
       if not (isinstance(v, (int, float)) and 0.0 <= v <= 1.0):
         raise ValueError(f"curriculum.{name}={v!r}; allowed: a float in [0, 1]")
+    _validate_stage_truncation(self)
     if self.on_collapse not in ON_COLLAPSE:
       raise ValueError(f"curriculum.on_collapse={self.on_collapse!r}; allowed: {ON_COLLAPSE}")
     if not isinstance(self.enabled, bool):
@@ -104,6 +109,27 @@ def _validate_lengths(lengths) -> None:
       )
   if any(b <= a for a, b in zip(lengths, lengths[1:])):
     raise ValueError(f"curriculum.lengths={lengths!r}; must be strictly increasing")
+
+
+def _validate_stage_truncation(cfg: CurriculumConfig) -> None:
+  v, need = cfg.stage_max_truncation, len(cfg.lengths) - 1
+  ok = isinstance(v, tuple) and (
+    len(v) == 0
+    or len(v) == need
+    and all(isinstance(x, (int, float)) and not isinstance(x, bool) and 0 <= x <= 1 for x in v)
+  )
+  if not ok:
+    raise ValueError(
+      f"curriculum.stage_max_truncation={v!r}; allowed: () or {need} rates in [0, 1], "
+      "one per advance"
+    )
+
+
+def max_truncation(cfg: CurriculumConfig, stage: int) -> float:
+  """The truncation rate allowed to advance from `stage`."""
+  if cfg.stage_max_truncation:
+    return float(cfg.stage_max_truncation[min(stage, len(cfg.stage_max_truncation) - 1)])
+  return float(cfg.max_truncation)
 
 
 def _validate_entropies(cfg: CurriculumConfig, vocab_size: int) -> None:
@@ -215,13 +241,14 @@ def _gate(
     return "hold", f"stage ran {ran} < min_steps={cfg.min_steps} steps"
   if h < gate:
     return "hold", f"H={h:.4f} < {_named(cfg, 'gate_entropy', gate)}"
-  if trunc > cfg.max_truncation:
-    return "hold", (f"trunc={trunc:.4f} > max_truncation={cfg.max_truncation:.4f}")
+  allowed = max_truncation(cfg, state["stage"])
+  if trunc > allowed:
+    return "hold", (f"trunc={trunc:.4f} > max_truncation={allowed:.4f}")
   nxt = cfg.lengths[state["stage"] + 1]
   return "advance", (
     f"H={h:.4f} >= {_named(cfg, 'gate_entropy', gate)}, "
     f"trunc={trunc:.4f} <= max_truncation="
-    f"{cfg.max_truncation:.4f}, ran {ran} >= min_steps="
+    f"{allowed:.4f}, ran {ran} >= min_steps="
     f"{cfg.min_steps}; max_len {max_length(cfg, state)} -> {nxt}"
   )
 

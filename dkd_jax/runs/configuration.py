@@ -305,10 +305,38 @@ def validate(c: mlc.ConfigDict) -> None:
       f"config.curriculum.lengths={tuple(c.curriculum.lengths)} exceeds "
       f"config.data.max_response_len={c.data.max_response_len}"
     )
+  _validate_horizon_and_curve(c)
   alpha_schedule(c)
   kl_spec(c)
   if "rl" in c:
     validate_rl(c)
+
+
+def horizon(c: mlc.ConfigDict) -> int:
+  """The response length trained on without the curriculum (config.train.horizon; 0 =
+  data.max_response_len): the cap on rollouts and on the loss mask (DESIGN §6)."""
+  return int(c.train.get("horizon", 0) or c.data.max_response_len)
+
+
+def _validate_horizon_and_curve(c: mlc.ConfigDict) -> None:
+  h = c.train.get("horizon", 0)
+  if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= c.data.max_response_len:
+    raise ValueError(
+      f"config.train.horizon={h!r} must be an int in [0, data.max_response_len="
+      f"{c.data.max_response_len}] (0 = data.max_response_len)"
+    )
+  if c.curriculum.enabled and max(c.curriculum.lengths) > horizon(c):
+    raise ValueError(
+      f"config.curriculum.lengths={tuple(c.curriculum.lengths)} exceeds the horizon "
+      f"config.train.horizon={horizon(c)}: the last stage is the long horizon"
+    )
+  steps = tuple(c.eval.get("at_steps", ()))
+  bad = [s for s in steps if isinstance(s, bool) or not isinstance(s, int) or s < 0]
+  if bad or any(s > c.train.steps for s in steps):
+    raise ValueError(
+      f"config.eval.at_steps={steps} must be ints in [0, train.steps={c.train.steps}]"
+    )
+  _positive("eval.curve_problems", c.eval.get("curve_problems", 0), allow_zero=True)
 
 
 def validate_rl(c: mlc.ConfigDict) -> None:
@@ -317,6 +345,13 @@ def validate_rl(c: mlc.ConfigDict) -> None:
   _one_of("rl.advantage", r.advantage, grpo.ADVANTAGES)
   _one_of("rl.kl_ref", r.kl_ref, grpo.KL_REFS)
   _one_of("rl.behavior_logp", r.behavior_logp, grpo.BEHAVIOR_LOGPS)
+  _one_of("rl.dynamic_sampling", r.get("dynamic_sampling", "off"), grpo.DYNAMIC_SAMPLING)
+  _positive("rl.max_draws", r.get("max_draws", 1))
+  if not 0 <= r.get("min_informative", 0) <= r.prompts_per_batch:
+    raise ValueError(
+      f"config.rl.min_informative={r.min_informative!r} must be in [0, rl.prompts_per_batch="
+      f"{r.prompts_per_batch}] (0 = prompts_per_batch)"
+    )
   for f in ("prompts_per_batch", "updates_per_batch", "eval_every"):
     _positive(f"rl.{f}", r[f])
   for f in ("max_response_len", "eval_problems", "eval_k"):
@@ -393,6 +428,7 @@ def curriculum_config(c: mlc.ConfigDict, vocab_size: int) -> curriculum_lib.Curr
     gate_entropy=cur.gate_entropy,
     floor_entropy=cur.floor_entropy,
     max_truncation=cur.max_truncation,
+    stage_max_truncation=tuple(cur.get("stage_max_truncation", ())),
     on_collapse=cur.on_collapse,
     alpha_step=cur.alpha_step,
     alpha_max=cur.alpha_max,

@@ -7,13 +7,16 @@ workdir when there is one, then loops: prompts (grain) -> prefixes (`prefixes` p
 them; the loop runs the rollouts they need with the live params) -> the one jitted
 train step -> metrics, NaN check, curriculum gate, logging, checkpoint. It ends with
 the student written to WORKDIR/export/hf (when `config.export.at_end`), an evaluation
-and a summary. This module orchestrates only: which prefixes, which
-alpha and which random stream are decided by `prefixes`, `schedules`/`curriculum`
-and `rng`.
+and a summary; evaluations at `config.eval.at_steps` along the way go to
+WORKDIR/evals.jsonl. Rollouts and the loss mask are cut at the horizon
+(`config.train.horizon`, DESIGN §6), or at the curriculum's stage length. This module
+orchestrates only: which prefixes, which alpha and which random stream are decided by
+`prefixes`, `schedules`/`curriculum` and `rng`.
 """
 
 from __future__ import annotations
 
+import json
 import time
 
 import jax
@@ -22,6 +25,7 @@ import numpy as np
 
 from dkd_jax.core import checkpointing
 from dkd_jax.core import metrics_log
+from dkd_jax.core import multihost
 from dkd_jax.core import paths
 from dkd_jax.core import preemption
 from dkd_jax.core import rng
@@ -43,6 +47,7 @@ from dkd_jax.train import step as train
 from dkd_jax.train import teacher_topk
 
 REFERENCE_PROMPTS = 64  # training prompts the teacher's reference entropy is measured on
+EVALS_FILE = "evals.jsonl"  # evaluations at config.eval.at_steps along the trajectory
 
 
 class Loop:
@@ -261,7 +266,7 @@ class Loop:
     max_len = (
       curriculum_lib.max_length(self.cur_cfg, self.cur_state)
       if self.cur_cfg.enabled
-      else self.c.data.max_response_len
+      else configuration.horizon(self.c)
     )
     batch, stats = self.make_batch(step, next(self.iterator), max_len)
     batch["alpha"] = np.float32(self.current_alpha(step))
@@ -314,7 +319,7 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   start = loop.restore()
   logger.start(start)  # drops metric rows past the restored step (a killed run's tail)
   loop.measure_reference()
-  if not _train(c, loop, logger, pair, mesh, start):  # preempted: checkpointed and logged
+  if not _train(c, loop, logger, pair, mesh, start, workdir):  # preempted: checkpointed and logged
     logger.close()
     return {"preempted_at_step": int(loop.state["step"])}
   if pair.teacher_params is None:  # cached_topk trained without it; evaluation needs it
@@ -339,6 +344,7 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
     eval=results,
     teacher_eval=teacher,
     steps=c.train.steps,
+    horizon=configuration.horizon(c),
     seed=c.seed,
     curriculum_enabled=bool(c.curriculum.enabled),
     objective=dict(
@@ -374,11 +380,41 @@ def _step_flops(c, pair) -> float:
   return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
 
 
-def _train(c, loop: Loop, logger, pair, mesh, start: int) -> bool:
+def read_evals(workdir) -> dict[int, dict]:
+  """{step: eval results} of WORKDIR/evals.jsonl (the last line per step wins)."""
+  path, out = paths.as_path(workdir) / EVALS_FILE, {}
+  if path.exists():
+    for line in path.read_text().splitlines():
+      if line.strip():
+        d = json.loads(line)
+        out[d["step"]] = d["eval"]
+  return out
+
+
+def evaluate_along(c, loop: Loop, workdir, step: int, done: dict) -> None:
+  """The evaluation at a declared step of the trajectory (config.eval.at_steps; 0 = the
+  starting student), on the first `eval.curve_problems` held-out problems (0 = all):
+  appended to WORKDIR/evals.jsonl, skipped when that step is already there (resume)."""
+  if step not in set(c.eval.get("at_steps", ())) or step in done or step == c.train.steps:
+    return
+  ce = mlc.ConfigDict(c.to_dict())
+  if ce.eval.get("curve_problems", 0):
+    ce.eval.num_problems = min(ce.eval.curve_problems, ce.eval.num_problems)
+  done[step] = harness.evaluate_run(
+    configuration.eval_spec(ce), loop.pair, loop.task, loop.state["params"], loop.mesh, loop.log
+  )
+  if multihost.is_primary():
+    with (paths.as_path(workdir) / EVALS_FILE).open("a") as f:
+      f.write(json.dumps({"step": step, "eval": done[step]}) + "\n")
+
+
+def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
   """The train loop; False when a preemption notice stopped it (checkpoint written)."""
   peak = metrics_log.peak_flops(mesh)
   tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
   flops = _step_flops(c, pair)
+  done = read_evals(workdir)
+  evaluate_along(c, loop, workdir, start, done)
   bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
   stops = (checkpointing.CheckpointWriteError, metrics_log.NonFiniteMetric)
   try:
@@ -395,6 +431,7 @@ def _train(c, loop: Loop, logger, pair, mesh, start: int) -> bool:
         if guard.should_stop(step + 1):
           guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
           break
+        evaluate_along(c, loop, workdir, step + 1, done)
     loop.ckpt.wait()  # the last write's errors surface here
   except stops as e:  # one line in the log; launch exits 1 without a traceback
     logger.text(str(e))

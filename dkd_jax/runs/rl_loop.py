@@ -30,6 +30,7 @@ import json
 import pathlib
 import sys
 import time
+from collections.abc import Sequence
 
 import jax
 import ml_collections as mlc
@@ -53,6 +54,22 @@ from dkd_jax.runs import tasks
 from dkd_jax.runs import workdir as run_dir
 from dkd_jax.train import grpo
 
+# the update's metric names (a skipped update logs them as 0 with skipped_update = 1)
+METRIC_NAMES = (
+  "clip_frac_high",
+  "clip_frac_high_last",
+  "clip_frac_low",
+  "clip_frac_low_last",
+  "grad_norm",
+  "kl",
+  "logp_vs_rollout",
+  "loss",
+  "pg_loss",
+  "policy_nll",
+  "ratio_max_dev",
+  "ratio_max_dev_first",
+  "ratio_mean",
+)
 RUN_OWNED = ("seed", "teacher", "student", "data", "objective", "curriculum", "eval")
 EVALS_FILE = "rl_evals.jsonl"
 
@@ -108,6 +125,14 @@ def host_copy(params, shardings) -> dict:
   return jax.device_put(jax.device_get(params), shardings)
 
 
+def unparseable_frac(reasons: Sequence[str]) -> float:
+  """Fraction of responses that ended by themselves but whose answer the grader could
+  not read: the arithmetic and chain graders return no_answer, math-verify also
+  unparseable (counting only the latter read 0.0 on every arithmetic run)."""
+  unread = (math_eval.NO_ANSWER, math_eval.UNPARSEABLE)
+  return float(np.mean([r in unread for r in reasons])) if len(reasons) else 0.0
+
+
 class RLLoop:
   """The per-step host logic around the jitted GRPO step; its state is checkpointed."""
 
@@ -158,9 +183,15 @@ class RLLoop:
     # GRPO's ratio needs the full-support policy softmax(logits / T) (validate_rl).
     self.sampler = sampling.Sampler(self.rollout.temperature)
     self.gen_tokens = 0
+    self.rl_step = 0
+    self.metric_names = list(METRIC_NAMES)
 
   def host_state(self) -> dict:
-    return {"iterator": self.iterator.get_state(), "gen_tokens": self.gen_tokens}
+    return {
+      "iterator": self.iterator.get_state(),
+      "gen_tokens": self.gen_tokens,
+      "rl_step": self.rl_step,
+    }
 
   def restore(self) -> int:
     """The RL step to continue from (0 when the workdir has no checkpoint)."""
@@ -170,21 +201,30 @@ class RLLoop:
     self.state = self.base.state
     self.iterator.set_state(host["iterator"])
     self.gen_tokens = host["gen_tokens"]
-    step = int(self.state["step"]) // self.c.rl.updates_per_batch
+    # skipped updates (dynamic sampling) make optimizer steps != RL steps x updates
+    step = host.get("rl_step", int(self.state["step"]) // self.c.rl.updates_per_batch)
+    self.rl_step = step
     self.log(f"resumed from RL step {step}")
     return step
 
-  def group_rollout(self, step: int) -> tuple[dict, np.ndarray, dict]:
-    """(rollout result with P*G rows, advantages [P*G], rollout metrics)."""
+  def draw(self, step: int, i: int) -> tuple[dict, np.ndarray, list[str]]:
+    """One group rollout of the next P prompts: (result with P*G rows, rewards, reasons).
+    Draw 0 uses the step's rollout key (so dynamic_sampling='off' is unchanged); draw i
+    > 0 (resampling) its own stream."""
     c, tok = self.c, self.task.tokenizer
     prompts = next(self.iterator)
+    key = (
+      rng.key(c.rl.seed, "rl_rollout", step)
+      if i == 0
+      else jax.random.fold_in(rng.key(c.rl.seed, "rl_resample", step), i)
+    )
     res = rollout_lib.rollout(
       self.engine,
       self.state["params"],
       prompts["prompt_tokens"],
       prompt_lens=prompts["prompt_len"],
       sampler=self.sampler,
-      seed=rng.key(c.rl.seed, "rl_rollout", step),
+      seed=key,
       max_new_tokens=self.max_new,
       sync_every=self.rollout.sync_every,
       pad_id=tok.pad_id,
@@ -194,13 +234,40 @@ class RLLoop:
     reward_B, reasons = grpo.rewards(
       texts, np.repeat(prompts["answer"], self.G), res["truncated"], self.task.grade
     )
-    reward_PxG = reward_B.reshape(self.P, self.G)
-    adv_PxG = grpo.group_advantages(reward_PxG, c.rl.advantage, c.rl.adv_eps)
     self.gen_tokens += int(np.sum(res["response_len"]))
+    return res, reward_B, reasons
+
+  def group_rollout(self, step: int) -> tuple[dict, np.ndarray, dict]:
+    """(rollout result with P*G rows, advantages [P*G], rollout metrics). With
+    rl.dynamic_sampling 'resample', more groups are drawn (up to rl.max_draws batches)
+    until rl.min_informative (0 = P) of them have differing rewards; with 'drop' or
+    'resample' the tied groups' rows are masked out of the loss."""
+    r = self.c.rl
+    mode, need = r.dynamic_sampling, r.min_informative or self.P
+    draws = [self.draw(step, 0)]
+    while (
+      mode == "resample"
+      and len(draws) < r.max_draws
+      and sum(int(grpo.informative(d[1].reshape(-1, self.G)).sum()) for d in draws) < need
+    ):
+      draws.append(self.draw(step, len(draws)))
+    reward_DxG = np.concatenate([d[1] for d in draws]).reshape(-1, self.G)
+    reasons = [x for d in draws for x in d[2]]
+    groups, keep = grpo.select_groups(reward_DxG, self.P, mode)
+    rows = grpo.group_rows(groups, self.G)
+    res = grpo.take_rows(grpo.concat_results([d[0] for d in draws]), rows)
+    reward_PxG = reward_DxG[groups]
+    adv_PxG = grpo.group_advantages(reward_PxG, r.advantage, r.adv_eps)
+    if mode != "off":
+      res["loss_mask"] = res["loss_mask"] * np.repeat(keep, self.G)[:, None]
+    drawn = grpo.informative(reward_DxG)
     stats = {
-      "reward": float(reward_B.mean()),
-      "tied_groups": float(np.mean(np.all(adv_PxG == 0, axis=1))),
-      "unparseable_frac": float(np.mean([r == math_eval.UNPARSEABLE for r in reasons])),
+      "reward": float(reward_PxG.mean()),
+      "tied_groups": float(np.mean(~drawn)),
+      "informative_groups": float(np.sum(keep & grpo.informative(reward_PxG))),
+      "draws": float(len(draws)),
+      "unparseable_frac": unparseable_frac(reasons),
+      "reward_drawn": float(reward_DxG.mean()),
       "response_len": float(np.mean(res["response_len"])),
       "truncation_rate": float(np.mean(res["truncated"])),
       "rollout_entropy": rollout_lib.token_mean(res, "entropies"),
@@ -211,7 +278,10 @@ class RLLoop:
   def update(self, res: dict, adv_B: np.ndarray) -> dict:
     """`rl.updates_per_batch` optimizer steps on one rollout batch; per-update metrics
     are averaged, the first update's ratio deviation and the last one's clip fractions
-    are kept by name."""
+    are kept by name. A batch with no loss token left (every group dropped) makes no
+    optimizer step at all: AdamW would still move the weights on a zero gradient."""
+    if not np.any(res["loss_mask"]):
+      return dict.fromkeys(self.metric_names, 0.0) | {"skipped_update": 1.0}
     recompute = self.c.rl.behavior_logp == "recompute"
     batch = jax.device_put(
       grpo.make_batch(
@@ -235,10 +305,12 @@ class RLLoop:
     out["logp_vs_rollout"] = per_update[0]["logp_vs_rollout"]
     for k in ("clip_frac_low", "clip_frac_high"):
       out[k + "_last"] = per_update[-1][k]
-    return out
+    self.metric_names = sorted(out)
+    return out | {"skipped_update": 0.0}
 
   def step(self, step: int) -> dict:
     t0 = time.perf_counter()
+    self.rl_step = step + 1
     res, adv_B, stats = self.group_rollout(step)
     t1 = time.perf_counter()
     metrics = self.update(res, adv_B)

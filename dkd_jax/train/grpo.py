@@ -48,6 +48,7 @@ KL_ESTIMATORS = ("full_vocab", "k3")
 KL_REFS = ("init", "teacher")
 BEHAVIOR_LOGPS = ("rollout", "recompute")
 TRUNCATED = "truncated"  # reward reason of a response that hit the length limit
+DYNAMIC_SAMPLING = ("off", "drop", "resample")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -128,6 +129,44 @@ def group_advantages(reward_PxG, advantage: str = "mean_std", eps: float = 1e-6)
   return centred.astype(np.float32)
 
 
+def informative(reward_PxG) -> np.ndarray:
+  """[P] bool: the groups whose rewards differ (a tied group carries no gradient)."""
+  r = np.asarray(reward_PxG)
+  return ~np.all(r == r[:, :1], axis=1)
+
+
+def select_groups(reward_DxG, P: int, mode: str) -> tuple[np.ndarray, np.ndarray]:
+  """DAPO-style dynamic sampling over D >= P drawn groups (in draw order): (the P groups
+  trained on, which of them count). 'off': the first P, all count. 'drop': the first P,
+  only the informative count. 'resample': the first P informative groups, topped up with
+  the earliest tied ones (which do not count) when fewer than P were drawn; the batch
+  keeps its static shape either way."""
+  if mode not in DYNAMIC_SAMPLING:
+    raise ValueError(
+      f"config.rl.dynamic_sampling={mode!r} is not allowed; choose one of {DYNAMIC_SAMPLING}"
+    )
+  info = informative(reward_DxG)
+  if mode in ("off", "drop"):
+    return np.arange(P), (np.ones(P, bool) if mode == "off" else info[:P])
+  order = np.concatenate([np.flatnonzero(info), np.flatnonzero(~info)])[:P]
+  return order, info[order]
+
+
+def group_rows(groups, G: int) -> np.ndarray:
+  """Row indices (prompt-major, G samples per group) of `groups`."""
+  return (np.asarray(groups)[:, None] * G + np.arange(G)[None]).reshape(-1)
+
+
+def take_rows(result: dict, rows) -> dict:
+  """The rollout result restricted to `rows` (every per-row array)."""
+  return {k: np.asarray(v)[rows] for k, v in result.items()}
+
+
+def concat_results(results: Sequence[dict]) -> dict:
+  """Rollout results of several draws, rows one after the other."""
+  return {k: np.concatenate([np.asarray(r[k]) for r in results]) for k in results[0]}
+
+
 # ----------------------------------------------------------------------------- the objective
 
 
@@ -154,12 +193,15 @@ def token_logprobs(
 
 
 def token_weights(mask_BxT, aggregation: str) -> jax.Array:
-  """Loss weights that sum to 1 over the batch: 'token' = every response token counts
-  once (long responses weigh more); 'sequence' = each row's tokens share 1/B."""
+  """Loss weights that sum to 1 over the rows that have any mask: 'token' = every
+  response token counts once (long responses weigh more); 'sequence' = each such row's
+  tokens share 1/B'. Rows masked out entirely (groups dropped by dynamic sampling) are
+  not in the normaliser: the loss is a mean over the informative groups' tokens."""
   m = mask_BxT.astype(jnp.float32)
   if aggregation == "token":
     return m / jnp.maximum(jnp.sum(m), 1.0)
-  return m / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0) / m.shape[0]
+  rows = jnp.maximum(jnp.sum(jnp.any(m > 0, axis=1)), 1.0)
+  return m / jnp.maximum(jnp.sum(m, axis=1, keepdims=True), 1.0) / rows
 
 
 def clipped_objective(

@@ -22,6 +22,10 @@ ALLOWED = {
   "models/gguf.py": "GGUF files: the gguf package reads and writes local files",
   "models/tokenizer.py": "tokenizer.json / tokenizer_config.json of a local HF directory",
   "models/handoff.py": "export's --out directory (local, for transformers/vLLM/llama.cpp)",
+  "models/hub_shapes.py": "the name of a local checkpoint directory (a public shape lookup)",
+  "core/paths.py": "free space: statvfs of the nearest existing local ancestor",
+  "core/platforms.py": "/sys and /dev probes for local TPU chips and NVIDIA devices",
+  "runs/tpu_compile.py": "a local HF directory or GGUF file read for its shapes only",
 }
 
 

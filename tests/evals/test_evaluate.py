@@ -115,3 +115,32 @@ def test_arithmetic_grades_carry_reasons():
   wrong = tasks._grade_arithmetic("2+3=6\n#### 6", "5")
   assert not wrong.correct and wrong.reason == math_eval.MISMATCH and wrong.extracted == "6"
   assert tasks._grade_arithmetic("", "5").reason == math_eval.NO_ANSWER
+
+
+def test_one_entropy_estimator_for_point_and_interval():
+  """Issue 22: the token-weighted entropy (0.3146) lay outside the interval of the
+  per-problem means it was reported with. Point and interval now share one estimator."""
+  from dkd_jax.evals import harness
+
+  P, k, T = 50, 4, 12
+  rng = np.random.default_rng(0)
+  lens = rng.integers(1, T, P * k)
+  mask = (np.arange(T)[None] < lens[:, None]).astype(np.float32)
+  # long responses are confident (low entropy), short ones are not: token weighting
+  # and response weighting then disagree, as in the study
+  ent = np.where(lens[:, None] > T // 2, 0.1, 1.0) * mask
+  res = {
+    "loss_mask": mask,
+    "entropies": ent,
+    "response_len": lens,
+    "truncated": np.zeros(P * k, bool),
+  }
+  per = harness._per_problem(res, np.zeros(P * k, bool), P, k)
+  out = harness.point_and_intervals(per, np.zeros(P), k)
+  lo, hi = out["ci95"]["mean_entropy"]
+  assert lo <= out["mean_entropy"] <= hi
+  per_response = (ent.sum(1) / mask.sum(1)).mean()
+  assert out["mean_entropy"] == pytest.approx(per_response)
+  token_weighted = ent.sum() / mask.sum()
+  assert abs(token_weighted - per_response) > 0.1  # the two estimators differ here
+  assert out["mean_response_len"] == pytest.approx(lens.mean())

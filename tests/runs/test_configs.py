@@ -60,6 +60,12 @@ BAD = [
   ("rollout.temperature", -1.0, "rollout.temperature"),
   ("student.model.arch", "gpt2", "arch"),
   ("objective.alpha_schedule.kind", "step", "alpha_schedule.kind"),
+  ("train.horizon", 10_000, "train.horizon"),
+  ("train.horizon", -1, "train.horizon"),
+  ("eval.at_steps", (0, 10_000), "eval.at_steps"),
+  ("eval.at_steps", (-1,), "eval.at_steps"),
+  ("eval.curve_problems", -5, "eval.curve_problems"),
+  ("curriculum.stage_max_truncation", (0.5, 0.5, 0.5), "stage_max_truncation"),
 ]
 
 
@@ -196,3 +202,15 @@ def test_real_model_configs_export_at_end():
   bad = mlc.ConfigDict(dict(bad.to_dict(), export={"at_end": "yes"}))  # as a JSON load gives
   with pytest.raises(ValueError, match=r"config\.export\.at_end"):
     configuration.validate(bad)
+
+
+def test_horizon_is_the_training_cap_and_distinct_from_steps():
+  c = load(os.path.join(ROOT, "configs", "rev_student.py"), "chain")
+  assert configuration.horizon(c) == c.data.max_response_len  # 0 = the data's window
+  c.train.horizon = 48
+  configuration.validate(c)
+  assert configuration.horizon(c) == 48 and c.train.steps != 48
+  c.curriculum.enabled = True
+  c.curriculum.lengths = (40, 72)  # the last stage is the long horizon: at most 48 here
+  with pytest.raises(ValueError, match="exceeds the horizon"):
+    configuration.validate(c)

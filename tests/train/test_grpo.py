@@ -100,6 +100,42 @@ def test_reward_cases_correct_wrong_truncated_unparsable():
   assert r.tolist() == [1, 0, 0, 0] and why[2] == grpo.TRUNCATED and why[3] == "no_answer"
 
 
+def test_unparseable_frac_counts_what_the_graders_return():
+  """Issue 22: the loop counted 'unparseable', which the arithmetic/chain grader never
+  returns (0.0 in all 840 rows); an answerless response is 'no_answer' there."""
+  from dkd_jax.runs import rl_loop
+
+  _, why = grpo.rewards(
+    ["1+2=3\n#### 3", "the answer is", "#### 4", "#### 3"],
+    ["3"] * 4,
+    [False, False, False, True],
+    tasks._grade_arithmetic,
+  )
+  assert why == ["correct", "no_answer", "mismatch", grpo.TRUNCATED]
+  assert rl_loop.unparseable_frac(why) == 0.25
+  _, why = grpo.rewards(
+    ["The answer is banana", "#### 5"], ["5", "5"], [False] * 2, math_eval.grade
+  )
+  assert rl_loop.unparseable_frac(why) == 0.5  # math-verify's own code counts too
+  assert rl_loop.unparseable_frac([]) == 0.0
+
+
+def test_dynamic_sampling_selects_informative_groups():
+  r = np.array([[0, 0, 0], [1, 0, 1], [1, 1, 1], [0, 1, 0], [0, 0, 0], [1, 0, 0]])
+  assert grpo.informative(r).tolist() == [False, True, False, True, False, True]
+  groups, keep = grpo.select_groups(r, 3, "off")
+  assert groups.tolist() == [0, 1, 2] and keep.all()
+  groups, keep = grpo.select_groups(r, 3, "drop")
+  assert groups.tolist() == [0, 1, 2] and keep.tolist() == [False, True, False]
+  groups, keep = grpo.select_groups(r, 3, "resample")  # the first 3 informative, in order
+  assert groups.tolist() == [1, 3, 5] and keep.all()
+  groups, keep = grpo.select_groups(r[:4], 3, "resample")  # 2 informative: topped up, masked
+  assert groups.tolist() == [1, 3, 0] and keep.tolist() == [True, True, False]
+  assert grpo.group_rows([2, 0], 3).tolist() == [6, 7, 8, 0, 1, 2]
+  with pytest.raises(ValueError, match="dynamic_sampling"):
+    grpo.select_groups(r, 3, "often")
+
+
 # ------------------------------------------------------------------ the objective's gradient
 
 
@@ -208,6 +244,80 @@ def test_own_old_first_update_has_ratio_exactly_one(models):
   g2 = jax.grad(plain)(params)
   for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("aggregation", ["token", "sequence"])
+def test_dropped_groups_leave_the_normaliser(models, aggregation):
+  """DAPO-style dropping: a batch whose tied rows are masked out has the same loss and
+  gradient as the batch of its informative rows alone (the mean is over their tokens)."""
+  gd, params, _, _ = models
+  adv = np.array([0.0, 1.0, 0.0, -1.0], np.float32)
+  full = _batch(adv, B=4)
+  dropped = dict(full, loss_mask=full["loss_mask"] * (adv != 0)[:, None])
+  alone = {k: (v[[1, 3]] if np.ndim(v) and k != "own_old" else v) for k, v in full.items()}
+  st = _static(gd, None, aggregation=aggregation)
+  f = lambda b: jax.value_and_grad(lambda p: grpo.grpo_loss_fn(st, p, None, b)[0])(params)
+  (l1, g1), (l2, g2) = f(dropped), f(alone)
+  assert float(l1) == pytest.approx(float(l2), rel=1e-6)
+  for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-8)
+  w = grpo.token_weights(jnp.asarray(dropped["loss_mask"]), aggregation)
+  assert float(jnp.sum(w)) == pytest.approx(1.0)
+
+
+def _scripted_loop(mode, rewards_per_draw, P=2, G=2, **rl):
+  """An RLLoop without models: `draw` replays scripted rewards (one [P*G] list per draw)."""
+  from dkd_jax.runs import rl_loop
+
+  loop = object.__new__(rl_loop.RLLoop)
+  c = load_config()
+  c.rl.update(dynamic_sampling=mode, max_draws=len(rewards_per_draw), **rl)
+  loop.c, loop.P, loop.G, loop.gen_tokens = c, P, G, 0
+  loop.metric_names = list(rl_loop.METRIC_NAMES)
+  script = iter(rewards_per_draw)
+
+  def draw(step, i):
+    r = np.asarray(next(script), np.float32)
+    n = len(r)
+    res = {
+      "tokens": np.tile(np.arange(6), (n, 1)) + 10 * i,
+      "loss_mask": np.ones((n, 6), np.float32),
+      "entropies": np.ones((n, 6), np.float32),
+      "response_len": np.full(n, 5),
+      "truncated": np.zeros(n, bool),
+    }
+    return res, r, ["correct" if x else "no_answer" for x in r]
+
+  loop.draw = draw
+  return loop
+
+
+def test_resampling_draws_until_enough_groups_are_informative():
+  # draw 0: groups (0,0) tied, (1,0) informative; draw 1: (1,1) tied, (0,1) informative
+  loop = _scripted_loop("resample", [[0, 0, 1, 0], [1, 1, 0, 1], [1, 0, 1, 0]])
+  res, adv, stats = loop.group_rollout(0)
+  assert stats["draws"] == 2 and stats["informative_groups"] == 2  # stopped after 2
+  assert stats["tied_groups"] == 0.5 and stats["unparseable_frac"] == 0.5
+  assert res["tokens"][:, 0].tolist() == [0, 0, 10, 10]  # group 1 of draw 0, group 1 of draw 1
+  assert res["loss_mask"].all() and np.all(adv != 0)
+  # 'drop': one draw, the tied group's rows leave the loss
+  loop = _scripted_loop("drop", [[0, 0, 1, 0]])
+  res, adv, stats = loop.group_rollout(0)
+  assert stats["draws"] == 1 and stats["informative_groups"] == 1
+  assert res["loss_mask"][:2].sum() == 0 and res["loss_mask"][2:].all()
+  # 'off': the tied group keeps its (zero-advantage) tokens in the normaliser
+  loop = _scripted_loop("off", [[0, 0, 1, 0]])
+  res, _, stats = loop.group_rollout(0)
+  assert res["loss_mask"].all() and stats["informative_groups"] == 1
+
+
+def test_a_batch_with_no_informative_group_makes_no_optimizer_step():
+  loop = _scripted_loop("drop", [[0, 0, 1, 1]])
+  res, adv, stats = loop.group_rollout(0)
+  assert stats["informative_groups"] == 0 and not res["loss_mask"].any()
+  out = loop.update(res, adv)  # never reaches the jitted step (the loop has none here)
+  assert out["skipped_update"] == 1.0 and out["grad_norm"] == 0.0
+  assert set(out) == set(loop.metric_names) | {"skipped_update"}
 
 
 @pytest.mark.parametrize("aggregation", ["token", "sequence"])

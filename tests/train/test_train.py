@@ -494,3 +494,42 @@ def test_resume_under_another_config_is_refused(tmp_path, teacher_dir):
   summary = run_lib.run(changed, work, allow_config_change=True)
   assert summary["steps"] == 4
   assert [r["step"] for r in _losses(work)] == [1, 2, 3, 4]
+
+
+def test_horizon_caps_training_rollouts_and_evaluations_run_at_declared_steps(
+  tmp_path, teacher_dir
+):
+  """DESIGN §6: the horizon is the response length trained on (rollouts and loss mask),
+  not the number of steps; evaluations at eval.at_steps along one trajectory go to
+  evals.jsonl on the first eval.curve_problems problems, and a resume does not repeat
+  them."""
+  work = workdir_with_teacher(tmp_path, teacher_dir)
+  over = {
+    "train.steps": 6,
+    "train.horizon": 8,
+    "eval.at_steps": (0, 3),
+    "eval.curve_problems": 2,
+    "train.ckpt_every": 3,
+  }
+  summary = run_lib.run(config("rev_student.py", **over), work)
+  rows = _losses(work)
+  assert {r["max_len"] for r in rows} == {8} and max(r["response_len"] for r in rows) <= 8
+  assert summary["horizon"] == 8
+  evals = run_lib.read_evals(work)
+  assert sorted(evals) == [0, 3]
+  assert all(e["arithmetic"]["num_problems"] == 2 for e in evals.values())
+  assert summary["eval"]["arithmetic"]["num_problems"] == 4  # the final point: all
+  lines = open(os.path.join(work, "evals.jsonl")).read().splitlines()
+  run_lib.run(config("rev_student.py", **{**over, "train.steps": 6}), work)  # finished: resume
+  assert open(os.path.join(work, "evals.jsonl")).read().splitlines() == lines
+
+
+def test_the_first_optimizer_update_is_zero():
+  """The warmup starts at lr 0, so a 1-step run's student is its starting student (the
+  study measures each seed's warm start that way: PREREGISTRATION.md §4)."""
+  c = config("rev_student.py")
+  opt = train.make_optimizer(c.optim, 10)
+  params = {"w": jnp.ones((3, 2)), "b": jnp.full((2,), 0.5)}
+  grads = {"w": jnp.full((3, 2), 0.7), "b": jnp.full((2,), -1.3)}
+  updates, _ = opt.update(grads, opt.init(params), params)
+  assert all(float(jnp.max(jnp.abs(u))) == 0.0 for u in jax.tree.leaves(updates))
