@@ -81,10 +81,10 @@ def constant_answer_baseline(answers) -> tuple[str, float]:
 
 
 def make_context() -> None:
-  from dkd_jax.runs import configuration  # config and data: only for this step
   from dkd_jax.runs import tasks
+  from dkd_jax.runs import workdir as run_dir  # config and data: only for this step
 
-  c = configuration.load_run_config(_TEACHER_RUN.value)
+  c = run_dir.load_config(_TEACHER_RUN.value)
   _, held_out = tasks.records_for(c)
   # every held-out problem (the teacher's bootstrap run evaluated only a few)
   answer, freq = constant_answer_baseline([r["answer"] for r in held_out])
