@@ -282,6 +282,10 @@ def kill9_during_saves(
     if committed:
       resumed_ok, checked = resumed_ok + resumed(p), checked + 1
     wait_rows(work, (committed[-1] if committed else 0) + rnd.randint(1, 3), [p])
+    # Kill only once a step is committed: under load the first write can still be in
+    # flight at every kill, and a rerun with nothing to resume from tests nothing.
+    while not steps_on_disk(work) and p.poll() is None:
+      time.sleep(0.01)
     while not _tmp_dirs(work) and p.poll() is None:
       time.sleep(0.0005)
     time.sleep(rnd.uniform(0.0, 0.05))
