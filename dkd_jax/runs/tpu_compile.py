@@ -208,7 +208,7 @@ def run_shapes(c) -> RunShapes:
   if c.teacher.checkpoint:
     teacher, src["teacher"] = _checkpoint_config(c.teacher.checkpoint, c.teacher.model, "teacher")
   else:
-    teacher, src["teacher"] = model_lib.config_from_dict(c.teacher.model, "teacher.model"), "config"
+    teacher, src["teacher"] = configuration.model_config(c.teacher.model, "teacher.model"), "config"
   s = c.student
   if s.init == "checkpoint":
     student, src["student"] = _checkpoint_config(s.checkpoint, s.model, "student")
@@ -219,7 +219,7 @@ def run_shapes(c) -> RunShapes:
     )
     src["student"] = f"every {keep}th teacher layer"
   else:
-    student, src["student"] = model_lib.config_from_dict(s.model, "student.model"), "config"
+    student, src["student"] = configuration.model_config(s.model, "student.model"), "config"
   if teacher.vocab_size != student.vocab_size:
     raise ValueError(f"vocab mismatch: teacher {teacher.vocab_size}, student {student.vocab_size}")
   return RunShapes(teacher, student, src)
