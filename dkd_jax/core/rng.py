@@ -30,6 +30,9 @@ STREAMS = {
   "curriculum_reference": 13,  # teacher rollouts measuring the gate's reference entropy
   "rl_rollout": 14,  # GRPO group rollouts (per RL step; seeded by config.rl.seed)
   "rl_shuffle": 15,  # GRPO prompt order (seeded by config.rl.seed)
+  # 16 is taken by the study branch (issue 22)
+  "warm_start_problems": 17,  # the student warm start's own problem split (runs.warm_start)
+  "warm_start_shuffle": 18,  # the student warm start's batch order
 }
 
 
