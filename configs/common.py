@@ -67,9 +67,19 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
     )
   )
   c.student = mlc.ConfigDict(
-    dict(checkpoint="", model=tiny_model(d_model=96, n_layers=2), init="random", keep_every=2)
+    dict(
+      checkpoint="",
+      model=tiny_model(d_model=96, n_layers=2),
+      init="random",
+      keep_every=2,
+      warm_start=mlc.ConfigDict(dict(steps=400, lr=3e-3, batch_size=32, num_problems=4000)),
+    )
   )
-  # student.init: random | teacher_layers (every keep_every-th teacher layer) | checkpoint
+  # student.init: random | warm_start | teacher_layers (every keep_every-th teacher layer)
+  # | checkpoint. warm_start (built-in tasks): a pretrained student, as in the paper: SFT
+  # from the seed's random init on gold traces of num_problems problems disjoint from the
+  # distillation's train and held-out problems, cached in WORKDIR/student_warm_start
+  # (dkd_jax/runs/warm_start.py).
 
   # The two decoupled axes (DESIGN.md §1) + mixing.
   c.objective = mlc.ConfigDict(
@@ -187,6 +197,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)
     c.teacher.bootstrap_steps = 150
     c.student.model = tiny_model(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1)
+    c.student.warm_start.update(steps=30, num_problems=512)
     c.data.batch_size = 8
     c.curriculum.lengths = (24, 48)
     c.train.steps = 40
