@@ -2,9 +2,11 @@
 
 `rollout(engine, params, prompts, ...)` keeps every decode slot busy: when a
 sequence finishes (EOS or its length limit), the next prompt is prefilled and
-inserted into that slot. The host looks at the decode state only every
-`sync_every` decode steps (one jitted `lax.while_loop` in between), so a slot
-can idle for at most sync_every - 1 steps after its sequence ends.
+inserted into that slot. While prompts wait, the host looks at the decode state only
+every `sync_every` decode steps (one jitted `lax.while_loop` in between), so a slot
+can idle for at most sync_every - 1 steps after its sequence ends; once none wait
+(always, for a batch that fits the slots) one call decodes to the end, stopping on the
+device when every slot is done.
 
 The same function rolls out the student and the teacher: an engine is just a
 graphdef + config, and params are passed per call (live student params included).
@@ -166,10 +168,14 @@ def rollout(
     prompts, prompt_lens, engine.max_prefill_length, truncate_prompts
   )
   keys = request_keys(seed, len(rows_in))
-  # One per-layer copy of the blocks for the whole rollout (not one per engine call).
-  params = engine.decode_params(params)
+  B = engine.max_concurrent_decodes
   pending = collections.deque((i, j) for i in range(len(rows_in)) for j in range(G))
-  owner = [-1] * engine.max_concurrent_decodes
+  # Requests that all fit in the slots at once (a training batch) are one prefill, one
+  # insert and one decode call that stops on the device when every slot is done: the
+  # host waits once. Otherwise the blocks are split per layer once for the many calls.
+  if len(pending) > B or G > 1:
+    params = engine.decode_params(params)
+  owner = [-1] * B
   done_rows: dict[int, dict] = {}
   live: dict[int, object] = {}  # prompt -> its prefix, until its last sample is inserted
 
@@ -187,8 +193,8 @@ def rollout(
       )[0]
     return live[i]
 
-  def prefill_rows(ids) -> dict[int, tuple[Prefix, int]]:
-    """{prompt: (prefix, row)} from one batched prefill of `ids`: padded to the bucket of
+  def prefill_rows(ids) -> tuple[Prefix, list[int]]:
+    """(prefix, row of each id) from one batched prefill of `ids`: padded to the bucket of
     the longest and to a power-of-two count (repeats of the first prompt), so a run
     compiles one shape per (bucket, count) it meets: a rollout's first fill is B prompts,
     its refills a few (splitting by bucket instead recompiled mid-run: BUILD_NOTES)."""
@@ -206,28 +212,39 @@ def rollout(
       rngs=keys[rows],
       max_new_tokens=max_new,
     )
-    return {i: (prefix, r) for r, i in enumerate(ids)}
+    return prefix, list(range(len(ids)))
 
   def fill(state) -> DecodeState:
     free = [slot for slot, who in enumerate(owner) if who < 0]
     todo = [pending.popleft() for _ in range(min(len(free), len(pending)))]
-    placed = prefill_rows([i for i, _ in todo]) if G == 1 and todo else {}
+    if not todo:
+      return state
+    if G == 1:  # one batched prefill, one insert call
+      prefix, rows = prefill_rows([i for i, _ in todo])
+      state = engine.insert_many(prefix, state, free[: len(todo)], rows)
+    else:  # one insert call per prompt: its samples into their slots
+      by_prompt = collections.defaultdict(list)
+      for slot, (i, j) in zip(free, todo):
+        by_prompt[i].append((slot, j))
+      for i, placed in by_prompt.items():
+        state = engine.insert_many(prefix_of(i), state, *zip(*placed))
+        if placed[-1][1] == G - 1:
+          del live[i]
     for slot, (i, j) in zip(free, todo):
-      prefix, row = placed[i] if G == 1 else (prefix_of(i), j)
-      state = engine.insert(prefix, state, slot, sample_index=row)
       owner[slot] = i * G + j
-      if G > 1 and j == G - 1:
-        del live[i]
     return state
 
   state = fill(engine.init_decode_state())
-  B = engine.max_concurrent_decodes
   while any(o >= 0 for o in owner):
     # With requests waiting, come back as soon as enough slots free up to refill (an
-    # eighth of the slots: fewer host syncs than one per freed slot); else when all are done.
-    stop = min(B, sum(o < 0 for o in owner) + max(1, B // 8)) if pending else B
-    state = engine.generate_steps(params, state, sync_every, sampler, stop)
-    done_B = sharding.to_host(state.done_B)  # the one host sync per sync_every steps
+    # eighth of the slots: fewer host syncs than one per freed slot), at the latest after
+    # sync_every steps; else when all are done (every slot's limit is <= max_new).
+    if pending:
+      steps, stop = sync_every, min(B, sum(o < 0 for o in owner) + max(1, B // 8))
+    else:
+      steps, stop = max_new, B
+    state = engine.generate_steps(params, state, steps, sampler, stop)
+    done_B = sharding.to_host(state.done_B)  # the one host sync per call
     finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
     if finished:
       for s, row in _harvest(state, finished, engine.eos_ids).items():
