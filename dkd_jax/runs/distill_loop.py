@@ -178,10 +178,11 @@ class Loop:
       batch.student_B,
       0.0,
       rng.key_data(c.seed, "train_step", step),
+      length_bucket=configuration.length_bucket(c),
     )
     if self.topk is not None:
       out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
-        batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
+        out["loss_mask"], [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
       )
     return out, batch.stats
 
@@ -286,6 +287,7 @@ class Loop:
     metrics.update(
       stats,
       max_len=max_len,
+      seq_len=batch["tokens"].shape[1],
       step_time=t2 - t0,
       train_time=t2 - t1,
       gen_time=t1 - t0,
@@ -375,9 +377,10 @@ def checkpoint_bytes(c, mesh, workdir) -> int:
   return checkpointing.nbytes(like)
 
 
-def _step_flops(c, pair) -> float:
-  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
-  return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
+def _step_flops(c, pair, width: int | None = None) -> float:
+  """Model FLOPs of a step whose rows are `width` positions (default: the full P + R)."""
+  width = width or c.data.max_prompt_len + c.data.max_response_len
+  return train.step_flops(pair.student_cfg, pair.teacher_cfg, c.data.batch_size * width)
 
 
 def read_evals(workdir) -> dict[int, dict]:
@@ -411,8 +414,6 @@ def evaluate_along(c, loop: Loop, workdir, step: int, done: dict) -> None:
 def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
   """The train loop; False when a preemption notice stopped it (checkpoint written)."""
   peak = metrics_log.peak_flops(mesh)
-  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
-  flops = _step_flops(c, pair)
   done = read_evals(workdir)
   evaluate_along(c, loop, workdir, start, done)
   bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
@@ -421,8 +422,10 @@ def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
     with preemption.Guard() as guard:
       for step in range(start, c.train.steps):
         metrics = loop.step(step)
-        metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
-        metrics["mfu"] = flops / metrics["train_time"] / peak
+        # the positions the step computed: its length bucket, not P + R
+        width = metrics["seq_len"]
+        metrics["tokens_per_s"] = c.data.batch_size * width / metrics["step_time"]
+        metrics["mfu"] = _step_flops(c, pair, width) / metrics["train_time"] / peak
         logger.scalars(step + 1, metrics)
         bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
         bar.update(1)
