@@ -77,7 +77,8 @@ class LineProgress:
     self.desc, self.file, self.postfix = desc, file or sys.stderr, {}
     self._last_t, self._last_n = time.perf_counter(), start
 
-  def set_postfix(self, **kw) -> None:
+  def set_postfix(self, refresh: bool = True, **kw) -> None:
+    del refresh  # tqdm's argument; a line is written by `update` only
     self.postfix = kw
 
   def update(self, n: int = 1) -> None:

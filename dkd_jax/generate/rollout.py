@@ -34,6 +34,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from dkd_jax.core import rng
 from dkd_jax.core import sharding
 from dkd_jax.data import packing
 from dkd_jax.generate.decode_state import DecodeState
@@ -85,19 +86,27 @@ def _fold_keys(base, idx_N) -> jax.Array:
 
 def request_keys(seed, n: int) -> np.ndarray:
   """uint32 [n, 2]: request i's key is fold_in(base, i), independent of scheduling;
-  `seed` is an int (base = key(seed)) or a typed PRNG key (e.g. from `dkd_jax.core.rng`).
-  One module-level jit, its width padded to a power of two: a run compiles it once per
-  width it meets, not once per rollout (a fresh jit per call recompiled every step)."""
+  `seed` is an int (base = key(seed)), a typed PRNG key (e.g. from `dkd_jax.core.rng`)
+  or a key's raw uint32 [2] data (`rng.key_data`). Threefry keys are folded on the host
+  (`rng.fold_in_data`, the same bits): no device call per rollout. Other key kinds: one
+  module-level jit, its width padded to a power of two (compiled once per width)."""
   is_key = isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key)
-  base = seed if is_key else jax.random.key(int(seed))
+  if is_key and str(jax.random.key_impl(seed)) == "threefry2x32":
+    seed = np.asarray(jax.random.key_data(seed))
+  elif not is_key and not isinstance(seed, np.ndarray):
+    seed = rng.key_data_of_seed(int(seed))  # raw data, or a typed key of another kind
+  if isinstance(seed, np.ndarray):
+    return rng.fold_in_data(seed, np.arange(int(n), dtype=np.uint32)).reshape(int(n), 2)
+  base = seed
   width = 1 << max(int(n) - 1, 0).bit_length()
   return np.asarray(_fold_keys(base, np.arange(width, dtype=np.uint32)))[:n]
 
 
-def _harvest(state, slots: Sequence[int], eos_ids) -> dict[int, dict]:
+def _harvest(state, slots: Sequence[int], eos_ids, host=None) -> dict[int, dict]:
   """Host copies of the finished slots' responses (one transfer per buffer; gathered
-  across processes when the decode state spans several hosts)."""
-  num_B, out = sharding.to_host((state.num_B, dict(state.out)))
+  across processes when the decode state spans several hosts); `host`: (num_B, out)
+  already copied."""
+  num_B, out = host or sharding.to_host((state.num_B, dict(state.out)))
   got = {}
   for s in slots:
     n = int(num_B[s])
@@ -244,10 +253,12 @@ def rollout(
     else:
       steps, stop = max_new, B
     state = engine.generate_steps(params, state, steps, sampler, stop)
-    done_B = sharding.to_host(state.done_B)  # the one host sync per call
+    # The one host sync per call; the last call (every slot done) brings the outputs too.
+    host = None if pending else sharding.to_host((state.done_B, state.num_B, dict(state.out)))
+    done_B = sharding.to_host(state.done_B) if host is None else host[0]
     finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
     if finished:
-      for s, row in _harvest(state, finished, engine.eos_ids).items():
+      for s, row in _harvest(state, finished, engine.eos_ids, host and host[1:]).items():
         done_rows[owner[s]], owner[s] = row, -1
       state = fill(state)
   return _assemble(

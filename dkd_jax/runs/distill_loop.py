@@ -165,7 +165,7 @@ class Loop:
         prompts,
         plan.student_idx,
         max_len,
-        rng.key(c.seed, "student_rollout", step),
+        rng.key_data(c.seed, "student_rollout", step),
       )
       parts.append(prefixes.rollout_responses(plan.student_idx, res))
       entropy = rollout_lib.token_mean(res, "entropies")
@@ -217,7 +217,7 @@ class Loop:
         prompts,
         np.asarray(todo),
         R,
-        rng.key(c.seed, "teacher_rollout", step),
+        rng.key_data(c.seed, "teacher_rollout", step),
       )
       fresh = prefixes.cache_rows(index[todo], res)
       if self.cache is not None:
@@ -427,10 +427,11 @@ def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
         metrics["tokens_per_s"] = c.data.batch_size * width / metrics["step_time"]
         metrics["mfu"] = _step_flops(c, pair, width) / metrics["train_time"] / peak
         logger.scalars(step + 1, metrics)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+        # refresh=False: tqdm redraws at its own interval in update(), not on every step
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}", refresh=False)
         bar.update(1)
         last = step + 1 == c.train.steps
-        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=last)
+        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state, force=last)
         if guard.should_stop(step + 1):
           guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
           break
