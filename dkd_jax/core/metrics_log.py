@@ -133,6 +133,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Fields that change how fast a step runs, not what it computes (the same losses to float
+# tolerance): a run saved before one existed resumes under its default.
+SPEED_ONLY = frozenset({"train.length_bucket"})
+
+
 def check_config_unchanged(workdir: str, config, allow: bool) -> None:
   """Refuses to resume a run's checkpoints under a different config (its LR and α
   schedules, data and objective would change mid-run) unless `allow`."""
@@ -143,7 +148,11 @@ def check_config_unchanged(workdir: str, config, allow: bool) -> None:
     return
   saved = _flat(json.loads(saved_path.read_text()))
   now = _flat(json.loads(config.to_json_best_effort()))
-  diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  diff = sorted(
+    k
+    for k in set(saved) | set(now)
+    if saved.get(k) != now.get(k) and not (k in SPEED_ONLY and k not in saved)
+  )
   if diff:
     shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
     raise ValueError(
