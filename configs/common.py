@@ -164,8 +164,18 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   )
   # horizon: the response length trained on (rollout cap and loss mask, DESIGN §6) when
   # the curriculum is off; 0 = data.max_response_len. Distinct from steps.
+  # length_bucket: the train step's rows are cut to the batch's longest row rounded up to
+  # a multiple of this (one compile per bucket met); 0 = always max_prompt_len + max_response_len.
   c.train = mlc.ConfigDict(
-    dict(steps=600, log_every=10, ckpt_every=100, kl_chunk=256, max_ckpts=2, horizon=0)
+    dict(
+      steps=600,
+      log_every=10,
+      ckpt_every=100,
+      kl_chunk=256,
+      max_ckpts=2,
+      horizon=0,
+      length_bucket=64,
+    )
   )
   # slots: engine decode slots for evaluation (0 = data.batch_size); kl_problems: how
   # many held-out problems get the one fixed set of teacher responses for held-out KL;

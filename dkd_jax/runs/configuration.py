@@ -287,6 +287,11 @@ def _validate_warm_start(c: mlc.ConfigDict) -> None:
     )
 
 
+def length_bucket(c: mlc.ConfigDict) -> int:
+  """config.train.length_bucket; runs saved before it existed padded every row (0)."""
+  return c.train.get("length_bucket", 0)
+
+
 def validate(c: mlc.ConfigDict) -> None:
   """Raises ValueError naming the first bad field. Call before any compile."""
   validate_objective(c.objective)
@@ -311,6 +316,7 @@ def validate(c: mlc.ConfigDict) -> None:
     _validate_cached_topk(c)
   for f in ("steps", "log_every", "ckpt_every", "kl_chunk"):
     _positive(f"train.{f}", c.train[f])
+  _positive("train.length_bucket", length_bucket(c), allow_zero=True)
   for f in ("lr", "clip_norm"):
     _positive(f"optim.{f}", c.optim[f])
   # Runs saved before export existed have no `export` section; they never export at end.

@@ -166,7 +166,7 @@ class Loop:
         prompts,
         plan.student_idx,
         max_len,
-        rng.key(c.seed, "student_rollout", step),
+        rng.key_data(c.seed, "student_rollout", step),
       )
       parts.append(prefixes.rollout_responses(plan.student_idx, res))
       entropy = rollout_lib.token_mean(res, "entropies")
@@ -179,10 +179,11 @@ class Loop:
       batch.student_B,
       0.0,
       rng.key_data(c.seed, "train_step", step),
+      length_bucket=configuration.length_bucket(c),
     )
     if self.topk is not None:
       out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
-        batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
+        out["loss_mask"], [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
       )
     return out, batch.stats
 
@@ -217,7 +218,7 @@ class Loop:
         prompts,
         np.asarray(todo),
         R,
-        rng.key(c.seed, "teacher_rollout", step),
+        rng.key_data(c.seed, "teacher_rollout", step),
       )
       fresh = prefixes.cache_rows(index[todo], res)
       if self.cache is not None:
@@ -287,6 +288,7 @@ class Loop:
     metrics.update(
       stats,
       max_len=max_len,
+      seq_len=batch["tokens"].shape[1],
       step_time=t2 - t0,
       train_time=t2 - t1,
       gen_time=t1 - t0,
@@ -378,9 +380,10 @@ def checkpoint_bytes(c, mesh, workdir) -> int:
   return checkpointing.nbytes(like)
 
 
-def _step_flops(c, pair) -> float:
-  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
-  return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
+def _step_flops(c, pair, width: int | None = None) -> float:
+  """Model FLOPs of a step whose rows are `width` positions (default: the full P + R)."""
+  width = width or c.data.max_prompt_len + c.data.max_response_len
+  return train.step_flops(pair.student_cfg, pair.teacher_cfg, c.data.batch_size * width)
 
 
 def read_evals(workdir) -> dict[int, dict]:
@@ -414,8 +417,6 @@ def evaluate_along(c, loop: Loop, workdir, step: int, done: dict) -> None:
 def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
   """The train loop; False when a preemption notice stopped it (checkpoint written)."""
   peak = metrics_log.peak_flops(mesh)
-  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
-  flops = _step_flops(c, pair)
   done = read_evals(workdir)
   evaluate_along(c, loop, workdir, start, done)
   bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
@@ -424,13 +425,16 @@ def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
     with preemption.Guard() as guard:
       for step in range(start, c.train.steps):
         metrics = loop.step(step)
-        metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
-        metrics["mfu"] = flops / metrics["train_time"] / peak
+        # the positions the step computed: its length bucket, not P + R
+        width = metrics["seq_len"]
+        metrics["tokens_per_s"] = c.data.batch_size * width / metrics["step_time"]
+        metrics["mfu"] = _step_flops(c, pair, width) / metrics["train_time"] / peak
         logger.scalars(step + 1, metrics)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+        # refresh=False: tqdm redraws at its own interval in update(), not on every step
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}", refresh=False)
         bar.update(1)
         last = step + 1 == c.train.steps
-        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=last)
+        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state, force=last)
         if guard.should_stop(step + 1):
           guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
           break
