@@ -83,13 +83,16 @@ def align(ends_s, ends_t) -> tuple[np.ndarray, np.ndarray, int]:
   return np.searchsorted(common, ends_s), np.searchsorted(common, ends_t), len(common)
 
 
-def vocab_map(teacher: Tokenizer, student: Tokenizer, teacher_vocab: int) -> np.ndarray:
+def vocab_map(
+  teacher: Tokenizer, student: Tokenizer, teacher_vocab: int, student_vocab: int | None = None
+) -> np.ndarray:
   """[teacher_vocab] int32: the student id whose decoded string equals teacher id v's, or
   -1 (unshared, ambiguous, or a padded model id). EOS maps to EOS whatever its text. One
-  tokenizer (or an equal token list) maps to itself."""
+  tokenizer (or an equal token list) maps every model id to itself, padded ids included
+  (up to the smaller model vocabulary), which is what the same-vocabulary kernel compares."""
   out = np.full((teacher_vocab,), -1, np.int32)
   if teacher is student or teacher.tokens() == student.tokens():
-    n = min(teacher.vocab_size, teacher_vocab)
+    n = min(teacher_vocab, teacher_vocab if student_vocab is None else student_vocab)
     out[:n] = np.arange(n)
     return out
   by_text: dict[str, list[int]] = {}

@@ -95,8 +95,8 @@ def test_decodings_that_disagree_are_reported_with_the_text(bpe):
 def test_vocab_map(bpe):
   char = arithmetic.CharTokenizer()
   V = char.vocab_size
-  ident = alignment.vocab_map(char, char, V + 3)  # a model vocab padded past the tokenizer's
-  assert list(ident[:V]) == list(range(V)) and (ident[V:] == -1).all()
+  ident = alignment.vocab_map(char, char, V + 3, V + 2)  # model vocabs padded past V
+  assert list(ident[: V + 2]) == list(range(V + 2)) and ident[V + 2] == -1
   m = alignment.vocab_map(char, bpe, V)
   for v in range(3, V):
     if m[v] >= 0:
