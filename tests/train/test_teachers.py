@@ -72,3 +72,57 @@ def test_one_tokenizer_cross_path_equals_the_sampled_token_step(spec):
     np.testing.assert_allclose(x, y, rtol=2e-4, atol=2e-6)
   np.testing.assert_allclose(m1["ent_s"], m0["ent_s"], rtol=1e-5)
   np.testing.assert_allclose(m1["ent_t"], m0["ent_t"], rtol=1e-5)
+
+
+def test_routing_and_weights_choose_each_sequences_teacher():
+  """Two teachers (one through the kernel, one through the cross-tokenizer path): one-hot
+  rows give each sequence its own teacher's signal; fixed weights mix the two losses."""
+  spec = kl_lib.KLSpec(kind="forward", chunk=16)
+  s_gd, s_params = model_lib.init_params(STUDENT, None, 0)
+  ta_gd, ta = model_lib.init_params(TEACHER, None, 1)
+  tb_gd, tb = model_lib.init_params(TEACHER, None, 2)
+  batch, prompts, _ = _batch(np.ones(4, bool), seed=1)
+  xt = alignment.xtok_arrays(
+    batch["tokens"], batch["loss_mask"], prompts, CHAR, CHAR, batch["tokens"].shape[1]
+  )
+  batch = dict(
+    batch, key=jax.random.wrap_key_data(batch["key"]), **{f"{k}_1": v for k, v in xt.items()}
+  )
+  vmap = tuple(alignment.vocab_map(CHAR, CHAR, TEACHER.vocab_size, STUDENT.vocab_size).tolist())
+  two = train.StepStatic(
+    s_gd,
+    None,
+    spec,
+    None,
+    teachers=(teachers_lib.TeacherStatic(ta_gd), teachers_lib.TeacherStatic(tb_gd, vmap)),
+  )
+
+  def single(t_gd, t_params, rows):
+    mask = batch["loss_mask"] * np.isin(np.arange(4), rows)[:, None]
+    static = train.StepStatic(s_gd, t_gd, spec, None)
+    return _grad_fn(static, t_params, dict(batch, loss_mask=mask))(s_params)
+
+  def routed(w):
+    return _grad_fn(two, (ta, tb), dict(batch, teacher_w=np.asarray(w, np.float32)))(s_params)
+
+  route = [[1, 0], [0, 1], [1, 0], [0, 1]]
+  (loss, m), g = routed(route)
+  (la, _), ga = single(ta_gd, ta, [0, 2])
+  (lb, _), gb = single(tb_gd, tb, [1, 3])
+  na = float(np.sum(batch["loss_mask"][[0, 2]]))
+  nb = float(np.sum(batch["loss_mask"][[1, 3]]))
+  np.testing.assert_allclose(m["loss_teacher0"], la, rtol=1e-5)
+  np.testing.assert_allclose(m["loss_teacher1"], lb, rtol=1e-5)
+  np.testing.assert_allclose(loss, (na * la + nb * lb) / (na + nb), rtol=1e-5)
+  for x, ya, yb in zip(*(jax.tree.leaves(t) for t in (g, ga, gb))):
+    np.testing.assert_allclose(x, (na * ya + nb * yb) / (na + nb), rtol=2e-4, atol=2e-6)
+  (swapped, _), _ = routed([r[::-1] for r in route])
+  assert abs(float(swapped) - float(loss)) > 1e-4  # the routing changes the signal
+  # one teacher for every row == that teacher alone
+  (only_a, _), _ = routed([[1, 0]] * 4)
+  (la_all, _), _ = single(ta_gd, ta, [0, 1, 2, 3])
+  np.testing.assert_allclose(only_a, la_all, rtol=1e-5)
+  # fixed weights mix the losses
+  (mixed, _), _ = routed([[0.25, 0.75]] * 4)
+  (lb_all, _), _ = single(tb_gd, tb, [0, 1, 2, 3])
+  np.testing.assert_allclose(mixed, 0.25 * la_all + 0.75 * lb_all, rtol=1e-5)
