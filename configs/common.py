@@ -67,9 +67,18 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
     )
   )
   c.student = mlc.ConfigDict(
-    dict(checkpoint="", model=tiny_model(d_model=96, n_layers=2), init="random", keep_every=2)
+    dict(
+      checkpoint="",
+      model=tiny_model(d_model=96, n_layers=2),
+      init="random",
+      keep_every=2,
+      tokenizer="",
+    )
   )
   # student.init: random | teacher_layers (every keep_every-th teacher layer) | checkpoint
+  # student.tokenizer: "" = the teacher's; "bpe:N" = a BPE of N tokens trained on the task's
+  # text (WORKDIR/student_tokenizer); or a HF tokenizer directory. Another tokenizer than the
+  # teacher's makes the run cross-tokenizer (objective.xtok; BUILD_NOTES).
 
   # The two decoupled axes (DESIGN.md §1) + mixing.
   c.objective = mlc.ConfigDict(
@@ -82,6 +91,10 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       estimator="full_vocab",
       temperature=1.0,
       teacher_top_k=0,
+      # cross-tokenizer only: token_level adds the mapped forward term (shared tokens +
+      # ULD) to sequence KD on teacher rows; teacher_len is the teacher's token width
+      # (0 = twice the student's prompt + response).
+      xtok=mlc.ConfigDict(dict(token_level=False, uld_weight=1.0, teacher_len=0)),
       alpha_schedule=mlc.ConfigDict(
         dict(
           kind="constant",

@@ -23,6 +23,9 @@ import numpy as np
 from dkd_jax.data.protocols import Tokenizer
 
 NO_CHUNK = -1
+# The teacher's log-probability of a chunk that has no text (a sampled PAD / BOS / padded
+# id): it cannot produce it, so a large finite penalty stands in for log 0.
+LOGP_FLOOR = -20.0
 
 
 class DecodeMismatch(ValueError):
@@ -117,30 +120,45 @@ def _response(tokens_T, mask_T) -> tuple[int, int]:
   return int(on[0]) + 1, len(on)
 
 
-def _row(tok_s, tok_t, resp_s, prompt_t, width_t: int) -> tuple[list, np.ndarray, np.ndarray]:
+def _textless(tok: Tokenizer, i: int) -> bool:
+  """A sampled id with no text the other model could score: PAD, BOS, or a padded model id."""
+  return i in (tok.pad_id, tok.bos_id) or i >= tok.vocab_size
+
+
+def _row(tok_s, tok_t, resp_s, prompt_t, width_t: int) -> tuple[list, np.ndarray, np.ndarray, int]:
   """One row: (teacher tokens, chunk of each student response token, chunk of each teacher
-  response token). EOS is a chunk of its own; chunks cut by the teacher's width are -1."""
-  eos = len(resp_s) > 0 and int(resp_s[-1]) == tok_s.eos_id
-  body = list(resp_s[:-1] if eos else resp_s)
+  response token, the penalty chunk or -1). EOS is a chunk of its own. A textless student
+  token (`_textless`) ends the text: it is a chunk the teacher scores at `LOGP_FLOOR`
+  (the penalty chunk) and what follows it is outside the loss. Chunks cut by the teacher's
+  width are -1."""
+  resp_s = [int(i) for i in resp_s]
+  bad = next((j for j, i in enumerate(resp_s) if _textless(tok_s, i)), None)
+  eos = bad is None and len(resp_s) > 0 and resp_s[-1] == tok_s.eos_id
+  body = resp_s[:bad] if bad is not None else resp_s[:-1] if eos else resp_s
   ends_s, text = token_ends(tok_s, body, "student")
   t_body = encode_exact(tok_t, text, "teacher")
   ends_t, _ = token_ends(tok_t, t_body, "teacher")
   ch_s, ch_t, n = align(ends_s, ends_t)
+  pen = NO_CHUNK
   if eos:
     t_body = t_body + [tok_t.eos_id]
     ch_s, ch_t = np.append(ch_s, n), np.append(ch_t, n)
+  elif bad is not None:
+    pen = n
+    ch_s = np.concatenate([ch_s, [n], np.full(len(resp_s) - bad - 1, NO_CHUNK)])
   room = width_t - len(prompt_t)
   if room < 0:
     raise ValueError(
       f"teacher prompt of {len(prompt_t)} tokens does not fit the teacher width {width_t}; "
-      "raise config.teacher.max_len (0 = twice the student's prompt + response)"
+      "raise config.objective.xtok.teacher_len (0 = twice the student's prompt + response)"
     )
   if len(t_body) > room:  # whole chunks only: drop every chunk the cut touches
     cut = ch_t[room]
     t_body, ch_t = t_body[:room], ch_t[:room]
     ch_s = np.where(ch_s >= cut, NO_CHUNK, ch_s)
     ch_t = np.where(ch_t >= cut, NO_CHUNK, ch_t)
-  return list(prompt_t) + t_body, ch_s, ch_t
+    pen = NO_CHUNK
+  return list(prompt_t) + t_body, ch_s.astype(np.int64), ch_t, pen
 
 
 def xtok_arrays(
@@ -157,23 +175,25 @@ def xtok_arrays(
   in teacher ids (BOS included when the teacher wants one). Returns `xtok_tokens` [B, U]
   (teacher prompt ++ the response text re-encoded by the teacher ++ EOS when the student's
   row ended with one), `xtok_seg_s` [B, T] and `xtok_seg_t` [B, U]: the chunk predicted at
-  each target position (position t predicts t+1), -1 outside the loss."""
+  each target position (position t predicts t+1), -1 outside the loss; `xtok_pen` [B]: the
+  row's penalty chunk (a textless student token, scored at `LOGP_FLOOR`) or -1."""
   B, T = tokens_BxT.shape
   out_t = np.full((B, width_t), teacher_tok.pad_id, np.int32)
   seg_s = np.full((B, T), NO_CHUNK, np.int32)
   seg_t = np.full((B, width_t), NO_CHUNK, np.int32)
+  pen = np.full((B,), NO_CHUNK, np.int32)
   for b in range(B):
     p, r = _response(tokens_BxT[b], loss_mask_BxT[b])
     if r == 0:
       continue
-    row, ch_s, ch_t = _row(
+    row, ch_s, ch_t, pen[b] = _row(
       student_tok, teacher_tok, tokens_BxT[b, p : p + r], teacher_prompts[b], width_t
     )
     out_t[b, : len(row)] = row
     seg_s[b, p - 1 : p - 1 + r] = ch_s
     pt = len(teacher_prompts[b])
     seg_t[b, pt - 1 : pt - 1 + len(ch_t)] = ch_t
-  return {"xtok_tokens": out_t, "xtok_seg_s": seg_s, "xtok_seg_t": seg_t}
+  return {"xtok_tokens": out_t, "xtok_seg_s": seg_s, "xtok_seg_t": seg_t, "xtok_pen": pen}
 
 
 def teacher_prompt_ids(tok: Tokenizer, question: str) -> list[int]:

@@ -72,12 +72,17 @@ def chunk_sums(x_BxT, seg_BxT, n_chunks: int) -> jax.Array:
   return jnp.einsum("bct,bt->bc", onehot_BxCxT, x_BxT)
 
 
-def chunk_reverse(logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks: int) -> jax.Array:
+def chunk_reverse(
+  logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks: int, floor_BxC=None
+) -> jax.Array:
   """Per-chunk sampled reverse-KL term [B, C]: value −r_c, gradient −r_c·∇log q(chunk c),
-  with r_c = log p(chunk) − log q(chunk) held fixed (stop_gradient). Chunks absent from
+  with r_c = log p(chunk) − log q(chunk) held fixed (stop_gradient). `floor_BxC` adds a
+  fixed teacher log-prob (a penalty chunk with no teacher tokens). Chunks absent from
   either side are 0; the caller masks and normalises."""
   lq_BxC = chunk_sums(logq_BxT, seg_s_BxT, n_chunks)
   lp_BxC = jax.lax.stop_gradient(chunk_sums(logp_BxU, seg_t_BxU, n_chunks))
+  if floor_BxC is not None:
+    lp_BxC = lp_BxC + floor_BxC
   r_BxC = jax.lax.stop_gradient(lp_BxC - lq_BxC)
   return -r_BxC - r_BxC * (lq_BxC - jax.lax.stop_gradient(lq_BxC))
 
@@ -157,6 +162,8 @@ def loss_sums(
   a_r,
   fwd_BxC=None,
   token_level: bool = False,
+  pen_B=None,
+  logp_floor: float = -20.0,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """(numerator, denominator, metrics) of the cross-tokenizer loss: loss = num / max(den, 1).
 
@@ -165,13 +172,17 @@ def loss_sums(
   retokenised for the student): a_f·(Σ_t −log q(y_t) + [token_level] Σ_c F_c), sequence-level
   KD. den = Σ_b w_b·(student positions in the loss), so with one token per chunk the
   student-row terms are the kernel's per-token masked mean. Weights w_b route rows to this
-  teacher (0/1) or mix teachers (fixed fractions)."""
+  teacher (0/1) or mix teachers (fixed fractions). pen_B: each row's penalty chunk (a
+  textless student token; the teacher's log-prob is `logp_floor` there, no forward term)."""
   live_BxT = (seg_s_BxT >= 0).astype(jnp.float32)
   _, has_s = chunk_starts(seg_s_BxT, n_chunks)
   _, has_t = chunk_starts(seg_t_BxU, n_chunks)
-  chunk_mask_BxC = has_s * has_t
-  rev_BxC = chunk_reverse(logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks)
-  fwd_BxC = jnp.zeros_like(rev_BxC) if fwd_BxC is None else fwd_BxC
+  pen_BxC = 0.0
+  if pen_B is not None:
+    pen_BxC = (jnp.arange(n_chunks)[None] == pen_B[:, None]).astype(jnp.float32)
+  chunk_mask_BxC = has_s * jnp.maximum(has_t, pen_BxC)
+  rev_BxC = chunk_reverse(logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks, logp_floor * pen_BxC)
+  fwd_BxC = jnp.zeros_like(rev_BxC) if fwd_BxC is None else fwd_BxC * has_t
   on_student = jnp.sum(chunk_mask_BxC * (a_f * fwd_BxC + a_r * rev_BxC), -1)
   seqkd_B = -jnp.sum(jnp.where(live_BxT > 0, logq_BxT, 0.0), -1)
   on_teacher = seqkd_B + (jnp.sum(chunk_mask_BxC * fwd_BxC, -1) if token_level else 0.0)

@@ -16,6 +16,7 @@ orchestrates only: which prefixes, which alpha and which random stream are decid
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -30,6 +31,7 @@ from dkd_jax.core import paths
 from dkd_jax.core import preemption
 from dkd_jax.core import rng
 from dkd_jax.core import sharding
+from dkd_jax.data import alignment
 from dkd_jax.data import pipeline
 from dkd_jax.data import topk_store
 from dkd_jax.evals import harness
@@ -45,6 +47,7 @@ from dkd_jax.runs import scaffold
 from dkd_jax.runs import tasks
 from dkd_jax.train import step as train
 from dkd_jax.train import teacher_topk
+from dkd_jax.train import teachers as teachers_lib
 
 REFERENCE_PROMPTS = 64  # training prompts the teacher's reference entropy is measured on
 EVALS_FILE = "evals.jsonl"  # evaluations at config.eval.at_steps along the trajectory
@@ -74,6 +77,7 @@ class Loop:
     )
     self.optimizer, self.state_shard = self.base.optimizer, self.base.state_shard
     self.state, self.ckpt = self.base.state, self.base.ckpt
+    self.cross = pair.teacher_tokenizer is not None
     static = train.StepStatic(
       pair.student_graphdef,
       None if self.topk else pair.teacher_graphdef,
@@ -81,8 +85,10 @@ class Loop:
       self.optimizer,
       mesh,
       response_window=self.data.max_response_len,
+      teachers=self._cross_teachers(),
     )
-    self.step_fn = train.jit_train_step(static, self.state_shard, pair.teacher_shardings)
+    t_shard = (pair.teacher_shardings,) if self.cross else pair.teacher_shardings
+    self.step_fn = train.jit_train_step(static, self.state_shard, t_shard)
     self.iterator = iter(task.train_batches)
     self.cur_state = curriculum_lib.init_state()
     self.sched_state = schedules.init_state(self.schedule)
@@ -97,6 +103,44 @@ class Loop:
     self.student_engine = self.base.engine
     self.teacher_engine = self.base.make_engine(
       pair.teacher_cfg, pair.teacher_graphdef, params_shard=pair.teacher_shardings
+    )
+
+  def _cross_teachers(self) -> tuple:
+    """The teacher as `StepStatic.teachers` when it reads another tokenizer, else ()."""
+    if not self.cross:
+      return ()
+    x, pair = self.c.objective.xtok, self.pair
+    vmap = alignment.vocab_map(
+      pair.teacher_tokenizer,
+      self.task.tokenizer,
+      pair.teacher_cfg.vocab_size,
+      pair.student_cfg.vocab_size,
+    )
+    return (
+      teachers_lib.TeacherStatic(
+        pair.teacher_graphdef,
+        tuple(vmap.tolist()),
+        token_level=bool(x.token_level),
+        uld_weight=float(x.uld_weight),
+      ),
+    )
+
+  def _cross_arrays(self, out: dict, prompts: dict) -> dict:
+    """The teacher's tokens of each row's text and the chunk alignment (`data.alignment`)."""
+    ttok = self.pair.teacher_tokenizer
+    questions = [self.task.train_records[int(i)]["question"] for i in prompts["index"]]
+    width = self.c.objective.xtok.teacher_len or 2 * out["tokens"].shape[1]
+    arrays = alignment.xtok_arrays(
+      out["tokens"],
+      out["loss_mask"],
+      [alignment.teacher_prompt_ids(ttok, q) for q in questions],
+      self.task.tokenizer,
+      ttok,
+      width,
+    )
+    B = out["tokens"].shape[0]
+    return dict(
+      out, teacher_w=np.ones((B, 1), np.float32), **{f"{k}_0": v for k, v in arrays.items()}
     )
 
   def _topk_cache(self, workdir) -> topk_store.TopKSource | None:
@@ -183,6 +227,8 @@ class Loop:
       out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
         batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
       )
+    if self.cross:
+      out = self._cross_arrays(out, prompts)
     return out, batch.stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, key) -> dict:
@@ -277,9 +323,13 @@ class Loop:
       vocab=self.pair.student_cfg.vocab_size,
       alpha=batch["alpha"],
     )
-    batch = sharding.put_global(batch, train.batch_shardings(self.mesh, self.topk is not None))
+    batch = sharding.put_global(
+      batch,
+      train.batch_shardings(self.mesh, self.topk is not None, self._cross_teachers()),
+    )
     t1 = time.perf_counter()
-    self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
+    t_params = (self.pair.teacher_params,) if self.cross else self.pair.teacher_params
+    self.state, metrics = self.step_fn(self.state, batch, t_params)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     t2 = time.perf_counter()
     metrics_log.check_finite(step + 1, metrics)
@@ -313,7 +363,9 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   log = logger.text
   log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
   tokenizer = pair_lib.load_tokenizer(c, workdir)
-  task = tasks.load_task(c, tokenizer, workdir)
+  cross = configuration.cross_tokenizer(c)
+  t_tok = pair_lib.teacher_tokenizer(c, workdir) if cross else None
+  task = tasks.load_task(c, tokenizer, workdir, teacher_tokenizer=t_tok)
   pair = pair_lib.load_pair(c, mesh, task, workdir, log)
   loop = Loop(c, mesh, pair, task, workdir, log)
   start = loop.restore()
@@ -335,8 +387,10 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
     log(f"export: the student as a Hugging Face directory in {out}")
   spec = configuration.eval_spec(c)
   results = harness.evaluate_run(spec, pair, task, loop.state["params"], mesh, log)
+  # the teacher answers in its own tokens
+  t_task = dataclasses.replace(task, tokenizer=t_tok) if cross else task
   teacher = (
-    harness.evaluate_run(spec, pair, task, pair.teacher_params, mesh, log, "teacher")
+    harness.evaluate_run(spec, pair, t_task, pair.teacher_params, mesh, log, "teacher")
     if c.eval.teacher
     else {}
   )

@@ -298,6 +298,7 @@ def batch_shardings(
   for k, ts in enumerate(teachers):
     if ts.cross:
       out.update({f"xtok_{n}_{k}": b2 for n in ("tokens", "seg_s", "seg_t")})
+      out[f"xtok_pen_{k}"] = sharding.batch_sharding(mesh, 1)
   return out
 
 

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dkd_jax.data import alignment
 from dkd_jax.models import decoder as model_lib
 from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import xtok
@@ -123,6 +124,8 @@ def _cross(
     a_r=a_r,
     fwd_BxC=fwd_BxC,
     token_level=ts.token_level,
+    pen_B=batch[f"xtok_pen_{k}"],
+    logp_floor=alignment.LOGP_FLOOR,
   )
   live_s = (seg_s >= 0).reshape(-1) * jnp.repeat(w_B, T)
   live_t = (seg_t >= 0).reshape(-1) * jnp.repeat(w_B, U)

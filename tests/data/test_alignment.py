@@ -103,3 +103,20 @@ def test_vocab_map(bpe):
       assert bpe.decode([int(m[v])]) == char.decode([v])
   assert m[char.eos_id] == bpe.eos_id and m[char.encode("7")[0]] >= 0
   assert m[char.encode("Q")[0]] == -1
+
+
+def test_a_textless_sampled_token_ends_the_text_as_a_penalty_chunk(bpe):
+  """A sampled BOS/PAD has no text: the text before it is aligned, it becomes a chunk the
+  teacher scores at LOGP_FLOOR, and what follows is outside the loss."""
+  char = arithmetic.CharTokenizer()
+  prompt_s, prompt_t = [bpe.bos_id] + bpe.encode("1+2=\n"), [1] + char.encode("1+2=\n")
+  head = bpe.encode("1+2=3")
+  resp = head + [bpe.bos_id] + bpe.encode("7") + [bpe.eos_id]
+  tokens, mask = packing.pack(
+    np.array([prompt_s]), [len(prompt_s)], np.array([resp]), [len(resp)], 0
+  )
+  out = alignment.xtok_arrays(tokens, mask, [prompt_t], bpe, char, 64)
+  seg_s = out["xtok_seg_s"][0][len(prompt_s) - 1 : len(prompt_s) - 1 + len(resp)]
+  n = len(head)
+  assert list(seg_s) == list(range(n)) + [n, -1, -1] and out["xtok_pen"][0] == n
+  assert "".join(char.decode([t]) for t in out["xtok_tokens"][0][len(prompt_t) :] if t) == "1+2=3"
