@@ -75,6 +75,13 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       tokenizer="",
     )
   )
+  # More teachers (multi-teacher distillation): name -> a section like `teacher` (each
+  # bootstrapped into WORKDIR/teachers/<name> when it has no checkpoint); `routing` picks
+  # each sequence's teacher: 'weights' mixes the losses with fixed weights (config.teacher
+  # first, then extra_teachers by name; () = equal), 'source' routes by record-id prefix
+  # (one per teacher), 'modulo' by record index mod the number of teachers.
+  c.extra_teachers = mlc.ConfigDict()
+  c.routing = mlc.ConfigDict(dict(kind="weights", weights=(), sources=()))
   # student.init: random | teacher_layers (every keep_every-th teacher layer) | checkpoint
   # student.tokenizer: "" = the teacher's; "bpe:N" = a BPE of N tokens trained on the task's
   # text (WORKDIR/student_tokenizer); or a HF tokenizer directory. Another tokenizer than the

@@ -17,6 +17,7 @@ from dkd_jax.models import decoder as model_lib
 from dkd_jax.objectives import curriculum as curriculum_lib
 from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import prefixes
+from dkd_jax.objectives import routing
 from dkd_jax.objectives import schedules
 from dkd_jax.train import grpo
 
@@ -302,6 +303,7 @@ def validate(c: mlc.ConfigDict) -> None:
       f"{teacher.vocab_size} vs config.student.model.vocab_size="
       f"{student.vocab_size}; distillation needs one shared vocabulary"
     )
+  _validate_extra_teachers(c, student)
   curriculum_config(c, student.vocab_size)
   if c.curriculum.enabled and max(c.curriculum.lengths) > c.data.max_response_len:
     raise ValueError(
@@ -334,6 +336,32 @@ def bpe_size(spec: str) -> int | None:
 
 
 XTOK_KLS = ("forward", "reverse", "mixed")
+
+
+def _validate_extra_teachers(c: mlc.ConfigDict, student: model_lib.ModelConfig) -> None:
+  """config.extra_teachers and config.routing (multi-teacher runs)."""
+  extra = c.get("extra_teachers", None) or {}
+  for name in sorted(extra):
+    t = extra[name]
+    unknown = sorted(set(t) - set(c.teacher))
+    if unknown:
+      raise ValueError(
+        f"config.extra_teachers.{name}: unknown fields {unknown}; known: {sorted(c.teacher)}"
+      )
+    m = model_config(t.get("model", c.teacher.model), f"extra_teachers.{name}.model")
+    if not t.get("checkpoint") and not cross_tokenizer(c) and m.vocab_size != student.vocab_size:
+      raise ValueError(
+        f"config.extra_teachers.{name}.model.vocab_size={m.vocab_size} differs from the "
+        f"student's {student.vocab_size}; one tokenizer needs one vocabulary"
+      )
+  if extra and c.data.teacher_source == "cached_topk":
+    raise ValueError(
+      "config.extra_teachers needs live teachers; config.data.teacher_source='cached_topk' "
+      f"caches one; choose one of {tuple(t for t in TEACHER_SOURCES if t != 'cached_topk')}"
+    )
+  r = c.get("routing", None)
+  if r is not None:
+    routing.check(r.kind, 1 + len(extra), tuple(r.weights), tuple(r.sources))
 
 
 def _validate_cross_tokenizer(c: mlc.ConfigDict, student: model_lib.ModelConfig) -> None:

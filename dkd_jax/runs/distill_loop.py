@@ -40,6 +40,7 @@ from dkd_jax.models import handoff
 from dkd_jax.objectives import curriculum as curriculum_lib
 from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import prefixes
+from dkd_jax.objectives import routing
 from dkd_jax.objectives import schedules
 from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
@@ -77,7 +78,7 @@ class Loop:
     )
     self.optimizer, self.state_shard = self.base.optimizer, self.base.state_shard
     self.state, self.ckpt = self.base.state, self.base.ckpt
-    self.cross = pair.teacher_tokenizer is not None
+    self.teachers = self._teacher_statics()
     static = train.StepStatic(
       pair.student_graphdef,
       None if self.topk else pair.teacher_graphdef,
@@ -85,9 +86,9 @@ class Loop:
       self.optimizer,
       mesh,
       response_window=self.data.max_response_len,
-      teachers=self._cross_teachers(),
+      teachers=self.teachers,
     )
-    t_shard = (pair.teacher_shardings,) if self.cross else pair.teacher_shardings
+    t_shard = tuple(t[2] for t in self._teacher_list()) if self.teachers else pair.teacher_shardings
     self.step_fn = train.jit_train_step(static, self.state_shard, t_shard)
     self.iterator = iter(task.train_batches)
     self.cur_state = curriculum_lib.init_state()
@@ -105,43 +106,77 @@ class Loop:
       pair.teacher_cfg, pair.teacher_graphdef, params_shard=pair.teacher_shardings
     )
 
-  def _cross_teachers(self) -> tuple:
-    """The teacher as `StepStatic.teachers` when it reads another tokenizer, else ()."""
-    if not self.cross:
+  def _teacher_list(self) -> list[tuple]:
+    """(graphdef, params, shardings, tokenizer or None when it is the student's) per teacher."""
+    pair, student = self.pair, self.task.tokenizer
+    same = lambda tok: tok is None or tok.tokens() == student.tokens()
+    first = (pair.teacher_graphdef, pair.teacher_params, pair.teacher_shardings)
+    out = [(*first, None if same(pair.teacher_tokenizer) else pair.teacher_tokenizer)]
+    for t in pair.extra_teachers:
+      out.append((t.graphdef, t.params, t.shardings, None if same(t.tokenizer) else t.tokenizer))
+    return out
+
+  def _teacher_statics(self) -> tuple:
+    """`StepStatic.teachers` when the run has several teachers or one with another
+    tokenizer; () for the single same-vocabulary teacher (the kernel path as before)."""
+    teachers = self._teacher_list()
+    if len(teachers) == 1 and teachers[0][3] is None:
       return ()
-    x, pair = self.c.objective.xtok, self.pair
-    vmap = alignment.vocab_map(
-      pair.teacher_tokenizer,
-      self.task.tokenizer,
-      pair.teacher_cfg.vocab_size,
-      pair.student_cfg.vocab_size,
-    )
-    return (
-      teachers_lib.TeacherStatic(
-        pair.teacher_graphdef,
-        tuple(vmap.tolist()),
-        token_level=bool(x.token_level),
-        uld_weight=float(x.uld_weight),
+    x, out = self.c.objective.xtok, []
+    for (graphdef, _, _, tok), cfg in zip(teachers, self._teacher_cfgs()):
+      vmap = None
+      if tok is not None and not configuration.cross_tokenizer(self.c):
+        raise ValueError(
+          "a teacher reads another tokenizer than the student: set config.student.tokenizer "
+          "(the student's own, e.g. 'bpe:N' or a HF tokenizer directory) so the run is "
+          "checked as cross-tokenizer"
+        )
+      if tok is not None:
+        v = alignment.vocab_map(
+          tok, self.task.tokenizer, cfg.vocab_size, self.pair.student_cfg.vocab_size
+        )
+        vmap = tuple(v.tolist())
+      out.append(
+        teachers_lib.TeacherStatic(
+          graphdef, vmap, token_level=bool(x.token_level), uld_weight=float(x.uld_weight)
+        )
+      )
+    return tuple(out)
+
+  def _teacher_cfgs(self) -> list:
+    return [self.pair.teacher_cfg] + [t.cfg for t in self.pair.extra_teachers]
+
+  def _teacher_arrays(self, out: dict, prompts: dict) -> dict:
+    """Row weights (`routing`) and, per teacher with another tokenizer, its tokens of each
+    row's text and the chunk alignment (`data.alignment`)."""
+    records = [self.task.train_records[int(i)] for i in prompts["index"]]
+    r = self.c.get("routing", None)
+    teachers = self._teacher_list()
+    out = dict(
+      out,
+      teacher_w=routing.teacher_weights(
+        r.kind if r else "weights",
+        len(teachers),
+        prompts["index"],
+        [rec.get("id", "") for rec in records],
+        tuple(r.weights) if r else (),
+        tuple(r.sources) if r else (),
       ),
     )
-
-  def _cross_arrays(self, out: dict, prompts: dict) -> dict:
-    """The teacher's tokens of each row's text and the chunk alignment (`data.alignment`)."""
-    ttok = self.pair.teacher_tokenizer
-    questions = [self.task.train_records[int(i)]["question"] for i in prompts["index"]]
     width = self.c.objective.xtok.teacher_len or 2 * out["tokens"].shape[1]
-    arrays = alignment.xtok_arrays(
-      out["tokens"],
-      out["loss_mask"],
-      [alignment.teacher_prompt_ids(ttok, q) for q in questions],
-      self.task.tokenizer,
-      ttok,
-      width,
-    )
-    B = out["tokens"].shape[0]
-    return dict(
-      out, teacher_w=np.ones((B, 1), np.float32), **{f"{k}_0": v for k, v in arrays.items()}
-    )
+    for k, (_, _, _, tok) in enumerate(teachers):
+      if tok is None:
+        continue
+      arrays = alignment.xtok_arrays(
+        out["tokens"],
+        out["loss_mask"],
+        [alignment.teacher_prompt_ids(tok, rec["question"]) for rec in records],
+        self.task.tokenizer,
+        tok,
+        width,
+      )
+      out.update({f"{name}_{k}": v for name, v in arrays.items()})
+    return out
 
   def _topk_cache(self, workdir) -> topk_store.TopKSource | None:
     """cached_topk: the teacher's top-k on disk (one pass if absent); the teacher's
@@ -227,8 +262,8 @@ class Loop:
       out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
         batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
       )
-    if self.cross:
-      out = self._cross_arrays(out, prompts)
+    if self.teachers:
+      out = self._teacher_arrays(out, prompts)
     return out, batch.stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, key) -> dict:
@@ -325,10 +360,12 @@ class Loop:
     )
     batch = sharding.put_global(
       batch,
-      train.batch_shardings(self.mesh, self.topk is not None, self._cross_teachers()),
+      train.batch_shardings(self.mesh, self.topk is not None, self.teachers),
     )
     t1 = time.perf_counter()
-    t_params = (self.pair.teacher_params,) if self.cross else self.pair.teacher_params
+    t_params = (
+      tuple(t[1] for t in self._teacher_list()) if self.teachers else self.pair.teacher_params
+    )
     self.state, metrics = self.step_fn(self.state, batch, t_params)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     t2 = time.perf_counter()
@@ -367,6 +404,7 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   t_tok = pair_lib.teacher_tokenizer(c, workdir) if cross else None
   task = tasks.load_task(c, tokenizer, workdir, teacher_tokenizer=t_tok)
   pair = pair_lib.load_pair(c, mesh, task, workdir, log)
+  pair.extra_teachers = pair_lib.load_extra_teachers(c, mesh, task, workdir, log)
   loop = Loop(c, mesh, pair, task, workdir, log)
   start = loop.restore()
   logger.start(start)  # drops metric rows past the restored step (a killed run's tail)

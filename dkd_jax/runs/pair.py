@@ -21,9 +21,11 @@ import tempfile
 from typing import Any
 
 import jax
+import ml_collections as mlc
 from flax import nnx
 
 from dkd_jax.core import multihost
+from dkd_jax.core import paths
 from dkd_jax.core import rng
 from dkd_jax.data import arithmetic
 from dkd_jax.data.protocols import Tokenizer
@@ -51,6 +53,33 @@ class Pair:
   student_params: Any
   # the student reads another tokenizer: no token-level teacher/student KL in evaluation
   teacher_tokenizer: Any = None
+  # config.extra_teachers, loaded once (multi-teacher runs; the first teacher is above)
+  extra_teachers: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class ExtraTeacher:
+  cfg: model_lib.ModelConfig
+  graphdef: Any
+  params: Any
+  shardings: Any
+  tokenizer: Any  # its own tokenizer; the step compares it with the student's
+
+
+def load_extra_teachers(c, mesh, task, workdir, log) -> list[ExtraTeacher]:
+  """config.extra_teachers (name -> a section like config.teacher), in name order: each
+  loaded from its checkpoint or bootstrapped into WORKDIR/teachers/<name>, once."""
+  out = []
+  for name in sorted(c.get("extra_teachers", {})):
+    ck = mlc.ConfigDict(c.to_dict())
+    ck.teacher = mlc.ConfigDict(c.extra_teachers[name].to_dict())
+    sub = str(paths.as_path(workdir) / "teachers" / name)
+    tok = teacher_tokenizer(ck, sub)
+    t_task = dataclasses.replace(task, teacher_tokenizer=tok)
+    cfg, graphdef, params = load_teacher(ck, mesh, t_task, sub, log)
+    log(f"teacher {name}: {cfg.n_layers} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}")
+    out.append(ExtraTeacher(cfg, graphdef, params, model_lib.param_shardings(mesh, cfg), tok))
+  return out
 
 
 def _runtime(cfg: model_lib.ModelConfig, m) -> model_lib.ModelConfig:
