@@ -9,6 +9,7 @@ import shutil
 import numpy as np
 import pytest
 
+from dkd_jax.models import tokenizer as tok_lib
 from dkd_jax.runs import configuration
 from dkd_jax.runs import distill_loop as run_lib
 
@@ -59,7 +60,7 @@ def _work(tmp_path, teacher_dir):
 def test_bpe_student_learns_from_the_char_teacher_on_policy(tmp_path, teacher_dir):
   """Student prefixes, chunk-level sampled reverse KL: loss finite and falling."""
   work = _work(tmp_path, teacher_dir)
-  summary = run_lib.run(config("tiny", **{"train.steps": 40}), work)
+  summary = run_lib.run(config("tiny", **{"train.steps": 40, "export.at_end": True}), work)
   rows = _rows(work)
   loss = np.array([r["loss"] for r in rows])
   assert len(loss) == 40 and np.isfinite(loss).all()
@@ -68,6 +69,13 @@ def test_bpe_student_learns_from_the_char_teacher_on_policy(tmp_path, teacher_di
   assert summary["eval"]["chain"]["k"] == 2
   assert np.isnan(summary["eval"]["chain"]["fkl"])  # no token KL across tokenizers
   assert all(r["chunks_per_token"] > 0 for r in rows)
+  # the export carries the student's own tokenizer, which transformers loads
+  from transformers import AutoTokenizer
+
+  hf_tok = AutoTokenizer.from_pretrained(os.path.join(work, "export", "hf"))
+  own = tok_lib.HFTokenizer(os.path.join(work, "student_tokenizer"))
+  text = "3*4=12\n#### 12"
+  assert hf_tok(text, add_special_tokens=False)["input_ids"] == own.encode(text)
 
 
 @pytest.mark.parametrize("arg", ["tiny,mixed", "tiny,teacher,token_level"])
