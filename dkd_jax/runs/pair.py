@@ -261,9 +261,11 @@ def load_student(
 
 def load_pair(c, mesh, task, workdir, log, read_only: bool = False) -> Pair:
   tokenizer = task.tokenizer
+  cross = configuration.cross_tokenizer(c)
+  if cross and task.teacher_tokenizer is None:  # evaluate / export build the task themselves
+    task.teacher_tokenizer = teacher_tokenizer(c, workdir, read_only)
   t_cfg, t_graphdef, t_params = load_teacher(c, mesh, task, workdir, log, read_only)
   s_cfg, s_graphdef, s_params = load_student(c, mesh, t_cfg, t_params, workdir, read_only)
-  cross = configuration.cross_tokenizer(c)
   _check_vocab(t_cfg, s_cfg, tokenizer, cross)
   log(
     f"teacher: {t_cfg.n_layers} layers, d_model {t_cfg.d_model}; "
