@@ -74,6 +74,25 @@ def encode_exact(tok: Tokenizer, text: str, role: str) -> list[int]:
   return ids
 
 
+def teacher_encode(tok: Tokenizer, text: str) -> tuple[list[int], np.ndarray]:
+  """(teacher ids of `text`, their character end offsets). A tokenizer with
+  `encode_offsets` (`HFTokenizer`) gives offsets that stay right inside multi-byte
+  characters; otherwise the ids' decoded pieces must add up (`token_ends`). Either way the
+  ids must decode back to `text` (`DecodeMismatch` otherwise)."""
+  if not hasattr(tok, "encode_offsets"):
+    ids = encode_exact(tok, text, "teacher")
+    return ids, token_ends(tok, ids, "teacher")[0]
+  ids, ends = tok.encode_offsets(text)
+  ends = np.maximum.accumulate(np.asarray(ends, np.int64)) if ends else np.zeros(0, np.int64)
+  if tok.decode(ids) != text or (len(ends) and ends[-1] != len(text)):
+    raise DecodeMismatch(
+      f"the teacher tokenizer does not reproduce the text: {text!r} decodes back as "
+      f"{tok.decode(ids)!r} (normalisation, byte fallback or unknown characters); the two "
+      "tokenizers would score different strings"
+    )
+  return ids, ends
+
+
 def align(ends_s, ends_t) -> tuple[np.ndarray, np.ndarray, int]:
   """(chunk of each student token, chunk of each teacher token, number of chunks) for two
   tokenisations of one text, given each token's character end offset."""
@@ -121,8 +140,10 @@ def _response(tokens_T, mask_T) -> tuple[int, int]:
 
 
 def _textless(tok: Tokenizer, i: int) -> bool:
-  """A sampled id with no text the other model could score: PAD, BOS, or a padded model id."""
-  return i in (tok.pad_id, tok.bos_id) or i >= tok.vocab_size
+  """A sampled id with no text of its own the other model could score: PAD, BOS, a padded
+  model id, or a piece of a multi-byte character (it decodes alone to U+FFFD; such a
+  token is penalised even when the next one would complete the character)."""
+  return i in (tok.pad_id, tok.bos_id) or i >= tok.vocab_size or "\ufffd" in pieces(tok)[i]
 
 
 def _row(tok_s, tok_t, resp_s, prompt_t, width_t: int) -> tuple[list, np.ndarray, np.ndarray, int]:
@@ -136,8 +157,7 @@ def _row(tok_s, tok_t, resp_s, prompt_t, width_t: int) -> tuple[list, np.ndarray
   eos = bad is None and len(resp_s) > 0 and resp_s[-1] == tok_s.eos_id
   body = resp_s[:bad] if bad is not None else resp_s[:-1] if eos else resp_s
   ends_s, text = token_ends(tok_s, body, "student")
-  t_body = encode_exact(tok_t, text, "teacher")
-  ends_t, _ = token_ends(tok_t, t_body, "teacher")
+  t_body, ends_t = teacher_encode(tok_t, text)
   ch_s, ch_t, n = align(ends_s, ends_t)
   pen = NO_CHUNK
   if eos:

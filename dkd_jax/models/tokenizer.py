@@ -209,6 +209,13 @@ class HFTokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     return self._tok.decode(list(ids), skip_special_tokens=False)
 
+  def encode_offsets(self, text: str) -> tuple[list[int], list[int]]:
+    """(ids, each id's character end offset in `text`): the library's own offsets, which
+    stay right where one character is split over several byte-level tokens (they share
+    its span), unlike decoding tokens one by one."""
+    enc = self._tok.encode(text, add_special_tokens=False)
+    return list(enc.ids), [end for _, end in enc.offsets]
+
   def tokens(self) -> list[str]:
     return list(self._vocab)
 

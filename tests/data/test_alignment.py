@@ -120,3 +120,16 @@ def test_a_textless_sampled_token_ends_the_text_as_a_penalty_chunk(bpe):
   n = len(head)
   assert list(seg_s) == list(range(n)) + [n, -1, -1] and out["xtok_pen"][0] == n
   assert "".join(char.decode([t]) for t in out["xtok_tokens"][0][len(prompt_t) :] if t) == "1+2=3"
+
+
+def test_a_bpe_teacher_aligns_by_its_offsets(bpe):
+  """The other direction (character student, BPE teacher): the teacher side uses the
+  library's offsets; chunks join several student characters."""
+  char = arithmetic.CharTokenizer()
+  text = "7+12=19\n?7+12=19\n#### 19"
+  ids, ends = alignment.teacher_encode(bpe, text)
+  ends_s, _ = alignment.token_ends(char, char.encode(text), "student")
+  np.testing.assert_array_equal(ends, alignment.token_ends(bpe, ids, "teacher")[0])
+  ch_s, ch_t, n = alignment.align(ends_s, ends)
+  assert n == len(ids) < len(text)
+  assert _chunks(char, char.encode(text), ch_s) == _chunks(bpe, ids, ch_t)
