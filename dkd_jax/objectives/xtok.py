@@ -198,5 +198,10 @@ def loss_sums(
     / jnp.maximum(jnp.sum(w_B * s_B * jnp.sum(live_BxT, -1)), 1.0),
     "fkl": jnp.sum(w_B[:, None] * chunk_mask_BxC * sg(fwd_BxC)) / per_chunk,
     "chunks": jnp.sum(w_B[:, None] * chunk_mask_BxC),
+    # the teacher's log-likelihood of the student's text per student token (student rows)
+    "teacher_logp": jnp.sum(
+      (w_B * s_B)[:, None] * chunk_mask_BxC * sg(chunk_sums(logp_BxU, seg_t_BxU, n_chunks))
+    )
+    / jnp.maximum(jnp.sum(w_B * s_B * jnp.sum(live_BxT, -1)), 1.0),
   }
   return num, den, metrics

@@ -137,6 +137,7 @@ def _cross(
     * den
     / jnp.maximum(jnp.sum(live_t), 1.0),
     "chunks_per_token": m["chunks"],
+    "teacher_logp": m["teacher_logp"] * den,
   }
   return tau**2 * num, den, metrics
 
