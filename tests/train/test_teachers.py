@@ -4,7 +4,9 @@ import jax
 import numpy as np
 import pytest
 
+from configs import common
 from dkd_jax.core import rng as rng_lib
+from dkd_jax.core import sharding
 from dkd_jax.data import alignment
 from dkd_jax.data import arithmetic
 from dkd_jax.data import packing
@@ -126,3 +128,41 @@ def test_routing_and_weights_choose_each_sequences_teacher():
   (mixed, _), _ = routed([[0.25, 0.75]] * 4)
   (lb_all, _), _ = single(tb_gd, tb, [0, 1, 2, 3])
   np.testing.assert_allclose(mixed, 0.25 * la_all + 0.75 * lb_all, rtol=1e-5)
+
+
+def test_two_teachers_step_on_a_2x2x2_mesh_keeps_shardings_and_loss():
+  """The multi-teacher / cross-tokenizer step sharded like every step: batch over
+  ('data', 'fsdp'), vocab over 'tensor'; same loss as without a mesh."""
+  spec = kl_lib.KLSpec(kind="mixed", alpha=0.5, estimator="sampled_token", chunk=16)
+  mesh = sharding.make_mesh((2, 2, 2))
+  batch, prompts, _ = _batch(np.ones(8, bool), seed=2)
+  xt = alignment.xtok_arrays(
+    batch["tokens"], batch["loss_mask"], prompts, CHAR, CHAR, batch["tokens"].shape[1]
+  )
+  w = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
+  batch = dict(batch, alpha=np.float32(0.5), teacher_w=w, **{f"{k}_1": v for k, v in xt.items()})
+  vmap = tuple(alignment.vocab_map(CHAR, CHAR, TEACHER.vocab_size, STUDENT.vocab_size).tolist())
+  s_gd, s_ref = model_lib.init_params(STUDENT, None, 0)
+  ta_gd, ta_ref = model_lib.init_params(TEACHER, None, 1)
+  tb_gd, tb_ref = model_lib.init_params(TEACHER, None, 2)
+  ts = (teachers_lib.TeacherStatic(ta_gd), teachers_lib.TeacherStatic(tb_gd, vmap))
+  ref = train.StepStatic(s_gd, None, spec, None, teachers=ts)
+  keyed = dict(batch, key=jax.random.wrap_key_data(batch["key"]))
+  want = float(
+    jax.jit(train.distill_loss_fn, static_argnums=0)(ref, s_ref, (ta_ref, tb_ref), keyed)[0]
+  )
+  _, s_params = model_lib.init_params(STUDENT, mesh, 0)
+  _, ta = model_lib.init_params(TEACHER, mesh, 1)
+  _, tb = model_lib.init_params(TEACHER, mesh, 2)
+  opt = train.make_optimizer(common.base("tiny").optim, 10)
+  static = train.StepStatic(s_gd, None, spec, opt, mesh, teachers=ts)
+  state_shard = train.state_shardings(mesh, opt, STUDENT)
+  state = jax.jit(lambda p: train.init_state(opt, p), out_shardings=state_shard)(s_params)
+  t_shard = tuple(model_lib.param_shardings(mesh, TEACHER) for _ in ts)
+  step = train.jit_train_step(static, state_shard, t_shard)
+  new_state, metrics = step(
+    state, jax.device_put(batch, train.batch_shardings(mesh, False, ts)), (ta, tb)
+  )
+  for a, sh in zip(jax.tree.leaves(new_state), jax.tree.leaves(state_shard)):
+    assert a.sharding.is_equivalent_to(sh, a.ndim), (a.sharding, sh)
+  np.testing.assert_allclose(float(metrics["loss"]), want, rtol=1e-4)
