@@ -4,7 +4,7 @@
 Run: python -m dkd_jax.launch --config=configs/xtok.py:tiny --workdir=/tmp/xtok
 Presets (comma-separated with tiny): default on-policy reverse KL (the chunk-level
 sampled estimator); `mixed` adds the mapped forward term with α = 0.5; `teacher` trains on
-the teacher's text retokenised (sequence-level KD) plus, with `token_level`, the mapped
+the teacher's own (cached) rollouts retokenised (sequence-level KD) plus, with `token_level`, the mapped
 forward term at chunk starts; `two` adds a second character-level teacher (another
 bootstrap seed, a smaller model) and routes each problem to one of the two by its index
 (routing.kind='modulo'; 'weights' mixes both losses instead). `smollm2` is a real pair:
@@ -34,7 +34,8 @@ def get_config(arg: str = "") -> mlc.ConfigDict:
     c.objective.prefix = "teacher"
     c.objective.kl = "forward"
     c.objective.estimator = "full_vocab"
-    c.data.teacher_source = "dataset"  # the teacher's text, retokenised for the student
+    # the teacher's own rollouts (cached), retokenised for the student: sequence-level KD
+    c.data.teacher_source = "rollout_cached"
   else:
     c.objective.prefix = "student"
     c.objective.kl = "reverse"

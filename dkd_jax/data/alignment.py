@@ -139,7 +139,7 @@ def _response(tokens_T, mask_T) -> tuple[int, int]:
   return int(on[0]) + 1, len(on)
 
 
-def _textless(tok: Tokenizer, i: int) -> bool:
+def textless(tok: Tokenizer, i: int) -> bool:
   """A sampled id with no text of its own the other model could score: PAD, BOS, a padded
   model id, or a piece of a multi-byte character (it decodes alone to U+FFFD; such a
   token is penalised even when the next one would complete the character)."""
@@ -149,11 +149,11 @@ def _textless(tok: Tokenizer, i: int) -> bool:
 def _row(tok_s, tok_t, resp_s, prompt_t, width_t: int) -> tuple[list, np.ndarray, np.ndarray, int]:
   """One row: (teacher tokens, chunk of each student response token, chunk of each teacher
   response token, the penalty chunk or -1). EOS is a chunk of its own. A textless student
-  token (`_textless`) ends the text: it is a chunk the teacher scores at `LOGP_FLOOR`
+  token (`textless`) ends the text: it is a chunk the teacher scores at `LOGP_FLOOR`
   (the penalty chunk) and what follows it is outside the loss. Chunks cut by the teacher's
   width are -1."""
   resp_s = [int(i) for i in resp_s]
-  bad = next((j for j, i in enumerate(resp_s) if _textless(tok_s, i)), None)
+  bad = next((j for j, i in enumerate(resp_s) if textless(tok_s, i)), None)
   eos = bad is None and len(resp_s) > 0 and resp_s[-1] == tok_s.eos_id
   body = resp_s[:bad] if bad is not None else resp_s[:-1] if eos else resp_s
   ends_s, text = token_ends(tok_s, body, "student")
@@ -214,6 +214,21 @@ def xtok_arrays(
     pt = len(teacher_prompts[b])
     seg_t[b, pt - 1 : pt - 1 + len(ch_t)] = ch_t
   return {"xtok_tokens": out_t, "xtok_seg_s": seg_s, "xtok_seg_t": seg_t, "xtok_pen": pen}
+
+
+def retokenize(
+  tok_from: Tokenizer, tok_to: Tokenizer, ids: Sequence[int], finished: bool
+) -> list[int]:
+  """A response in one tokenizer's ids (EOS trimmed) as the other's: its text up to the
+  first textless id, encoded, plus the other's EOS when the response had finished (and was
+  not cut at a textless id). What sequence-level KD trains the student on."""
+  ids = [int(i) for i in ids]
+  if ids and finished and ids[-1] == tok_from.eos_id:
+    ids = ids[:-1]
+  cut = next((j for j, i in enumerate(ids) if textless(tok_from, i) or i == tok_from.eos_id), None)
+  text = tok_from.decode(ids[:cut] if cut is not None else ids)
+  out = tok_to.encode(text)
+  return out + ([tok_to.eos_id] if finished and cut is None else [])
 
 
 def teacher_prompt_ids(tok: Tokenizer, question: str) -> list[int]:

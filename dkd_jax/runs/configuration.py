@@ -395,12 +395,11 @@ def _validate_cross_tokenizer(c: mlc.ConfigDict, student: model_lib.ModelConfig)
   if o.teacher_top_k:
     raise ValueError("config.objective.teacher_top_k must be 0 with config.student.tokenizer")
   if o.prefix != "student":
-    if c.data.teacher_source != "dataset":
-      raise ValueError(
-        f"config.data.teacher_source={c.data.teacher_source!r} with config.student.tokenizer "
-        "and teacher prefixes: choose 'dataset' (sequence-level KD on the teacher's text, "
-        "retokenised for the student)"
-      )
+    _one_of(
+      "data.teacher_source (with config.student.tokenizer)",
+      c.data.teacher_source,
+      tuple(t for t in TEACHER_SOURCES if t != "cached_topk"),
+    )
     if o.kl == "reverse":
       raise ValueError(
         "config.objective.kl='reverse' on teacher prefixes has no cross-tokenizer signal; "

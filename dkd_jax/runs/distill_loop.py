@@ -102,8 +102,12 @@ class Loop:
     self.last_entropy = None
     self.sampler = configuration.rollout_settings(c).sampler()
     self.student_engine = self.base.engine
+    t_tok = pair.teacher_tokenizer
     self.teacher_engine = self.base.make_engine(
-      pair.teacher_cfg, pair.teacher_graphdef, params_shard=pair.teacher_shardings
+      pair.teacher_cfg,
+      pair.teacher_graphdef,
+      params_shard=pair.teacher_shardings,
+      eos=None if t_tok is None else t_tok.eos_id,
     )
 
   def _teacher_list(self) -> list[tuple]:
@@ -289,21 +293,50 @@ class Loop:
     rows = {i: self.cache.get(index[i]) for i in idx} if self.cache else {}
     todo = [i for i in idx if rows.get(i) is None]
     if todo:
+      t_prompts = self._teacher_prompts(prompts, todo) if self.pair.teacher_tokenizer else prompts
       res = self.cost.timed(
         "teacher",
         self._rollout,
         self.teacher_engine,
         self.pair.teacher_params,
-        prompts,
-        np.asarray(todo),
+        t_prompts,
+        np.arange(len(todo)) if self.pair.teacher_tokenizer else np.asarray(todo),
         R,
         rng.key(c.seed, "teacher_rollout", step),
       )
       fresh = prefixes.cache_rows(index[todo], res)
+      if self.pair.teacher_tokenizer:  # the teacher's text, retokenised for the student
+        fresh = [self._retokenized(row) for row in fresh]
       if self.cache is not None:
         self.cache.put(fresh)
       rows.update(zip(todo, fresh))
     return prefixes.cached_responses(idx, [rows[i] for i in idx], plan.max_len, R, pad)
+
+  def _teacher_prompts(self, prompts: dict, rows) -> dict:
+    """Rows' questions as the teacher's own prompts (its rendering, its ids, its pad)."""
+    ttok = self.pair.teacher_tokenizer
+    P = self.c.data.max_prompt_len
+    ids = [
+      alignment.teacher_prompt_ids(
+        ttok, self.task.train_records[int(prompts["index"][i])]["question"]
+      )
+      for i in rows
+    ]
+    if max(map(len, ids)) > P:
+      raise ValueError(
+        f"a teacher prompt of {max(map(len, ids))} tokens exceeds config.data.max_prompt_len={P} "
+        "(the teacher's engine shares the student's prompt width); raise it"
+      )
+    tokens = np.full((len(ids), P), ttok.pad_id, np.int32)
+    for j, x in enumerate(ids):
+      tokens[j, : len(x)] = x
+    return {"prompt_tokens": tokens, "prompt_len": np.array([len(x) for x in ids], np.int32)}
+
+  def _retokenized(self, row: dict) -> dict:
+    toks = alignment.retokenize(
+      self.pair.teacher_tokenizer, self.task.tokenizer, row["tokens"], not row["truncated"]
+    )
+    return dict(row, tokens=toks)
 
   def measure_reference(self) -> None:
     """The teacher's rollout entropy, once per run (checkpointed): what the curriculum's
