@@ -133,3 +133,15 @@ def test_a_bpe_teacher_aligns_by_its_offsets(bpe):
   ch_s, ch_t, n = alignment.align(ends_s, ends)
   assert n == len(ids) < len(text)
   assert _chunks(char, char.encode(text), ch_s) == _chunks(bpe, ids, ch_t)
+
+
+def test_retokenize_a_teacher_response_for_the_student(bpe):
+  """Sequence-level KD's data: the teacher's text in the student's ids, EOS when finished,
+  cut at the first id with no text."""
+  char = arithmetic.CharTokenizer()
+  text = "3*4=12\n#### 12"
+  done = char.encode(text) + [char.eos_id]
+  assert alignment.retokenize(char, bpe, done, True) == bpe.encode(text) + [bpe.eos_id]
+  assert alignment.retokenize(char, bpe, char.encode(text), False) == bpe.encode(text)
+  cut = char.encode("3*4") + [char.bos_id] + char.encode("=12") + [char.eos_id]
+  assert alignment.retokenize(char, bpe, cut, True) == bpe.encode("3*4")
