@@ -73,6 +73,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       init="random",
       keep_every=2,
       tokenizer="",
+      warm_start=mlc.ConfigDict(dict(steps=400, lr=3e-3, batch_size=32, num_problems=4000)),
     )
   )
   # More teachers (multi-teacher distillation): name -> a section like `teacher` (each
@@ -82,7 +83,11 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   # (one per teacher), 'modulo' by record index mod the number of teachers.
   c.extra_teachers = mlc.ConfigDict()
   c.routing = mlc.ConfigDict(dict(kind="weights", weights=(), sources=()))
-  # student.init: random | teacher_layers (every keep_every-th teacher layer) | checkpoint
+  # student.init: random | warm_start | teacher_layers (every keep_every-th teacher layer)
+  # | checkpoint. warm_start (built-in tasks): a pretrained student, as in the paper: SFT
+  # from the seed's random init on gold traces of num_problems problems disjoint from the
+  # distillation's train and held-out problems, cached in WORKDIR/student_warm_start
+  # (dkd_jax/runs/warm_start.py).
   # student.tokenizer: "" = the teacher's; "bpe:N" = a BPE of N tokens trained on the task's
   # text (WORKDIR/student_tokenizer); or a HF tokenizer directory. Another tokenizer than the
   # teacher's makes the run cross-tokenizer (objective.xtok; BUILD_NOTES).
@@ -207,6 +212,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)
     c.teacher.bootstrap_steps = 150
     c.student.model = tiny_model(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1)
+    c.student.warm_start.update(steps=30, num_problems=512)
     c.data.batch_size = 8
     c.curriculum.lengths = (24, 48)
     c.train.steps = 40

@@ -31,6 +31,8 @@ STREAMS = {
   "rl_rollout": 14,  # GRPO group rollouts (per RL step; seeded by config.rl.seed)
   "rl_shuffle": 15,  # GRPO prompt order (seeded by config.rl.seed)
   "rl_resample": 16,  # GRPO dynamic sampling's extra draws (per RL step, then per draw)
+  "warm_start_problems": 17,  # the student warm start's own problem split (runs.warm_start)
+  "warm_start_shuffle": 18,  # the student warm start's batch order
 }
 
 

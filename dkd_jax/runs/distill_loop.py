@@ -46,6 +46,7 @@ from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
 from dkd_jax.runs import scaffold
 from dkd_jax.runs import tasks
+from dkd_jax.runs import warm_start
 from dkd_jax.train import step as train
 from dkd_jax.train import teacher_topk
 from dkd_jax.train import teachers as teachers_lib
@@ -486,6 +487,8 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
     ),
     curriculum=loop.cur_state.get("decisions", []),
   )
+  if c.student.init == "warm_start":  # the student before distillation, same evaluation
+    summary["warm_start_eval"] = warm_start.cached_eval(workdir)
   print_summary(summary, log)
   logger.finish(summary)
   return summary
@@ -574,6 +577,13 @@ def print_summary(summary: dict, log) -> None:
     f"summary: prefix={o['prefix']} kl={o['kl']} estimator={o['estimator']} "
     f"steps={summary['steps']}"
   )
+  for name, m in summary.get("warm_start_eval", {}).items():
+    k = m["k"]
+    log(
+      f"  student at warm start on {name}: accuracy(Avg@{k})={m['avg_at_k']:.3f} "
+      f"Pass@{k}={m['pass_at_k'][str(k)]:.3f} length={m['mean_response_len']:.1f} "
+      f"truncation={m['truncation_rate']:.2f}"
+    )
   for role in ("eval", "teacher_eval"):
     for name, m in summary[role].items():
       k = m["k"]
@@ -581,5 +591,6 @@ def print_summary(summary: dict, log) -> None:
         f"  {'student' if role == 'eval' else 'teacher'} on {name}: accuracy(Avg@{k})="
         f"{m['avg_at_k']:.3f} Pass@1={m['pass_at_k']['1']:.3f} "
         f"Pass@{k}={m['pass_at_k'][str(k)]:.3f} length={m['mean_response_len']:.1f} "
-        f"entropy={m['mean_entropy']:.3f} KL(p||q)={m['fkl']:.4f} KL(q||p)={m['rkl']:.4f}"
+        f"truncation={m['truncation_rate']:.2f} entropy={m['mean_entropy']:.3f} "
+        f"KL(p||q)={m['fkl']:.4f} KL(q||p)={m['rkl']:.4f}"
       )
