@@ -10,7 +10,9 @@ bpe / char (the issue asks for >= 0.9 on >= 3 seeds from a competent teacher, Av
   python benchmarks/xtok_bench.py --out=/tmp/xtok_bench --seeds=0,1,2 --steps=600 \\
     --teacher=RUN_DIR/teacher
 
-`--teacher` is a bootstrapped teacher directory (WORKDIR/teacher of any chain run with the
+Both arms start from a warm start (`--init=warm_start`: SFT on gold traces of a disjoint
+split, each in the student's own tokens; `--init=random` to skip it). `--teacher` is a
+bootstrapped teacher directory (WORKDIR/teacher of any chain run with the
 same teacher settings) copied into every run, so all arms distil the same teacher; without
 it each run bootstraps its own. `--preset=tiny` and `--extra=--config.a.b=v,...` pass through
 to both arms (e.g. a warm start once the student has one). Smoke test (minutes on CPU):
@@ -56,6 +58,7 @@ def run_arm(arm, seed, args) -> dict:
       f"--config.seed={seed}",
       f"--config.train.steps={args.steps}",
       "--config.eval.teacher=False",
+      f"--config.student.init={args.init}",
       *arm_flags,
       *extra,
     ]
@@ -79,6 +82,7 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=600)
   p.add_argument("--teacher", default="")
   p.add_argument("--preset", default="")
+  p.add_argument("--init", default="warm_start", choices=("warm_start", "random"))
   p.add_argument("--extra", default="")
   args = p.parse_args()
   os.makedirs(args.out, exist_ok=True)
