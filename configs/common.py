@@ -72,14 +72,25 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       model=tiny_model(d_model=96, n_layers=2),
       init="random",
       keep_every=2,
+      tokenizer="",
       warm_start=mlc.ConfigDict(dict(steps=400, lr=3e-3, batch_size=32, num_problems=4000)),
     )
   )
+  # More teachers (multi-teacher distillation): name -> a section like `teacher` (each
+  # bootstrapped into WORKDIR/teachers/<name> when it has no checkpoint); `routing` picks
+  # each sequence's teacher: 'weights' mixes the losses with fixed weights (config.teacher
+  # first, then extra_teachers by name; () = equal), 'source' routes by record-id prefix
+  # (one per teacher), 'modulo' by record index mod the number of teachers.
+  c.extra_teachers = mlc.ConfigDict()
+  c.routing = mlc.ConfigDict(dict(kind="weights", weights=(), sources=()))
   # student.init: random | warm_start | teacher_layers (every keep_every-th teacher layer)
   # | checkpoint. warm_start (built-in tasks): a pretrained student, as in the paper: SFT
   # from the seed's random init on gold traces of num_problems problems disjoint from the
   # distillation's train and held-out problems, cached in WORKDIR/student_warm_start
   # (dkd_jax/runs/warm_start.py).
+  # student.tokenizer: "" = the teacher's; "bpe:N" = a BPE of N tokens trained on the task's
+  # text (WORKDIR/student_tokenizer); or a HF tokenizer directory. Another tokenizer than the
+  # teacher's makes the run cross-tokenizer (objective.xtok; BUILD_NOTES).
 
   # The two decoupled axes (DESIGN.md §1) + mixing.
   c.objective = mlc.ConfigDict(
@@ -92,6 +103,10 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       estimator="full_vocab",
       temperature=1.0,
       teacher_top_k=0,
+      # cross-tokenizer only: token_level adds the mapped forward term (shared tokens +
+      # ULD) to sequence KD on teacher rows; teacher_len is the teacher's token width
+      # (0 = twice the student's prompt + response).
+      xtok=mlc.ConfigDict(dict(token_level=False, uld_weight=1.0, teacher_len=0)),
       alpha_schedule=mlc.ConfigDict(
         dict(
           kind="constant",

@@ -13,6 +13,7 @@ missing bootstrapped teacher is an error naming the command that makes it, and a
 or data file not yet converted in RUN_DIR is converted into a temporary folder.
 """
 
+import dataclasses
 import json
 
 import ml_collections as mlc
@@ -60,7 +61,9 @@ def evaluate_checkpoint(
     ref = reference_lib.measure(c, pair, task, mesh, prompts=_REF_PROMPTS.value, cap=_REF_CAP.value)
     paths.as_path(reference).write_text(json.dumps(ref.to_json()))
     log(f"teacher reference: {len(ref.lengths)} rollouts up to {ref.cap} tokens -> {reference}")
-  if teacher:
+  if teacher:  # a teacher with another tokenizer than the student's answers in its own
+    if pair.teacher_tokenizer is not None:
+      task = dataclasses.replace(task, tokenizer=pair.teacher_tokenizer)
     return harness.evaluate_run(spec, pair, task, pair.teacher_params, mesh, log, "teacher")
   params = run_dir.restore_student(workdir, mesh, pair.student_cfg, c=c)
   return harness.evaluate_run(spec, pair, task, params, mesh, log)

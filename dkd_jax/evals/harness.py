@@ -291,7 +291,10 @@ def evaluate_run(e: EvalSpec, pair, task, params, mesh, log, role: str = "studen
       pad_id=task.tokenizer.pad_id,
     )
     metrics["fkl"] = metrics["rkl"] = metrics["fkl_own"] = metrics["rkl_own"] = 0.0
-    if role == "student":
+    # A teacher with another tokenizer has no token-level KL against the student (NaN).
+    if getattr(pair, "teacher_tokenizer", None) is not None:
+      metrics["fkl"] = metrics["rkl"] = metrics["fkl_own"] = metrics["rkl_own"] = float("nan")
+    elif role == "student":
       metrics["fkl_own"], metrics["rkl_own"] = heldout_kl(
         kl_fn, pair, params, res["tokens"], res["loss_mask"], mesh, slots
       )

@@ -209,6 +209,13 @@ class HFTokenizer:
   def decode(self, ids: Sequence[int]) -> str:
     return self._tok.decode(list(ids), skip_special_tokens=False)
 
+  def encode_offsets(self, text: str) -> tuple[list[int], list[int]]:
+    """(ids, each id's character end offset in `text`): the library's own offsets, which
+    stay right where one character is split over several byte-level tokens (they share
+    its span), unlike decoding tokens one by one."""
+    enc = self._tok.encode(text, add_special_tokens=False)
+    return list(enc.ids), [end for _, end in enc.offsets]
+
   def tokens(self) -> list[str]:
     return list(self._vocab)
 
@@ -360,3 +367,55 @@ def hf_tokenizer_info(tok: HFTokenizer) -> GGUFTokenizerInfo:
 def export_info(tok) -> GGUFTokenizerInfo:
   """Any run tokenizer (an `HFTokenizer` or a per-symbol one) as GGUF tokenizer metadata."""
   return hf_tokenizer_info(tok) if isinstance(tok, HFTokenizer) else symbol_tokenizer_info(tok)
+
+
+# ----------------------------------------------------------------------------- training
+
+BPE_SPECIALS = ("<pad>", "<bos>", "<eos>")
+# Plain prompts: the question then a newline (the built-in tasks' format); BOS is added
+# by the pipeline, so the template leaves it out.
+PLAIN_TEMPLATE = (
+  "{% for message in messages %}{{ message['content'] }}"
+  "{% if message['role'] == 'assistant' %}{{ eos_token }}{% else %}{{ '\\n' }}"
+  "{% endif %}{% endfor %}"
+)
+
+
+def train_bpe(texts: Sequence[str], out_dir: str, vocab_size: int) -> HFTokenizer:
+  """A byte-level BPE trained on `texts` (seconds for the chain task), written as a HF
+  tokenizer directory in `out_dir` (an existing one is read back, not retrained).
+
+  Ids 0-2 are <pad>, <bos>, <eos>; the alphabet is the training text's own characters,
+  and merges may cross digits, operators and newlines (no regex split), so tokens span
+  several characters where a character tokenizer has one each. Text with characters the
+  alphabet lacks does not round-trip, which `data.alignment` reports."""
+  from tokenizers import trainers
+
+  if os.path.exists(os.path.join(out_dir, "tokenizer.json")):
+    return HFTokenizer(out_dir)
+  os.makedirs(out_dir, exist_ok=True)
+  tok = Tokenizer(models.BPE(fuse_unk=False))
+  tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+  tok.decoder = decoders.ByteLevel()
+  trainer = trainers.BpeTrainer(
+    vocab_size=vocab_size,
+    special_tokens=list(BPE_SPECIALS),
+    initial_alphabet=[],
+    show_progress=False,
+  )
+  tok.train_from_iterator(list(texts), trainer)
+  tok.save(os.path.join(out_dir, "tokenizer.json"))
+  pad, bos, eos = BPE_SPECIALS
+  config = {
+    "tokenizer_class": "PreTrainedTokenizerFast",
+    "bos_token": bos,
+    "eos_token": eos,
+    "pad_token": pad,
+    "add_bos_token": True,
+    "add_eos_token": False,
+    "clean_up_tokenization_spaces": False,
+    "chat_template": PLAIN_TEMPLATE,
+  }
+  with open(os.path.join(out_dir, "tokenizer_config.json"), "w") as f:
+    json.dump(config, f, indent=2)
+  return HFTokenizer(out_dir)

@@ -7,6 +7,7 @@ naming the field and the allowed values.
 from __future__ import annotations
 
 import dataclasses
+import os
 
 import ml_collections as mlc
 
@@ -16,6 +17,7 @@ from dkd_jax.models import decoder as model_lib
 from dkd_jax.objectives import curriculum as curriculum_lib
 from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import prefixes
+from dkd_jax.objectives import routing
 from dkd_jax.objectives import schedules
 from dkd_jax.train import grpo
 
@@ -326,7 +328,9 @@ def validate(c: mlc.ConfigDict) -> None:
     raise ValueError(f"config.mesh={tuple(c.mesh)} must be (data, fsdp, tensor)")
   student = model_config(c.student.model, "student.model")
   teacher = model_config(c.teacher.model, "teacher.model")
-  if (
+  if cross_tokenizer(c):
+    _validate_cross_tokenizer(c, student)
+  elif (
     not c.teacher.checkpoint
     and not c.student.checkpoint
     and student.vocab_size != teacher.vocab_size
@@ -336,6 +340,7 @@ def validate(c: mlc.ConfigDict) -> None:
       f"{teacher.vocab_size} vs config.student.model.vocab_size="
       f"{student.vocab_size}; distillation needs one shared vocabulary"
     )
+  _validate_extra_teachers(c, student)
   curriculum_config(c, student.vocab_size)
   if c.curriculum.enabled and max(c.curriculum.lengths) > c.data.max_response_len:
     raise ValueError(
@@ -347,6 +352,104 @@ def validate(c: mlc.ConfigDict) -> None:
   kl_spec(c)
   if "rl" in c:
     validate_rl(c)
+
+
+def cross_tokenizer(c: mlc.ConfigDict) -> bool:
+  """True when the student has its own tokenizer (config.student.tokenizer set)."""
+  return bool(c.student.get("tokenizer", ""))
+
+
+def bpe_size(spec: str) -> int | None:
+  """N of a 'bpe:N' student tokenizer, None for a path."""
+  if not spec.startswith("bpe:"):
+    return None
+  n = spec[4:]
+  if not n.isdigit() or int(n) < 32:
+    raise ValueError(
+      f"config.student.tokenizer={spec!r}: 'bpe:N' needs an integer N >= 32 (the vocabulary "
+      "size to train on the task's text)"
+    )
+  return int(n)
+
+
+XTOK_KLS = ("forward", "reverse", "mixed")
+
+
+def _validate_extra_teachers(c: mlc.ConfigDict, student: model_lib.ModelConfig) -> None:
+  """config.extra_teachers and config.routing (multi-teacher runs)."""
+  extra = c.get("extra_teachers", None) or {}
+  for name in sorted(extra):
+    t = extra[name]
+    unknown = sorted(set(t) - set(c.teacher))
+    if unknown:
+      raise ValueError(
+        f"config.extra_teachers.{name}: unknown fields {unknown}; known: {sorted(c.teacher)}"
+      )
+    m = model_config(t.get("model", c.teacher.model), f"extra_teachers.{name}.model")
+    if not t.get("checkpoint") and not cross_tokenizer(c) and m.vocab_size != student.vocab_size:
+      raise ValueError(
+        f"config.extra_teachers.{name}.model.vocab_size={m.vocab_size} differs from the "
+        f"student's {student.vocab_size}; one tokenizer needs one vocabulary"
+      )
+  if extra and c.data.teacher_source == "cached_topk":
+    raise ValueError(
+      "config.extra_teachers needs live teachers; config.data.teacher_source='cached_topk' "
+      f"caches one; choose one of {tuple(t for t in TEACHER_SOURCES if t != 'cached_topk')}"
+    )
+  r = c.get("routing", None)
+  if r is not None:
+    routing.check(r.kind, 1 + len(extra), tuple(r.weights), tuple(r.sources))
+
+
+def _validate_cross_tokenizer(c: mlc.ConfigDict, student: model_lib.ModelConfig) -> None:
+  """A student with its own tokenizer (BUILD_NOTES: cross-tokenizer): what the chunk
+  estimator, the mapped forward term and sequence-level KD can and cannot express."""
+  o, x = c.objective, c.objective.xtok
+  n = bpe_size(c.student.tokenizer)
+  if n is None and not os.path.exists(c.student.tokenizer):
+    raise ValueError(
+      f"config.student.tokenizer={c.student.tokenizer!r} is neither 'bpe:N' (train one on "
+      "the task's text) nor an existing HF tokenizer directory / tokenizer.json"
+    )
+  if n is not None and not c.student.checkpoint and student.vocab_size < n:
+    raise ValueError(
+      f"config.student.model.vocab_size={student.vocab_size} is smaller than the student "
+      f"tokenizer's {n} tokens (config.student.tokenizer={c.student.tokenizer!r})"
+    )
+  if c.student.init == "teacher_layers":
+    raise ValueError(
+      "config.student.init='teacher_layers' copies the teacher's embedding, which another "
+      "tokenizer cannot use; with config.student.tokenizer choose one of "
+      f"{('random', 'warm_start', 'checkpoint')}"
+    )
+  _one_of("objective.kl (with config.student.tokenizer)", o.kl, XTOK_KLS)
+  if o.kl != "forward" and o.estimator != "sampled_token":
+    raise ValueError(
+      "config.objective.estimator must be 'sampled_token' with config.student.tokenizer: "
+      "across tokenizers the reverse part is the chunk-level sampled estimator (there is no "
+      "shared vocabulary to sum over)"
+    )
+  if o.teacher_top_k:
+    raise ValueError("config.objective.teacher_top_k must be 0 with config.student.tokenizer")
+  if o.prefix != "student":
+    _one_of(
+      "data.teacher_source (with config.student.tokenizer)",
+      c.data.teacher_source,
+      tuple(t for t in TEACHER_SOURCES if t != "cached_topk"),
+    )
+    if o.kl == "reverse":
+      raise ValueError(
+        "config.objective.kl='reverse' on teacher prefixes has no cross-tokenizer signal; "
+        "with config.student.tokenizer use kl in ('forward', 'mixed') or prefix='student'"
+      )
+  if c.curriculum.enabled and c.curriculum.reference == "teacher":
+    raise ValueError(
+      "config.curriculum.reference='teacher' measures the teacher's rollouts in the "
+      "student's tokens; with config.student.tokenizer use one of ('student_start', 'absolute')"
+    )
+  _bool("objective.xtok.token_level", x.token_level)
+  _positive("objective.xtok.uld_weight", x.uld_weight, allow_zero=True)
+  _positive("objective.xtok.teacher_len", x.teacher_len, allow_zero=True)
 
 
 def horizon(c: mlc.ConfigDict) -> int:

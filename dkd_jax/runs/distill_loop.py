@@ -16,6 +16,7 @@ orchestrates only: which prefixes, which alpha and which random stream are decid
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 
@@ -30,6 +31,7 @@ from dkd_jax.core import paths
 from dkd_jax.core import preemption
 from dkd_jax.core import rng
 from dkd_jax.core import sharding
+from dkd_jax.data import alignment
 from dkd_jax.data import pipeline
 from dkd_jax.data import topk_store
 from dkd_jax.evals import harness
@@ -38,6 +40,7 @@ from dkd_jax.models import handoff
 from dkd_jax.objectives import curriculum as curriculum_lib
 from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import prefixes
+from dkd_jax.objectives import routing
 from dkd_jax.objectives import schedules
 from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
@@ -46,6 +49,7 @@ from dkd_jax.runs import tasks
 from dkd_jax.runs import warm_start
 from dkd_jax.train import step as train
 from dkd_jax.train import teacher_topk
+from dkd_jax.train import teachers as teachers_lib
 
 REFERENCE_PROMPTS = 64  # training prompts the teacher's reference entropy is measured on
 EVALS_FILE = "evals.jsonl"  # evaluations at config.eval.at_steps along the trajectory
@@ -75,6 +79,7 @@ class Loop:
     )
     self.optimizer, self.state_shard = self.base.optimizer, self.base.state_shard
     self.state, self.ckpt = self.base.state, self.base.ckpt
+    self.teachers = self._teacher_statics()
     static = train.StepStatic(
       pair.student_graphdef,
       None if self.topk else pair.teacher_graphdef,
@@ -82,8 +87,10 @@ class Loop:
       self.optimizer,
       mesh,
       response_window=self.data.max_response_len,
+      teachers=self.teachers,
     )
-    self.step_fn = train.jit_train_step(static, self.state_shard, pair.teacher_shardings)
+    t_shard = tuple(t[2] for t in self._teacher_list()) if self.teachers else pair.teacher_shardings
+    self.step_fn = train.jit_train_step(static, self.state_shard, t_shard)
     self.iterator = iter(task.train_batches)
     self.cur_state = curriculum_lib.init_state()
     self.sched_state = schedules.init_state(self.schedule)
@@ -96,9 +103,85 @@ class Loop:
     self.last_entropy = None
     self.sampler = configuration.rollout_settings(c).sampler()
     self.student_engine = self.base.engine
+    t_tok = pair.teacher_tokenizer
     self.teacher_engine = self.base.make_engine(
-      pair.teacher_cfg, pair.teacher_graphdef, params_shard=pair.teacher_shardings
+      pair.teacher_cfg,
+      pair.teacher_graphdef,
+      params_shard=pair.teacher_shardings,
+      eos=None if t_tok is None else t_tok.eos_id,
     )
+
+  def _teacher_list(self) -> list[tuple]:
+    """(graphdef, params, shardings, tokenizer or None when it is the student's) per teacher."""
+    pair, student = self.pair, self.task.tokenizer
+    same = lambda tok: tok is None or tok.tokens() == student.tokens()
+    first = (pair.teacher_graphdef, pair.teacher_params, pair.teacher_shardings)
+    out = [(*first, None if same(pair.teacher_tokenizer) else pair.teacher_tokenizer)]
+    for t in pair.extra_teachers:
+      out.append((t.graphdef, t.params, t.shardings, None if same(t.tokenizer) else t.tokenizer))
+    return out
+
+  def _teacher_statics(self) -> tuple:
+    """`StepStatic.teachers` when the run has several teachers or one with another
+    tokenizer; () for the single same-vocabulary teacher (the kernel path as before)."""
+    teachers = self._teacher_list()
+    if len(teachers) == 1 and teachers[0][3] is None:
+      return ()
+    x, out = self.c.objective.xtok, []
+    for (graphdef, _, _, tok), cfg in zip(teachers, self._teacher_cfgs()):
+      vmap = None
+      if tok is not None and not configuration.cross_tokenizer(self.c):
+        raise ValueError(
+          "a teacher reads another tokenizer than the student: set config.student.tokenizer "
+          "(the student's own, e.g. 'bpe:N' or a HF tokenizer directory) so the run is "
+          "checked as cross-tokenizer"
+        )
+      if tok is not None:
+        v = alignment.vocab_map(
+          tok, self.task.tokenizer, cfg.vocab_size, self.pair.student_cfg.vocab_size
+        )
+        vmap = tuple(v.tolist())
+      out.append(
+        teachers_lib.TeacherStatic(
+          graphdef, vmap, token_level=bool(x.token_level), uld_weight=float(x.uld_weight)
+        )
+      )
+    return tuple(out)
+
+  def _teacher_cfgs(self) -> list:
+    return [self.pair.teacher_cfg] + [t.cfg for t in self.pair.extra_teachers]
+
+  def _teacher_arrays(self, out: dict, prompts: dict) -> dict:
+    """Row weights (`routing`) and, per teacher with another tokenizer, its tokens of each
+    row's text and the chunk alignment (`data.alignment`)."""
+    records = [self.task.train_records[int(i)] for i in prompts["index"]]
+    r = self.c.get("routing", None)
+    teachers = self._teacher_list()
+    out = dict(
+      out,
+      teacher_w=routing.teacher_weights(
+        r.kind if r else "weights",
+        len(teachers),
+        prompts["index"],
+        [rec.get("id", "") for rec in records],
+        tuple(r.weights) if r else (),
+        tuple(r.sources) if r else (),
+      ),
+    )
+    width = self.c.objective.xtok.teacher_len or 2 * out["tokens"].shape[1]
+    for k, (_, _, _, tok) in enumerate(teachers):
+      if tok is None:
+        continue
+      arrays = alignment.xtok_arrays(
+        out["tokens"],
+        out["loss_mask"],
+        [alignment.teacher_prompt_ids(tok, rec["question"]) for rec in records],
+        self.task.tokenizer,
+        tok,
+        width,
+      )
+      out.update({f"{name}_{k}": v for name, v in arrays.items()})
+    return out
 
   def _topk_cache(self, workdir) -> topk_store.TopKSource | None:
     """cached_topk: the teacher's top-k on disk (one pass if absent); the teacher's
@@ -185,6 +268,8 @@ class Loop:
       out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
         out["loss_mask"], [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
       )
+    if self.teachers:
+      out = self._teacher_arrays(out, prompts)
     return out, batch.stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, key) -> dict:
@@ -210,21 +295,50 @@ class Loop:
     rows = {i: self.cache.get(index[i]) for i in idx} if self.cache else {}
     todo = [i for i in idx if rows.get(i) is None]
     if todo:
+      t_prompts = self._teacher_prompts(prompts, todo) if self.pair.teacher_tokenizer else prompts
       res = self.cost.timed(
         "teacher",
         self._rollout,
         self.teacher_engine,
         self.pair.teacher_params,
-        prompts,
-        np.asarray(todo),
+        t_prompts,
+        np.arange(len(todo)) if self.pair.teacher_tokenizer else np.asarray(todo),
         R,
         rng.key_data(c.seed, "teacher_rollout", step),
       )
       fresh = prefixes.cache_rows(index[todo], res)
+      if self.pair.teacher_tokenizer:  # the teacher's text, retokenised for the student
+        fresh = [self._retokenized(row) for row in fresh]
       if self.cache is not None:
         self.cache.put(fresh)
       rows.update(zip(todo, fresh))
     return prefixes.cached_responses(idx, [rows[i] for i in idx], plan.max_len, R, pad)
+
+  def _teacher_prompts(self, prompts: dict, rows) -> dict:
+    """Rows' questions as the teacher's own prompts (its rendering, its ids, its pad)."""
+    ttok = self.pair.teacher_tokenizer
+    P = self.c.data.max_prompt_len
+    ids = [
+      alignment.teacher_prompt_ids(
+        ttok, self.task.train_records[int(prompts["index"][i])]["question"]
+      )
+      for i in rows
+    ]
+    if max(map(len, ids)) > P:
+      raise ValueError(
+        f"a teacher prompt of {max(map(len, ids))} tokens exceeds config.data.max_prompt_len={P} "
+        "(the teacher's engine shares the student's prompt width); raise it"
+      )
+    tokens = np.full((len(ids), P), ttok.pad_id, np.int32)
+    for j, x in enumerate(ids):
+      tokens[j, : len(x)] = x
+    return {"prompt_tokens": tokens, "prompt_len": np.array([len(x) for x in ids], np.int32)}
+
+  def _retokenized(self, row: dict) -> dict:
+    toks = alignment.retokenize(
+      self.pair.teacher_tokenizer, self.task.tokenizer, row["tokens"], not row["truncated"]
+    )
+    return dict(row, tokens=toks)
 
   def measure_reference(self) -> None:
     """The teacher's rollout entropy, once per run (checkpointed): what the curriculum's
@@ -279,9 +393,15 @@ class Loop:
       vocab=self.pair.student_cfg.vocab_size,
       alpha=batch["alpha"],
     )
-    batch = sharding.put_global(batch, train.batch_shardings(self.mesh, self.topk is not None))
+    batch = sharding.put_global(
+      batch,
+      train.batch_shardings(self.mesh, self.topk is not None, self.teachers),
+    )
     t1 = time.perf_counter()
-    self.state, metrics = self.step_fn(self.state, batch, self.pair.teacher_params)
+    t_params = (
+      tuple(t[1] for t in self._teacher_list()) if self.teachers else self.pair.teacher_params
+    )
+    self.state, metrics = self.step_fn(self.state, batch, t_params)
     metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
     t2 = time.perf_counter()
     metrics_log.check_finite(step + 1, metrics)
@@ -316,8 +436,11 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
   log = logger.text
   log(f"mesh {dict(mesh.shape)} on {jax.device_count()} {jax.devices()[0].platform} devices")
   tokenizer = pair_lib.load_tokenizer(c, workdir)
-  task = tasks.load_task(c, tokenizer, workdir)
+  cross = configuration.cross_tokenizer(c)
+  t_tok = pair_lib.teacher_tokenizer(c, workdir) if cross else None
+  task = tasks.load_task(c, tokenizer, workdir, teacher_tokenizer=t_tok)
   pair = pair_lib.load_pair(c, mesh, task, workdir, log)
+  pair.extra_teachers = pair_lib.load_extra_teachers(c, mesh, task, workdir, log)
   loop = Loop(c, mesh, pair, task, workdir, log)
   start = loop.restore()
   logger.start(start)  # drops metric rows past the restored step (a killed run's tail)
@@ -338,8 +461,10 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
     log(f"export: the student as a Hugging Face directory in {out}")
   spec = configuration.eval_spec(c)
   results = harness.evaluate_run(spec, pair, task, loop.state["params"], mesh, log)
+  # the teacher answers in its own tokens
+  t_task = dataclasses.replace(task, tokenizer=t_tok) if cross else task
   teacher = (
-    harness.evaluate_run(spec, pair, task, pair.teacher_params, mesh, log, "teacher")
+    harness.evaluate_run(spec, pair, t_task, pair.teacher_params, mesh, log, "teacher")
     if c.eval.teacher
     else {}
   )

@@ -22,9 +22,11 @@ import tempfile
 from typing import Any
 
 import jax
+import ml_collections as mlc
 from flax import nnx
 
 from dkd_jax.core import multihost
+from dkd_jax.core import paths
 from dkd_jax.core import rng
 from dkd_jax.data import arithmetic
 from dkd_jax.data.protocols import Tokenizer
@@ -34,10 +36,12 @@ from dkd_jax.models import hf
 from dkd_jax.models import tokenizer as tok_lib
 from dkd_jax.runs import bootstrap
 from dkd_jax.runs import configuration
+from dkd_jax.runs import tasks
 from dkd_jax.runs import warm_start
 from dkd_jax.runs import workdir as run_dir
 
 SMOLLM2_ALIAS = "smollm2-gguf"
+BPE_RECORDS = 5000  # training records a student BPE is trained on (seconds)
 
 
 @dataclasses.dataclass
@@ -49,6 +53,35 @@ class Pair:
   student_cfg: model_lib.ModelConfig
   student_graphdef: Any
   student_params: Any
+  # the student reads another tokenizer: no token-level teacher/student KL in evaluation
+  teacher_tokenizer: Any = None
+  # config.extra_teachers, loaded once (multi-teacher runs; the first teacher is above)
+  extra_teachers: list = dataclasses.field(default_factory=list)
+
+
+@dataclasses.dataclass
+class ExtraTeacher:
+  cfg: model_lib.ModelConfig
+  graphdef: Any
+  params: Any
+  shardings: Any
+  tokenizer: Any  # its own tokenizer; the step compares it with the student's
+
+
+def load_extra_teachers(c, mesh, task, workdir, log) -> list[ExtraTeacher]:
+  """config.extra_teachers (name -> a section like config.teacher), in name order: each
+  loaded from its checkpoint or bootstrapped into WORKDIR/teachers/<name>, once."""
+  out = []
+  for name in sorted(c.get("extra_teachers", {})):
+    ck = mlc.ConfigDict(c.to_dict())
+    ck.teacher = mlc.ConfigDict(c.extra_teachers[name].to_dict())
+    sub = str(paths.as_path(workdir) / "teachers" / name)
+    tok = teacher_tokenizer(ck, sub)
+    t_task = dataclasses.replace(task, teacher_tokenizer=tok)
+    cfg, graphdef, params = load_teacher(ck, mesh, t_task, sub, log)
+    log(f"teacher {name}: {cfg.n_layers} layers, d_model {cfg.d_model}, vocab {cfg.vocab_size}")
+    out.append(ExtraTeacher(cfg, graphdef, params, model_lib.param_shardings(mesh, cfg), tok))
+  return out
 
 
 def _runtime(cfg: model_lib.ModelConfig, m) -> model_lib.ModelConfig:
@@ -95,12 +128,44 @@ def resolve_checkpoint(path: str, workdir: str, role: str, read_only: bool = Fal
   return path
 
 
-def load_tokenizer(c, workdir: str, read_only: bool = False) -> Tokenizer:
-  """The run's tokenizer; with two checkpoints, also checks they share a vocabulary."""
+def teacher_tokenizer(c, workdir: str, read_only: bool = False) -> Tokenizer:
+  """The teacher's tokenizer: its checkpoint's, or the built-in tasks' character one."""
   if not c.teacher.checkpoint:
     return arithmetic.CharTokenizer()
-  teacher_dir = resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher", read_only)
-  tok = tok_lib.HFTokenizer(teacher_dir)
+  return tok_lib.HFTokenizer(
+    resolve_checkpoint(c.teacher.checkpoint, workdir, "teacher", read_only)
+  )
+
+
+def student_tokenizer(c, workdir: str, read_only: bool = False) -> Tokenizer:
+  """config.student.tokenizer: a HF tokenizer path, or 'bpe:N' trained once on the task's
+  training text into WORKDIR/student_tokenizer (a read-only caller needs it there)."""
+  spec = c.student.tokenizer
+  n = configuration.bpe_size(spec)
+  if n is None:
+    return tok_lib.HFTokenizer(spec)
+  out = run_dir.student_tokenizer_dir(workdir)
+  if not (out / "tokenizer.json").exists():
+    if read_only:
+      raise FileNotFoundError(
+        f"{out} holds no tokenizer.json: the run that trains it (config.student.tokenizer="
+        f"{spec!r}) has not started in this workdir"
+      )
+    train, _ = tasks.records_for(c, workdir)
+    texts = [r["question"] + "\n" + r.get("solution", "") for r in train[:BPE_RECORDS]]
+    multihost.primary_first("student_bpe", lambda: tok_lib.train_bpe(texts, str(out), n))
+  return tok_lib.HFTokenizer(str(out))
+
+
+def load_tokenizer(c, workdir: str, read_only: bool = False) -> Tokenizer:
+  """The run's tokenizer (prompts, rollouts, evaluation and export of the student): the
+  student's own when config.student.tokenizer is set, else the teacher's; with two
+  checkpoints and one tokenizer, also checks they share a vocabulary."""
+  if configuration.cross_tokenizer(c):
+    return student_tokenizer(c, workdir, read_only)
+  tok = teacher_tokenizer(c, workdir, read_only)
+  if not c.teacher.checkpoint:
+    return tok
   if c.student.init == "checkpoint":
     student_dir = resolve_checkpoint(c.student.checkpoint, workdir, "student", read_only)
     tok_lib.check_same_vocab(tok, tok_lib.HFTokenizer(student_dir))
@@ -129,8 +194,8 @@ def student_config(c, teacher_cfg, workdir: str, read_only: bool = False) -> mod
   return configuration.model_config(s.model, "student.model")
 
 
-def _check_vocab(teacher_cfg, student_cfg, tokenizer) -> None:
-  if teacher_cfg.vocab_size != student_cfg.vocab_size:
+def _check_vocab(teacher_cfg, student_cfg, tokenizer, cross: bool = False) -> None:
+  if not cross and teacher_cfg.vocab_size != student_cfg.vocab_size:
     raise ValueError(
       f"teacher/student vocabulary mismatch: teacher vocab_size="
       f"{teacher_cfg.vocab_size}, student vocab_size={student_cfg.vocab_size}"
@@ -152,15 +217,16 @@ def load_teacher(
     graphdef, _ = model_lib.abstract(cfg)
     return cfg, graphdef, params
   cfg = configuration.model_config(c.teacher.model, "teacher.model")
+  tok = task.teacher_tokenizer or task.tokenizer
   graphdef, params = bootstrap.cached_teacher(
     workdir,
     cfg,
-    lambda: bootstrap.bootstrap_batches(c, task.train_records, task.tokenizer),
+    lambda: bootstrap.bootstrap_batches(c, task.train_records, tok),
     steps=c.teacher.bootstrap_steps,
     lr=c.teacher.bootstrap_lr,
     mesh=mesh,
     seed=rng.int_seed(c.teacher.bootstrap_seed, "teacher_init"),
-    pad_id=task.tokenizer.pad_id,
+    pad_id=tok.pad_id,
     log=log,
     data={k: c.data[k] for k in ("task", "max_prompt_len", "max_response_len", "batch_size")}
     | {"arithmetic": c.data.arithmetic.to_dict()}
@@ -199,15 +265,25 @@ def load_student(
 
 def load_pair(c, mesh, task, workdir, log, read_only: bool = False) -> Pair:
   tokenizer = task.tokenizer
+  cross = configuration.cross_tokenizer(c)
+  if cross and task.teacher_tokenizer is None:  # evaluate / export build the task themselves
+    task.teacher_tokenizer = teacher_tokenizer(c, workdir, read_only)
   t_cfg, t_graphdef, t_params = load_teacher(c, mesh, task, workdir, log, read_only)
   s_cfg, s_graphdef, s_params = load_student(
     c, mesh, t_cfg, t_params, workdir, read_only, task=task, log=log
   )
-  _check_vocab(t_cfg, s_cfg, tokenizer)
+  _check_vocab(t_cfg, s_cfg, tokenizer, cross)
   log(
     f"teacher: {t_cfg.n_layers} layers, d_model {t_cfg.d_model}; "
     f"student: {s_cfg.n_layers} layers, d_model {s_cfg.d_model}; vocab {s_cfg.vocab_size}"
   )
   return Pair(
-    t_cfg, t_graphdef, t_params, model_lib.param_shardings(mesh, t_cfg), s_cfg, s_graphdef, s_params
+    t_cfg,
+    t_graphdef,
+    t_params,
+    model_lib.param_shardings(mesh, t_cfg),
+    s_cfg,
+    s_graphdef,
+    s_params,
+    teacher_tokenizer=task.teacher_tokenizer if cross else None,
   )

@@ -64,8 +64,9 @@ def build(
   state, state_shard = train.sharded_init_state(optimizer, mesh, student_cfg, params)
 
   def make_engine(
-    cfg: model_lib.ModelConfig, graphdef: object, *, params_shard: dict
+    cfg: model_lib.ModelConfig, graphdef: object, *, params_shard: dict, eos: int | None = None
   ) -> engine_lib.Engine:
+    """An engine like the student's; `eos` for a model with another tokenizer."""
     return harness.make_engine(
       cfg,
       graphdef,
@@ -73,7 +74,7 @@ def build(
       slots=slots,
       max_prompt_len=data.max_prompt_len,
       max_new=max_new,
-      eos_id=eos_id,
+      eos_id=eos_id if eos is None else eos,
       params_shard=params_shard,
     )
 

@@ -37,6 +37,7 @@ class Task:
   train_batches: Any  # grain IterDataset of prompt (+response) batches
   grade: Callable[[str, str], math_eval.Grade]  # (response text, gold) -> Grade
   train_encoded: Any = None  # the tokenized train records the batches draw from
+  teacher_tokenizer: Any = None  # set when the teacher reads another tokenizer
 
   def eval_sets(self, names, data_dir: str | None = None) -> dict[str, list]:
     """Named eval sets: this task's held-out split, or local benchmark files."""
@@ -138,7 +139,9 @@ def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple
   return records[n_eval:], records[:n_eval]
 
 
-def load_task(c, tokenizer, workdir: str | None = None, read_only: bool = False) -> Task:
+def load_task(
+  c, tokenizer, workdir: str | None = None, read_only: bool = False, teacher_tokenizer=None
+) -> Task:
   train, held_out = records_for(c, workdir, read_only)
   with_responses = (
     c.data.teacher_source in (prefixes.DATASET, prefixes.CACHED_TOPK)
@@ -156,4 +159,4 @@ def load_task(c, tokenizer, workdir: str | None = None, read_only: bool = False)
     encoded, seed=rng.int_seed(c.seed, "train_shuffle"), batch_size=c.data.batch_size
   )
   grade = _grade_arithmetic if c.data.task in BUILT_IN else math_eval.grade
-  return Task(c.data.task, tokenizer, train, held_out, batches, grade, encoded)
+  return Task(c.data.task, tokenizer, train, held_out, batches, grade, encoded, teacher_tokenizer)

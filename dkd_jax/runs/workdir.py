@@ -90,6 +90,11 @@ def tfds_dir(path: PathLike) -> epath.Path:
   return paths.as_path(path) / TFDS
 
 
+def student_tokenizer_dir(path: PathLike) -> epath.Path:
+  """WORKDIR/student_tokenizer: the BPE a cross-tokenizer run trained for its student."""
+  return paths.as_path(path) / "student_tokenizer"
+
+
 def converted_dir(path: PathLike, role: str) -> epath.Path:
   """WORKDIR/{role}_hf: the role's GGUF checkpoint converted once to a HF directory."""
   name = f"{role}_hf"

@@ -25,6 +25,7 @@ from dkd_jax.core import sharding
 from dkd_jax.models import decoder as model_lib
 from dkd_jax.objectives import kl as kl_lib
 from dkd_jax.objectives import topk_loss
+from dkd_jax.train import teachers as teachers_lib
 
 PER_TOKEN_METRICS = ("fkl", "rkl", "ent_s", "ent_t")
 
@@ -42,6 +43,10 @@ class StepStatic:
   # the row's first loss position (the packed layout's responses are one contiguous span
   # of <= max_response_len positions); the prompt positions the mask drops are skipped.
   response_window: int = 0
+  # Non-empty: the loss is against these teachers (`teachers.TeacherStatic`, each maybe with
+  # its own tokenizer), rows weighted by batch['teacher_w'] [B, K]; teacher_params is then
+  # a tuple in the same order and teacher_graphdef is unused.
+  teachers: tuple = ()
 
 
 def make_optimizer(o, total_steps: int) -> optax.GradientTransformation:
@@ -134,6 +139,8 @@ def distill_loss_fn(
   static: StepStatic, student_params, teacher_params, batch
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
   """Scalar loss and token metrics for one batch (student params are the variable)."""
+  if static.teachers:
+    return teachers_loss_fn(static, student_params, teacher_params, batch)
   if static.teacher_graphdef is None:
     return cached_topk_loss_fn(static, student_params, batch)
   tokens_BxT = batch["tokens"]
@@ -179,6 +186,41 @@ def distill_loss_fn(
   metrics = {k: _masked_mean(tok[k], mask_N) for k in PER_TOKEN_METRICS if k in tok}
   metrics["loss_tokens"] = jnp.sum(mask_N)
   return loss, metrics
+
+
+def teachers_loss_fn(
+  static: StepStatic, student_params, teacher_params, batch
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+  """The loss against `static.teachers`: the student runs once; each teacher's share is
+  (numerator, denominator) and the loss is Σ num / Σ den (`teachers.teacher_sums`)."""
+  tokens_BxT = batch["tokens"]
+  B, T = tokens_BxT.shape
+  hidden_s, _ = model_lib.apply(static.student_graphdef, student_params, tokens_BxT)
+  head_s = model_lib.head(static.student_graphdef, student_params)
+  targets_N = jnp.roll(tokens_BxT, -1, axis=1).reshape(-1)
+  if static.spec.estimator == "sampled_token" and any(not t.cross for t in static.teachers):
+    sampled_N = sample_from_student(
+      hidden_s.reshape(B * T, -1),
+      jax.lax.stop_gradient(head_s),
+      batch["key"],
+      static.spec.temperature,
+      static.spec.chunk,
+    )
+    targets_N = jnp.where(jnp.repeat(batch["student_row"], T), targets_N, sampled_N)
+  nums, dens, sums = [], [], {}
+  for k, (ts, t_params) in enumerate(zip(static.teachers, teacher_params)):
+    num, den, m = teachers_lib.teacher_sums(
+      static.spec, static.mesh, ts, k, (hidden_s, head_s), t_params, batch, targets_N
+    )
+    nums.append(num)
+    dens.append(den)
+    for name, v in m.items():
+      sums[name] = sums.get(name, 0.0) + v
+    sums[f"loss_teacher{k}"] = num / jnp.maximum(den, 1.0)
+  den = jnp.maximum(sum(dens), 1.0)
+  metrics = {n: (v if n.startswith("loss_teacher") else v / den) for n, v in sums.items()}
+  metrics["loss_tokens"] = jnp.sum(batch["loss_mask"])
+  return sum(nums) / den, metrics
 
 
 def train_step(
@@ -234,8 +276,12 @@ def state_shardings(mesh, optimizer, model_cfg) -> dict:
   return {"step": rep, "params": p_shard, "opt_state": opt_shard}
 
 
-def batch_shardings(mesh, cached_topk: bool = False) -> dict[str, NamedSharding]:
-  """Shardings of the batch dict; with `cached_topk` also the teacher's [B, T, K] top-k."""
+def batch_shardings(
+  mesh, cached_topk: bool = False, teachers: tuple = ()
+) -> dict[str, NamedSharding]:
+  """Shardings of the batch dict; with `cached_topk` also the teacher's [B, T, K] top-k;
+  with `teachers` (`StepStatic.teachers`) the row weights and each cross-tokenizer
+  teacher's tokens and alignment."""
   b2, rep = sharding.batch_sharding(mesh, 2), sharding.replicated(mesh)
   out = {
     "tokens": b2,
@@ -247,6 +293,12 @@ def batch_shardings(mesh, cached_topk: bool = False) -> dict[str, NamedSharding]
   if cached_topk:
     b3 = sharding.batch_sharding(mesh, 3)
     out.update(topk_ids=b3, topk_logp=b3)
+  if teachers:
+    out["teacher_w"] = b2
+  for k, ts in enumerate(teachers):
+    if ts.cross:
+      out.update({f"xtok_{n}_{k}": b2 for n in ("tokens", "seg_s", "seg_t")})
+      out[f"xtok_pen_{k}"] = sharding.batch_sharding(mesh, 1)
   return out
 
 
@@ -285,10 +337,14 @@ def jit_train_step(static: StepStatic, state_shard, teacher_shard) -> Callable:
   without a teacher graphdef trains on cached teacher top-k (teacher_params None)."""
   mesh = static.mesh
   rep = sharding.replicated(mesh)
-  cached = static.teacher_graphdef is None
+  cached = static.teacher_graphdef is None and not static.teachers
   return jax.jit(
     functools.partial(train_step, static),
-    in_shardings=(state_shard, batch_shardings(mesh, cached), None if cached else teacher_shard),
+    in_shardings=(
+      state_shard,
+      batch_shardings(mesh, cached, static.teachers),
+      None if cached else teacher_shard,
+    ),
     out_shardings=(state_shard, rep),
     donate_argnums=(0,),
   )
