@@ -133,11 +133,13 @@ def _claim(out: str, k: str) -> bool:
 
 
 def run(args) -> None:
+  # student_rkl for every pair x slice before any teacher_topk cell: each cell costs
+  # minutes of CPU, and the on-policy quadrant is the table's first question
   grid = [
     (p, s, q)
+    for q in QUADRANTS
     for s in SLICES
     for p, _, _ in PAIRS
-    for q in QUADRANTS
     if (not args.only_pair or p == args.only_pair) and (not args.only_slice or s == args.only_slice)
   ]
   print(f"{len(grid)} rows in the grid", flush=True)
