@@ -198,6 +198,10 @@ def render(args) -> str:
   lines = []
   for q, (title, _) in QUADRANTS.items():
     lines.append(f"**{title}**\n")
+    # the command of every cell in this table: the pair's preset and the slice vary
+    cmd = " ".join(command("PAIR", "SLICE", q, "x")[1:]).replace(" --out=x", "")
+    cmd = cmd.replace(f"{CONFIG}:PAIR", f"{CONFIG}[:8b_1.7b|:32b_8b]")
+    lines.append(f"`python {cmd}`\n")
     lines.append("| teacher → student | " + " | ".join(TABLE_SLICES) + " |")
     lines.append("|---|" + "---|" * len(TABLE_SLICES))
     for p, t, s in PAIRS:

@@ -424,9 +424,11 @@ def quadrant(c) -> dict:
   )
 
 
-def build(c, shapes: RunShapes, mesh, *, only=None) -> Plan:
+def build(c, shapes: RunShapes, mesh, *, only=None, screening=False) -> Plan:
   """The run's functions with abstract arguments for `mesh` (a mesh that does not divide
-  a dimension raises ValueError naming it)."""
+  a dimension raises ValueError naming it). `screening`: only the bytes and the roofline
+  inputs (the mesh search's screen of every candidate); the engine's functions are not
+  traced (their prefix's shapes cost a trace of the per-layer prefill, ~60% of a build)."""
   q = quadrant(c)
   B, P, R = c.data.batch_size, c.data.max_prompt_len, c.data.max_response_len
   T = P + R
@@ -477,18 +479,22 @@ def build(c, shapes: RunShapes, mesh, *, only=None) -> Plan:
 
   if q["student_rows"] and want("rollout"):
     e = engine("student", B, R)
-    new = e.rollout_fns("rollout/student", sampler, c.rollout.sync_every, q["student_rows"])
+    new = (
+      []
+      if screening
+      else e.rollout_fns("rollout/student", sampler, c.rollout.sync_every, q["student_rows"])
+    )
     fns += new
     phases["rollout"] += [f.name for f in new]
     decode_copy["rollout/student"] = e.decode_copy_bytes()
   if q["teacher_rollouts"] and want("rollout"):
     e = engine("teacher", B, R)
     rows = B - q["student_rows"]
-    new = e.rollout_fns("rollout/teacher", sampler, c.rollout.sync_every, rows)
+    new = [] if screening else e.rollout_fns("rollout/teacher", sampler, c.rollout.sync_every, rows)
     fns += new
     phases["rollout"] += [f.name for f in new]
     decode_copy["rollout/teacher"] = e.decode_copy_bytes()
-  if want("eval"):
+  if want("eval") and not screening:
     fns += _eval_fns(c, s_cfg, t_cfg, s_graphdef, t_graphdef, state["params"], teacher, mesh)
     phases["eval"] = [f.name for f in fns if f.name.startswith("eval/")]
   persistent = {
@@ -607,12 +613,13 @@ def collectives(hlo_text: str) -> dict:
   return out
 
 
-def _round_trip(fn: Fn, compiled) -> bool | None:
+def _round_trip(fn: Fn, lowered, compiled) -> bool | None:
   """True when the loop state the call returns has the avals and shardings it was passed
-  with: the run's next call (its output fed back) reuses this executable."""
+  with: the run's next call (its output fed back) reuses this executable. The output
+  avals come from the lowering (`out_info`), not from tracing the function again."""
   if not fn.carried:
     return None
-  out_shapes = jax.eval_shape(fn.jitted, *fn.args)
+  out_shapes = lowered.out_info
   out_shard = compiled.output_shardings
   if fn.out_index is not None:
     out_shapes, out_shard = out_shapes[fn.out_index], out_shard[fn.out_index]
@@ -695,7 +702,7 @@ def compile_fn(fn: Fn, hbm: int) -> dict:
     "fits": peak <= hbm,
     "compiler_flops": float(cost.get("flops", 0.0)),
     "collectives": collectives(compiled.as_text()),
-    "reuses_executable": _round_trip(fn, compiled),
+    "reuses_executable": _round_trip(fn, lowered, compiled),
     "resident_bytes": fn.resident,
     "also_live_bytes": fn.also_live,
     "lower_s": round(t1 - t0, 2),
@@ -704,14 +711,22 @@ def compile_fn(fn: Fn, hbm: int) -> dict:
 
 
 def check(
-  c, topo: Topology, mesh_shape, devices=None, *, only=None, log=None, stop_early=False
+  c,
+  topo: Topology,
+  mesh_shape,
+  devices=None,
+  *,
+  only=None,
+  log=None,
+  stop_early=False,
+  hbm: int | None = None,
 ) -> dict:
   """Compiles every function of the run `c` for `topo` on mesh (data, fsdp, tensor)."""
   devices = devices if devices is not None else topology_devices(topo)
   shapes = run_shapes(c)
   mesh = make_mesh(mesh_shape, devices)
   plan = build(c, shapes, mesh, only=only)
-  hbm = device_hbm(topo, devices)
+  hbm = hbm or device_hbm(topo, devices)
   fns = {}
   for fn in plan.fns:
     if log:
@@ -843,7 +858,7 @@ def screen(c, shapes, mesh_shape, devices, hbm) -> dict:
   persistent state each chip holds, and the analytic roofline (the search's order)."""
   try:
     mesh = make_mesh(mesh_shape, devices)
-    plan = build(c, shapes, mesh, only=("train", "rollout", "topk"))
+    plan = build(c, shapes, mesh, only=("train", "rollout", "topk"), screening=True)
   except ValueError as e:
     return {"mesh": list(mesh_shape), "status": f"invalid: {e}"}
   persistent = sum(plan.persistent.values()) + max(plan.decode_copy.values(), default=0)
@@ -953,7 +968,11 @@ def search(
       if log:
         log(f"mesh {tuple(s['mesh'])}: {why}")
       continue
-    rep = check(c, topo, s["mesh"], devices, only=only, log=log, stop_early=True)
+    try:
+      rep = check(c, topo, s["mesh"], devices, only=only, log=log, stop_early=True, hbm=hbm)
+    except ValueError as e:  # a shape only the engine's trace finds the mesh cannot divide
+      s["status"] = f"invalid: {e}"
+      continue
     s["status"] = "fits" if rep["fits"] else "does not fit"
     s["step_peak_gib"] = rep["step_peak_gib"]
     results.append(rep)
