@@ -835,6 +835,10 @@ def summarise(c, topo, devices, mesh_shape, shapes, plan, fns, hbm) -> dict:
     },
     "roofline_s": roofline,
     "functions": fns,
+    # per function, the collectives its optimised HLO holds (ops with none left out)
+    "collectives": {
+      name: {op: v for op, v in f["collectives"].items() if v["count"]} for name, f in fns.items()
+    },
     "compile_s": round(sum(f["lower_s"] + f["compile_s"] for f in fns.values()), 1),
   }
 
