@@ -176,6 +176,15 @@ def run(args) -> None:
     print(f"  -> {rec.get('row', 'ERROR')} ({rec['elapsed_s']} s)", flush=True)
 
 
+def _refused(r) -> bool:
+  """Rows written before `gib_is_lower_bound`: a function the compiler refused is recorded
+  with no output or code bytes (peak = arguments + the temporaries its error named)."""
+  fns = (r.get("best") or {}).get("functions") or {}
+  return any(
+    not f["fits"] and f["peak_bytes"] == f["argument_bytes"] + f["temp_bytes"] for f in fns.values()
+  )
+
+
 def _cell(r) -> str:
   if r is None or "row" not in r:
     return "not compiled yet" if r is None else "compile failed"
@@ -188,8 +197,10 @@ def _cell(r) -> str:
   mesh = "×".join(str(x) for x in row["mesh"])
   verdict = "**yes**" if row["fits"] else "no"
   hbm = (r.get("best") or {}).get("hbm_bytes") or row["hbm_gib"] * 2**30
+  at_least = "≥ " if row.get("gib_is_lower_bound") or _refused(r) else ""
   return (
-    f"{verdict} · ({mesh}) · {row['gib']:.1f}/{hbm / 2**30:.2f} GiB · {row['roofline_s']:.2f} s"
+    f"{verdict} · ({mesh}) · {at_least}{row['gib']:.1f}/{hbm / 2**30:.2f} GiB · "
+    f"{row['roofline_s']:.2f} s"
   )
 
 

@@ -1013,6 +1013,8 @@ def row(rep: dict) -> dict:
     "fits": bool(best["fits"]),
     "mesh": best["mesh"],
     "gib": best["step_peak_gib"],
+    # a function the compiler refused gives the bytes of its first failed allocation only
+    "gib_is_lower_bound": any("compiler_error" in f for f in best["functions"].values()),
     "hbm_gib": round(best["hbm_bytes"] / GiB, 1),
     "roofline_s": best["roofline_s"],
   }
