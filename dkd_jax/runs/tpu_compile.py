@@ -894,9 +894,11 @@ def activation_bytes(c, cfg, mesh) -> int:
   item = jnp.dtype(cfg.dtype).itemsize
   T = c.data.max_prompt_len + c.data.max_response_len
   scores = rows * cfg.n_heads / t * T * T * 4
-  # x3: calibrated on one compile (Qwen3 1.7B -> 0.6B, v5e:4x4, mesh (1, 4, 4): the
-  # compiler's temporaries were 18.5 GiB where the count above gives 6.1)
-  return int(3 * (cfg.n_layers * tokens * per * item + 3 * scores))
+  # x1.5: fitted on the 15 compiles of the README table's first rows (Qwen3 pairs on
+  # v5e-16 and v5p-8; (compiled step peak - persistent bytes) / the count above: median
+  # 1.44, range 1.15-2.0). It was x3, fitted on one compile before `constrain_batch`
+  # (BUILD_NOTES): it then sorted meshes that fit behind worse ones.
+  return int(1.5 * (cfg.n_layers * tokens * per * item + 3 * scores))
 
 
 PRUNE = 1.5  # skip a mesh whose calibrated estimate is above this many times the HBM
