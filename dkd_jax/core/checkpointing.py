@@ -22,6 +22,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from collections.abc import Iterator
 from typing import Any
 
@@ -135,13 +136,16 @@ class RunCheckpointer:
     self.wait()
     return self._mngr.latest_step()
 
-  def maybe_save(self, step: int, state, host: dict[str, Any], force: bool = False) -> bool:
+  def maybe_save(
+    self, step: int, state, host: dict[str, Any] | Callable[[], dict], force: bool = False
+  ) -> bool:
     if not force and step % self.every:
       return False
     if step in (self._last_saved, self._mngr.latest_step()):  # the first: still in flight
       return False
     self.wait()  # orbax would wait for the previous write anyway; its error names its step
     self._last_saved = step
+    host = host() if callable(host) else host  # a callable: built only on steps that save
     # A JSON copy: the host record is written in the background, after the loop moved on.
     host = json.loads(json.dumps(dict(host, **{_FINGERPRINT: fingerprint(state)})))
     with self._write_errors():  # a failure of the previous async write surfaces here too

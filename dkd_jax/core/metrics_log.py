@@ -77,7 +77,8 @@ class LineProgress:
     self.desc, self.file, self.postfix = desc, file or sys.stderr, {}
     self._last_t, self._last_n = time.perf_counter(), start
 
-  def set_postfix(self, **kw) -> None:
+  def set_postfix(self, refresh: bool = True, **kw) -> None:
+    del refresh  # tqdm's argument; a line is written by `update` only
     self.postfix = kw
 
   def update(self, n: int = 1) -> None:
@@ -132,6 +133,11 @@ def _flat(d: dict, prefix: str = "") -> dict:
   return out
 
 
+# Fields that change how fast a step runs, not what it computes (the same losses to float
+# tolerance): a run saved before one existed resumes under its default.
+SPEED_ONLY = frozenset({"train.length_bucket"})
+
+
 def check_config_unchanged(workdir: str, config, allow: bool) -> None:
   """Refuses to resume a run's checkpoints under a different config (its LR and α
   schedules, data and objective would change mid-run) unless `allow`."""
@@ -142,7 +148,11 @@ def check_config_unchanged(workdir: str, config, allow: bool) -> None:
     return
   saved = _flat(json.loads(saved_path.read_text()))
   now = _flat(json.loads(config.to_json_best_effort()))
-  diff = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
+  diff = sorted(
+    k
+    for k in set(saved) | set(now)
+    if saved.get(k) != now.get(k) and not (k in SPEED_ONLY and k not in saved)
+  )
   if diff:
     shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])
     raise ValueError(

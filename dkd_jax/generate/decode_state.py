@@ -4,7 +4,8 @@
 `prefill_batch_fn` (N padded prompts in one forward -> a `Prefix` of N rows),
 `extend_fn` (more tokens on top of an earlier prefix's cache: prefix caching and
 chunked prefill),
-`insert_fn` (a prefix sample into a slot of the `DecodeState`), `decode_step` /
+`insert_fn` (a prefix sample into a slot of the `DecodeState`; `insert_many_fn` several
+in one call), `decode_step` /
 `generate_fn` (one token for every slot), `generate_steps_fn` (several steps in one
 `lax.while_loop`) and `init_state_fn` (all slots empty). Each takes the params as given
 or as `DecodeParams` (their blocks split per layer once, `decode_params_fn`). None of them
@@ -341,6 +342,15 @@ def insert_fn(eos_ids, prefix: Prefix, state: DecodeState, slot, sample) -> Deco
   )
 
 
+def insert_many_fn(
+  eos_ids, prefix: Prefix, state: DecodeState, slots_M, samples_M, count
+) -> DecodeState:
+  """`insert_fn` for i < count: sample samples_M[i] of `prefix` into slot slots_M[i], in
+  one call (a loop over the traced count: one compile per prefix shape and M)."""
+  body = lambda i, s: insert_fn(eos_ids, prefix, s, slots_M[i], samples_M[i])
+  return jax.lax.fori_loop(0, count, body, state)
+
+
 def decode_step(
   cfg, graphdef, sampler, eos_ids, params, state: DecodeState
 ) -> tuple[DecodeState, ResultTokens]:
@@ -350,12 +360,12 @@ def decode_step(
   logits_Bx1xV, cache = _forward(graphdef, dp, tokens_Bx1, pos_Bx1, state.cache, head=True)
   stats = sampling.sample_with_stats(sampler, logits_Bx1xV[:, 0], state.keys_Bx2, state.num_B)
   active_B = ~state.done_B
-  rows_B = jnp.arange(state.num_B.shape[0])
-  idx_B = jnp.minimum(state.num_B, state.out["token"].shape[1] - 1)
+  # Each active row writes its column num_B (a select over the small [B, R] buffers:
+  # one fused pass, where a gather + scatter per buffer cost more on CPU).
+  R = state.out["token"].shape[1]
+  write_BxR = active_B[:, None] & (jnp.arange(R)[None] == jnp.minimum(state.num_B, R - 1)[:, None])
   out = {
-    k: buf.at[rows_B, idx_B].set(
-      jnp.where(active_B, stats[k].astype(buf.dtype), buf[rows_B, idx_B])
-    )
+    k: jnp.where(write_BxR, stats[k].astype(buf.dtype)[:, None], buf)
     for k, buf in state.out.items()
   }
   num_B = state.num_B + active_B
@@ -380,7 +390,8 @@ def generate_steps_fn(
 ) -> DecodeState:
   """Up to num_steps decode steps in one jit; stops early once `stop_free` slots (traced;
   default all) are done, so the host can refill freed slots without waiting for the rest.
-  Given plain params, the blocks are split per layer once here, not per token."""
+  num_steps may be traced (the engine passes it so: one compile for every count). Given
+  plain params, the blocks are split per layer once here, not per token."""
   dp = decode_params_fn(cfg, graphdef, params)
   B = state.done_B.shape[0]
   stop_free = B if stop_free is None else stop_free

@@ -11,7 +11,8 @@ Contracts:
   takes `DecodeParams` (`Engine.decode_params(params)`: the blocks split per layer once,
   which a rollout does once); given plain params, a call splits them itself.
 - One compile per prefill bucket (prefill, insert; batched prefill and its inserts:
-  per bucket and number of prompts), one per sampler (generate);
+  per bucket and number of prompts), one per sampler (generate, generate_steps: its step
+  count is traced);
   slot indices, true lengths, seeds and per-request length limits are traced. A
   sampler is a `sampling.Sampler` or a hashable function of the logits (upstream's
   `Callable`); either is a static argument, so the compile cache is keyed by it.
@@ -64,6 +65,7 @@ from dkd_jax.generate.decode_state import generate_fn
 from dkd_jax.generate.decode_state import generate_steps_fn
 from dkd_jax.generate.decode_state import init_state_fn
 from dkd_jax.generate.decode_state import insert_fn
+from dkd_jax.generate.decode_state import insert_many_fn
 from dkd_jax.generate.decode_state import prefill_batch_fn
 from dkd_jax.generate.decode_state import prefill_fn
 from dkd_jax.models import decoder as model_lib
@@ -262,6 +264,13 @@ class Engine(_EngineBase):
         out_shardings=ss,
         donate_argnums=1,
       )
+    if name == "insert_many":
+      return jax.jit(
+        functools.partial(insert_many_fn, eos),
+        in_shardings=(self.prefix_shardings, ss, rep, rep, rep),
+        out_shardings=ss,
+        donate_argnums=1,
+      )
     if name == "generate":
       return jax.jit(
         functools.partial(generate_fn, cfg, gd, static[0], eos),
@@ -269,10 +278,13 @@ class Engine(_EngineBase):
         out_shardings=(ss, self._result_shardings),
         donate_argnums=1,
       )
-    if name == "generate_steps":
+    if name == "generate_steps":  # the step count is traced: one compile per sampler
+      sampler = static[0]
       return jax.jit(
-        functools.partial(generate_steps_fn, cfg, gd, static[0], eos, static[1]),
-        in_shardings=(ps, ss, rep),
+        lambda params, state, n, stop: generate_steps_fn(
+          cfg, gd, sampler, eos, n, params, state, stop
+        ),
+        in_shardings=(ps, ss, rep, rep),
         out_shardings=ss,
         donate_argnums=1,
       )
@@ -459,10 +471,29 @@ class Engine(_EngineBase):
   def bulk_insert(
     self, prefix: Prefix, decode_state: DecodeState, slots: Sequence[int]
   ) -> DecodeState:
-    """Sample i of a (multisampling) prefix goes to slots[i]."""
-    for i, slot in enumerate(slots):
-      decode_state = self.insert(prefix, decode_state, slot, sample_index=i)
-    return decode_state
+    """Sample i of a (multisampling) prefix goes to slots[i] (one call)."""
+    return self.insert_many(prefix, decode_state, slots, range(len(slots)))
+
+  def insert_many(
+    self, prefix: Prefix, decode_state: DecodeState, slots: Sequence[int], samples: Sequence[int]
+  ) -> DecodeState:
+    """Sample samples[i] of `prefix` into slots[i] for every i, in one jitted call (the
+    same state as `insert` one at a time). The index lists are padded to a power of two
+    (>= the prefix's rows): one compile per prefix shape."""
+    slots, samples = [int(x) for x in slots], [int(x) for x in samples]
+    if len(slots) != len(samples):
+      raise ValueError(f"{len(slots)} slots for {len(samples)} samples")
+    if any(not 0 <= s < self._B for s in slots) or len(set(slots)) != len(slots):
+      raise ValueError(f"slots={slots} must be distinct and in [0, {self._B})")
+    N = prefix.keys_Nx2.shape[0]
+    if any(not 0 <= j < N for j in samples):
+      raise ValueError(f"sample indices {samples} out of range [0, {N})")
+    if not slots:
+      return decode_state
+    M = 1 << (max(len(slots), N) - 1).bit_length()
+    pad = lambda xs: np.asarray(xs + [0] * (M - len(xs)), np.int32)
+    fn = self._jit("insert_many")
+    return fn(prefix, decode_state, pad(slots), pad(samples), np.int32(len(slots)))
 
   def generate(
     self, params, decode_state: DecodeState, sampler=None
@@ -484,8 +515,8 @@ class Engine(_EngineBase):
     `stop_when_free` slots are done (default: all of them)."""
     sampler = sampling.check_sampler(sampler or self.default_sampler)
     stop = self._B if stop_when_free is None else int(stop_when_free)
-    fn = self._jit("generate_steps", sampler, int(num_steps), params=params)
-    return fn(params, decode_state, np.int32(stop))
+    fn = self._jit("generate_steps", sampler, params=params)
+    return fn(params, decode_state, np.int32(num_steps), np.int32(stop))
 
   def free_resource(self, slot: int) -> None:
     del slot  # a dense cache: nothing to free; the next insert overwrites the slot

@@ -2,9 +2,11 @@
 
 `rollout(engine, params, prompts, ...)` keeps every decode slot busy: when a
 sequence finishes (EOS or its length limit), the next prompt is prefilled and
-inserted into that slot. The host looks at the decode state only every
-`sync_every` decode steps (one jitted `lax.while_loop` in between), so a slot
-can idle for at most sync_every - 1 steps after its sequence ends.
+inserted into that slot. While prompts wait, the host looks at the decode state only
+every `sync_every` decode steps (one jitted `lax.while_loop` in between), so a slot
+can idle for at most sync_every - 1 steps after its sequence ends; once none wait
+(always, for a batch that fits the slots) one call decodes to the end, stopping on the
+device when every slot is done.
 
 The same function rolls out the student and the teacher: an engine is just a
 graphdef + config, and params are passed per call (live student params included).
@@ -32,6 +34,7 @@ from collections.abc import Sequence
 import jax
 import numpy as np
 
+from dkd_jax.core import rng
 from dkd_jax.core import sharding
 from dkd_jax.data import packing
 from dkd_jax.generate.decode_state import DecodeState
@@ -83,19 +86,27 @@ def _fold_keys(base, idx_N) -> jax.Array:
 
 def request_keys(seed, n: int) -> np.ndarray:
   """uint32 [n, 2]: request i's key is fold_in(base, i), independent of scheduling;
-  `seed` is an int (base = key(seed)) or a typed PRNG key (e.g. from `dkd_jax.core.rng`).
-  One module-level jit, its width padded to a power of two: a run compiles it once per
-  width it meets, not once per rollout (a fresh jit per call recompiled every step)."""
+  `seed` is an int (base = key(seed)), a typed PRNG key (e.g. from `dkd_jax.core.rng`)
+  or a key's raw uint32 [2] data (`rng.key_data`). Threefry keys are folded on the host
+  (`rng.fold_in_data`, the same bits): no device call per rollout. Other key kinds: one
+  module-level jit, its width padded to a power of two (compiled once per width)."""
   is_key = isinstance(seed, jax.Array) and jax.dtypes.issubdtype(seed.dtype, jax.dtypes.prng_key)
-  base = seed if is_key else jax.random.key(int(seed))
+  if is_key and str(jax.random.key_impl(seed)) == "threefry2x32":
+    seed = np.asarray(jax.random.key_data(seed))
+  elif not is_key and not isinstance(seed, np.ndarray):
+    seed = rng.key_data_of_seed(int(seed))  # raw data, or a typed key of another kind
+  if isinstance(seed, np.ndarray):
+    return rng.fold_in_data(seed, np.arange(int(n), dtype=np.uint32)).reshape(int(n), 2)
+  base = seed
   width = 1 << max(int(n) - 1, 0).bit_length()
   return np.asarray(_fold_keys(base, np.arange(width, dtype=np.uint32)))[:n]
 
 
-def _harvest(state, slots: Sequence[int], eos_ids) -> dict[int, dict]:
+def _harvest(state, slots: Sequence[int], eos_ids, host=None) -> dict[int, dict]:
   """Host copies of the finished slots' responses (one transfer per buffer; gathered
-  across processes when the decode state spans several hosts)."""
-  num_B, out = sharding.to_host((state.num_B, dict(state.out)))
+  across processes when the decode state spans several hosts); `host`: (num_B, out)
+  already copied."""
+  num_B, out = host or sharding.to_host((state.num_B, dict(state.out)))
   got = {}
   for s in slots:
     n = int(num_B[s])
@@ -166,10 +177,14 @@ def rollout(
     prompts, prompt_lens, engine.max_prefill_length, truncate_prompts
   )
   keys = request_keys(seed, len(rows_in))
-  # One per-layer copy of the blocks for the whole rollout (not one per engine call).
-  params = engine.decode_params(params)
+  B = engine.max_concurrent_decodes
   pending = collections.deque((i, j) for i in range(len(rows_in)) for j in range(G))
-  owner = [-1] * engine.max_concurrent_decodes
+  # Requests that all fit in the slots at once (a training batch) are one prefill, one
+  # insert and one decode call that stops on the device when every slot is done: the
+  # host waits once. Otherwise the blocks are split per layer once for the many calls.
+  if len(pending) > B or G > 1:
+    params = engine.decode_params(params)
+  owner = [-1] * B
   done_rows: dict[int, dict] = {}
   live: dict[int, object] = {}  # prompt -> its prefix, until its last sample is inserted
 
@@ -187,8 +202,8 @@ def rollout(
       )[0]
     return live[i]
 
-  def prefill_rows(ids) -> dict[int, tuple[Prefix, int]]:
-    """{prompt: (prefix, row)} from one batched prefill of `ids`: padded to the bucket of
+  def prefill_rows(ids) -> tuple[Prefix, list[int]]:
+    """(prefix, row of each id) from one batched prefill of `ids`: padded to the bucket of
     the longest and to a power-of-two count (repeats of the first prompt), so a run
     compiles one shape per (bucket, count) it meets: a rollout's first fill is B prompts,
     its refills a few (splitting by bucket instead recompiled mid-run: BUILD_NOTES)."""
@@ -206,31 +221,44 @@ def rollout(
       rngs=keys[rows],
       max_new_tokens=max_new,
     )
-    return {i: (prefix, r) for r, i in enumerate(ids)}
+    return prefix, list(range(len(ids)))
 
   def fill(state) -> DecodeState:
     free = [slot for slot, who in enumerate(owner) if who < 0]
     todo = [pending.popleft() for _ in range(min(len(free), len(pending)))]
-    placed = prefill_rows([i for i, _ in todo]) if G == 1 and todo else {}
+    if not todo:
+      return state
+    if G == 1:  # one batched prefill, one insert call
+      prefix, rows = prefill_rows([i for i, _ in todo])
+      state = engine.insert_many(prefix, state, free[: len(todo)], rows)
+    else:  # one insert call per prompt: its samples into their slots
+      by_prompt = collections.defaultdict(list)
+      for slot, (i, j) in zip(free, todo):
+        by_prompt[i].append((slot, j))
+      for i, placed in by_prompt.items():
+        state = engine.insert_many(prefix_of(i), state, *zip(*placed))
+        if placed[-1][1] == G - 1:
+          del live[i]
     for slot, (i, j) in zip(free, todo):
-      prefix, row = placed[i] if G == 1 else (prefix_of(i), j)
-      state = engine.insert(prefix, state, slot, sample_index=row)
       owner[slot] = i * G + j
-      if G > 1 and j == G - 1:
-        del live[i]
     return state
 
   state = fill(engine.init_decode_state())
-  B = engine.max_concurrent_decodes
   while any(o >= 0 for o in owner):
     # With requests waiting, come back as soon as enough slots free up to refill (an
-    # eighth of the slots: fewer host syncs than one per freed slot); else when all are done.
-    stop = min(B, sum(o < 0 for o in owner) + max(1, B // 8)) if pending else B
-    state = engine.generate_steps(params, state, sync_every, sampler, stop)
-    done_B = sharding.to_host(state.done_B)  # the one host sync per sync_every steps
+    # eighth of the slots: fewer host syncs than one per freed slot), at the latest after
+    # sync_every steps; else when all are done (every slot's limit is <= max_new).
+    if pending:
+      steps, stop = sync_every, min(B, sum(o < 0 for o in owner) + max(1, B // 8))
+    else:
+      steps, stop = max_new, B
+    state = engine.generate_steps(params, state, steps, sampler, stop)
+    # The one host sync per call; the last call (every slot done) brings the outputs too.
+    host = None if pending else sharding.to_host((state.done_B, state.num_B, dict(state.out)))
+    done_B = sharding.to_host(state.done_B) if host is None else host[0]
     finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
     if finished:
-      for s, row in _harvest(state, finished, engine.eos_ids).items():
+      for s, row in _harvest(state, finished, engine.eos_ids, host and host[1:]).items():
         done_rows[owner[s]], owner[s] = row, -1
       state = fill(state)
   return _assemble(

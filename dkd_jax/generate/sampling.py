@@ -117,9 +117,35 @@ TOP_P_TIERS = (256,)
 _BLOCK = 256
 
 
+_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
+
+
+def _threefry2x32(k1, k2, x1, x2) -> tuple[jax.Array, jax.Array]:
+  """The Threefry-2x32 hash (20 rounds) as plain uint32 arithmetic, the same bits as
+  jax's `threefry2x32_p`: its CPU lowering runs the rounds as a 5-step while loop, two
+  loop launches per key per decode step; unrolled, they fuse into one elementwise pass."""
+  ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
+  x1, x2 = x1 + ks[0], x2 + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x1 = x1 + x2
+      x2 = ((x2 << jnp.uint32(r)) | (x2 >> jnp.uint32(32 - r))) ^ x1
+    x1 = x1 + ks[(i + 1) % 3]
+    x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
+  return x1, x2
+
+
 def _uniforms(keys_Bx2, steps_B) -> jax.Array:
-  keys_B = step_keys(keys_Bx2, steps_B)
-  return jax.vmap(lambda k: jax.random.uniform(k, (), jnp.float32))(keys_B)
+  """u_b = jax.random.uniform(fold_in(key_b, step_b)) for every row, bit for bit (checked
+  against jax.random in tests/generate/test_sampling.py), as one fused computation."""
+  keys_Bx2 = jnp.asarray(keys_Bx2, jnp.uint32)
+  zero_B = jnp.zeros(keys_Bx2.shape[:1], jnp.uint32)
+  # fold_in(key, step): the hash of the counter pair (0, step).
+  k1, k2 = _threefry2x32(keys_Bx2[:, 0], keys_Bx2[:, 1], zero_B, steps_B.astype(jnp.uint32))
+  # 32 random bits of that key (threefry_partitionable: the hash of (0, 0), halves xored).
+  b1, b2 = _threefry2x32(k1, k2, zero_B, zero_B)
+  mantissa = ((b1 ^ b2) >> jnp.uint32(9)) | jnp.uint32(0x3F800000)
+  return jnp.maximum(0.0, jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0)
 
 
 def _first_above(cum_BxN, target_B, probs_BxN) -> jax.Array:
@@ -133,18 +159,42 @@ def _first_above(cum_BxN, target_B, probs_BxN) -> jax.Array:
   return jnp.where(jnp.any(hit_BxN, -1), jnp.argmax(hit_BxN, axis=-1), last_B).astype(jnp.int32)
 
 
+def _block_cumsum(x_BxG) -> jax.Array:
+  """Cumulative sums along a row of G = _BLOCK (a multiple of 16): the additions of
+  XLA:CPU's own rewrite of `jnp.cumsum` at this length, in its order (sequential inside
+  16-wide groups, plus the sequential sum of the earlier groups), so the same bits
+  (checked in tests/generate/test_sampling.py), in ~1/3 of its time. A row's first n
+  sums need only its first ceil(n / 16) groups."""
+  B, G = x_BxG.shape
+  x_BxNx16 = x_BxG.reshape(B, G // 16, 16)
+  cols = [x_BxNx16[..., 0]]
+  for j in range(1, 16):
+    cols.append(cols[-1] + x_BxNx16[..., j])
+  within_BxNx16 = jnp.stack(cols, axis=-1)
+  before = [jnp.zeros((B,), x_BxG.dtype)]
+  for n in range(1, G // 16):
+    before.append(before[-1] + within_BxNx16[:, n - 1, 15])
+  return (jnp.stack(before, axis=-1)[..., None] + within_BxNx16).reshape(B, G)
+
+
 def _draw_full(probs_BxV, u_B) -> jax.Array:
   """Inverse CDF over the whole vocabulary: block sums, then one block (no [B, V] scan)."""
   B, V = probs_BxV.shape
   p_BxNxG = jnp.pad(probs_BxV, ((0, 0), (0, -V % _BLOCK))).reshape(B, -1, _BLOCK)
   block_BxN = jnp.sum(p_BxNxG, axis=-1)
+  if p_BxNxG.shape[1] == 1:
+    # One block (V <= _BLOCK): it is the block picked, and what precedes it is exactly
+    # 0, so the general path below reduces to this (the same numbers, no gathers); the
+    # padding past V holds no mass, so only the first V16 columns are scanned.
+    in_BxV16 = p_BxNxG[:, 0, : -(-V // 16) * 16]
+    return _first_above(_block_cumsum(in_BxV16), u_B * block_BxN[:, 0], in_BxV16)
   cum_BxN = jnp.cumsum(block_BxN, axis=-1)
   target_B = u_B * cum_BxN[:, -1]
   n_B = _first_above(cum_BxN, target_B, block_BxN)
   pick = lambda a: jnp.take_along_axis(a, n_B[:, None], axis=1)[:, 0]
   in_BxG = jnp.take_along_axis(p_BxNxG, n_B[:, None, None], axis=1)[:, 0]
   rest_B = target_B - (pick(cum_BxN) - pick(block_BxN))
-  g_B = _first_above(jnp.cumsum(in_BxG, axis=-1), rest_B, in_BxG)
+  g_B = _first_above(_block_cumsum(in_BxG), rest_B, in_BxG)
   return n_B * _BLOCK + g_B
 
 

@@ -4,7 +4,8 @@ The embedded default has no pretrained teacher on a fresh machine, so it trains 
 small one on the built-in arithmetic task (plain next-token cross-entropy on the
 worked solutions) and caches it in the workdir; later runs reuse the cache. This
 is not a distillation objective (those all go through train.train_step): it only
-makes the teacher that the distillation then compresses.
+makes the teacher that the distillation then compresses. The same SFT and cache make
+the warm-started student (`runs.warm_start`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import functools
 import json
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,8 +58,10 @@ def train_teacher(
   seed: int,
   pad_id: int,
   log=print,
+  name: str = "teacher bootstrap",
 ) -> tuple[nnx.GraphDef, dict]:
-  """SFT on (prompt, solution) batches; returns (graphdef, params)."""
+  """SFT on (prompt, solution) batches; returns (graphdef, params). `name` labels the
+  progress lines."""
   graphdef, params = model_lib.init_params(cfg, mesh, seed)
   opt = optax.chain(
     optax.clip_by_global_norm(1.0),
@@ -82,7 +86,44 @@ def train_teacher(
     put = lambda x: sharding.put_global(x, sharding.batch_sharding(mesh, 2))
     params, opt_state, loss = step(params, opt_state, put(tokens), put(mask.astype(np.float32)))
     if (i + 1) % max(steps // 5, 1) == 0:
-      log(f"teacher bootstrap step {i + 1}/{steps} ce={float(loss):.4f} ({time.time() - t0:.0f}s)")
+      log(f"{name} step {i + 1}/{steps} ce={float(loss):.4f} ({time.time() - t0:.0f}s)")
+  return graphdef, params
+
+
+def cached_sft(
+  path,
+  meta: dict,
+  cfg: model_lib.ModelConfig,
+  train,
+  *,
+  mesh,
+  seed: int,
+  what: str,
+  meta_name: str,
+  log=print,
+  train_missing: bool = True,
+  missing_hint: str = "",
+) -> tuple[Any, dict]:
+  """(graphdef, params) saved in `path` if its meta file equals `meta`, else `train()`
+  (-> (graphdef, params)) saved there (or, with `train_missing=False`, raises: readers
+  of a run directory never write into it). Every process trains and saves (orbax writes
+  each host's shards); process 0 alone writes the meta file, and its view decides."""
+  path = paths.as_path(path)
+  meta = json.loads(json.dumps(meta))
+  meta_file = path / meta_name
+  hit = meta_file.exists() and json.loads(meta_file.read_text()) == meta
+  if multihost.from_primary(np.int32(hit)):
+    graphdef, like = model_lib.init_params(cfg, mesh, seed)
+    log(f"{what}: reusing the cached one in {path}")
+    return graphdef, checkpointing.load_params(path / "params", like)
+  if not train_missing:
+    state = "was made with other settings" if meta_file.exists() else "is missing"
+    raise FileNotFoundError(f"the {what} in {path} {state}; {missing_hint}")
+  graphdef, params = train()
+  checkpointing.save_params(path / "params", params)
+  if multihost.is_primary():  # the meta file marks the cache complete
+    paths.write_text_atomic(meta_file, json.dumps(meta))
+  multihost.barrier(f"{meta_name}")
   return graphdef, params
 
 
@@ -102,10 +143,7 @@ def cached_teacher(
 ) -> tuple[nnx.GraphDef, dict]:
   """Loads workdir/teacher if it was made with the same model, data and schedule,
   else trains and saves it (or, with `train_missing=False`, raises naming the command
-  that makes it: readers of a run directory never write into it). Every process trains
-  and saves (orbax writes each host's shards); process 0 alone writes the meta file, and
-  its view of the cache decides."""
-  path = paths.as_path(workdir) / "teacher"
+  that makes it)."""
   meta = {
     "model": {k: v for k, v in vars(cfg).items() if k not in ("scan_layers", "remat")},
     "steps": steps,
@@ -113,29 +151,29 @@ def cached_teacher(
     "seed": seed,
     "data": data,
   }
-  meta = json.loads(json.dumps(meta))
-  meta_file = path / "teacher_meta.json"
-  hit = meta_file.exists() and json.loads(meta_file.read_text()) == meta
-  if multihost.from_primary(np.int32(hit)):
-    graphdef, like = model_lib.init_params(cfg, mesh, seed)
-    log(f"teacher: reusing the bootstrapped teacher in {path}")
-    return graphdef, checkpointing.load_params(path / "params", like)
-  if not train_missing:
-    state = "was made with other settings" if meta_file.exists() else "is missing"
-    raise FileNotFoundError(
-      f"the bootstrapped teacher in {path} {state}; make it with the run itself: "
-      f"python -m dkd_jax.launch --config=configs/X.py --workdir={workdir} (this command "
-      "only reads the run directory)"
+
+  def train() -> tuple[nnx.GraphDef, dict]:
+    log(f"teacher: no checkpoint configured; bootstrapping one by SFT ({steps} steps)")
+    return train_teacher(
+      cfg, make_batches(), steps=steps, lr=lr, mesh=mesh, seed=seed, pad_id=pad_id, log=log
     )
-  log(f"teacher: no checkpoint configured; bootstrapping one by SFT ({steps} steps)")
-  graphdef, params = train_teacher(
-    cfg, make_batches(), steps=steps, lr=lr, mesh=mesh, seed=seed, pad_id=pad_id, log=log
+
+  return cached_sft(
+    paths.as_path(workdir) / "teacher",
+    meta,
+    cfg,
+    train,
+    mesh=mesh,
+    seed=seed,
+    what="bootstrapped teacher",
+    meta_name="teacher_meta.json",
+    log=log,
+    train_missing=train_missing,
+    missing_hint=(
+      f"make it with the run itself: python -m dkd_jax.launch --config=configs/X.py "
+      f"--workdir={workdir} (this command only reads the run directory)"
+    ),
   )
-  checkpointing.save_params(path / "params", params)
-  if multihost.is_primary():  # the meta file marks the cache complete
-    paths.write_text_atomic(meta_file, json.dumps(meta))
-  multihost.barrier("teacher_meta")
-  return graphdef, params
 
 
 def bootstrap_batches(c, train_records, tokenizer) -> Iterator[dict[str, np.ndarray]]:

@@ -25,7 +25,8 @@ ESTIMATORS = kl_lib.ESTIMATORS
 TEACHER_SOURCES = prefixes.TEACHER_SOURCES
 TASKS = ("arithmetic", "chain", "gsm8k", "math", "aime", "amc")
 READERS = ("tfds", "plain")
-STUDENT_INITS = ("random", "teacher_layers", "checkpoint")
+STUDENT_INITS = ("random", "warm_start", "teacher_layers", "checkpoint")
+WARM_START_TASKS = ("arithmetic", "chain")  # a problem stream to draw a disjoint split from
 ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
 
 
@@ -258,6 +259,39 @@ def _validate_cached_topk(c: mlc.ConfigDict) -> None:
     )
 
 
+def _validate_warm_start(c: mlc.ConfigDict) -> None:
+  """student.init='warm_start': SFT on a split of the task's own problem stream."""
+  if c.data.task not in WARM_START_TASKS:
+    raise ValueError(
+      f"config.student.init='warm_start' draws its own problems from a built-in task "
+      f"{WARM_START_TASKS}, not data.task={c.data.task!r}; use student.init in "
+      "('random', 'teacher_layers', 'checkpoint')"
+    )
+  w = c.student.get("warm_start")
+  if w is None:
+    raise ValueError(
+      "config.student.init='warm_start' needs config.student.warm_start "
+      "(steps, lr, batch_size, num_problems; see configs/common.py)"
+    )
+  for f in ("steps", "batch_size", "num_problems"):
+    v = w.get(f)
+    if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
+      raise ValueError(f"config.student.warm_start.{f}={v!r} must be an int > 0")
+  lr = w.get("lr")
+  if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+    raise ValueError(f"config.student.warm_start.lr={lr!r} must be a number > 0")
+  if w.num_problems < w.batch_size:
+    raise ValueError(
+      f"config.student.warm_start.num_problems={w.num_problems} cannot fill one batch of "
+      f"student.warm_start.batch_size={w.batch_size}"
+    )
+
+
+def length_bucket(c: mlc.ConfigDict) -> int:
+  """config.train.length_bucket; runs saved before it existed padded every row (0)."""
+  return c.train.get("length_bucket", 0)
+
+
 def validate(c: mlc.ConfigDict) -> None:
   """Raises ValueError naming the first bad field. Call before any compile."""
   validate_objective(c.objective)
@@ -267,6 +301,8 @@ def validate(c: mlc.ConfigDict) -> None:
   rollout_settings(c)
   eval_spec(c)
   _one_of("student.init", c.student.init, STUDENT_INITS)
+  if c.student.init == "warm_start":
+    _validate_warm_start(c)
   if (
     c.data.teacher_source in ("dataset", "cached_topk")
     and c.objective.prefix != "student"
@@ -280,6 +316,7 @@ def validate(c: mlc.ConfigDict) -> None:
     _validate_cached_topk(c)
   for f in ("steps", "log_every", "ckpt_every", "kl_chunk"):
     _positive(f"train.{f}", c.train[f])
+  _positive("train.length_bucket", length_bucket(c), allow_zero=True)
   for f in ("lr", "clip_norm"):
     _positive(f"optim.{f}", c.optim[f])
   # Runs saved before export existed have no `export` section; they never export at end.

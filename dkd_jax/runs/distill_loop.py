@@ -43,6 +43,7 @@ from dkd_jax.runs import configuration
 from dkd_jax.runs import pair as pair_lib
 from dkd_jax.runs import scaffold
 from dkd_jax.runs import tasks
+from dkd_jax.runs import warm_start
 from dkd_jax.train import step as train
 from dkd_jax.train import teacher_topk
 
@@ -165,7 +166,7 @@ class Loop:
         prompts,
         plan.student_idx,
         max_len,
-        rng.key(c.seed, "student_rollout", step),
+        rng.key_data(c.seed, "student_rollout", step),
       )
       parts.append(prefixes.rollout_responses(plan.student_idx, res))
       entropy = rollout_lib.token_mean(res, "entropies")
@@ -178,10 +179,11 @@ class Loop:
       batch.student_B,
       0.0,
       rng.key_data(c.seed, "train_step", step),
+      length_bucket=configuration.length_bucket(c),
     )
     if self.topk is not None:
       out["topk_ids"], out["topk_logp"] = prefixes.topk_arrays(
-        batch.loss_mask_BxT, [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
+        out["loss_mask"], [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
       )
     return out, batch.stats
 
@@ -216,7 +218,7 @@ class Loop:
         prompts,
         np.asarray(todo),
         R,
-        rng.key(c.seed, "teacher_rollout", step),
+        rng.key_data(c.seed, "teacher_rollout", step),
       )
       fresh = prefixes.cache_rows(index[todo], res)
       if self.cache is not None:
@@ -286,6 +288,7 @@ class Loop:
     metrics.update(
       stats,
       max_len=max_len,
+      seq_len=batch["tokens"].shape[1],
       step_time=t2 - t0,
       train_time=t2 - t1,
       gen_time=t1 - t0,
@@ -361,6 +364,8 @@ def run(c: mlc.ConfigDict, workdir: str, allow_config_change: bool = False) -> d
     ),
     curriculum=loop.cur_state.get("decisions", []),
   )
+  if c.student.init == "warm_start":  # the student before distillation, same evaluation
+    summary["warm_start_eval"] = warm_start.cached_eval(workdir)
   print_summary(summary, log)
   logger.finish(summary)
   return summary
@@ -375,9 +380,10 @@ def checkpoint_bytes(c, mesh, workdir) -> int:
   return checkpointing.nbytes(like)
 
 
-def _step_flops(c, pair) -> float:
-  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
-  return train.step_flops(pair.student_cfg, pair.teacher_cfg, tokens_per_step)
+def _step_flops(c, pair, width: int | None = None) -> float:
+  """Model FLOPs of a step whose rows are `width` positions (default: the full P + R)."""
+  width = width or c.data.max_prompt_len + c.data.max_response_len
+  return train.step_flops(pair.student_cfg, pair.teacher_cfg, c.data.batch_size * width)
 
 
 def read_evals(workdir) -> dict[int, dict]:
@@ -411,8 +417,6 @@ def evaluate_along(c, loop: Loop, workdir, step: int, done: dict) -> None:
 def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
   """The train loop; False when a preemption notice stopped it (checkpoint written)."""
   peak = metrics_log.peak_flops(mesh)
-  tokens_per_step = c.data.batch_size * (c.data.max_prompt_len + c.data.max_response_len)
-  flops = _step_flops(c, pair)
   done = read_evals(workdir)
   evaluate_along(c, loop, workdir, start, done)
   bar = metrics_log.progress(start, c.train.steps, every=c.train.log_every)
@@ -421,13 +425,16 @@ def _train(c, loop: Loop, logger, pair, mesh, start: int, workdir) -> bool:
     with preemption.Guard() as guard:
       for step in range(start, c.train.steps):
         metrics = loop.step(step)
-        metrics["tokens_per_s"] = tokens_per_step / metrics["step_time"]
-        metrics["mfu"] = flops / metrics["train_time"] / peak
+        # the positions the step computed: its length bucket, not P + R
+        width = metrics["seq_len"]
+        metrics["tokens_per_s"] = c.data.batch_size * width / metrics["step_time"]
+        metrics["mfu"] = _step_flops(c, pair, width) / metrics["train_time"] / peak
         logger.scalars(step + 1, metrics)
-        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}")
+        # refresh=False: tqdm redraws at its own interval in update(), not on every step
+        bar.set_postfix(loss=f"{metrics['loss']:.4f}", ent=f"{metrics['ent_s']:.3f}", refresh=False)
         bar.update(1)
         last = step + 1 == c.train.steps
-        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state(), force=last)
+        loop.ckpt.maybe_save(step + 1, loop.state, loop.host_state, force=last)
         if guard.should_stop(step + 1):
           guard.save_and_log(loop.ckpt, step + 1, loop.state, loop.host_state(), logger.text)
           break
@@ -449,6 +456,13 @@ def print_summary(summary: dict, log) -> None:
     f"summary: prefix={o['prefix']} kl={o['kl']} estimator={o['estimator']} "
     f"steps={summary['steps']}"
   )
+  for name, m in summary.get("warm_start_eval", {}).items():
+    k = m["k"]
+    log(
+      f"  student at warm start on {name}: accuracy(Avg@{k})={m['avg_at_k']:.3f} "
+      f"Pass@{k}={m['pass_at_k'][str(k)]:.3f} length={m['mean_response_len']:.1f} "
+      f"truncation={m['truncation_rate']:.2f}"
+    )
   for role in ("eval", "teacher_eval"):
     for name, m in summary[role].items():
       k = m["k"]
@@ -456,5 +470,6 @@ def print_summary(summary: dict, log) -> None:
         f"  {'student' if role == 'eval' else 'teacher'} on {name}: accuracy(Avg@{k})="
         f"{m['avg_at_k']:.3f} Pass@1={m['pass_at_k']['1']:.3f} "
         f"Pass@{k}={m['pass_at_k'][str(k)]:.3f} length={m['mean_response_len']:.1f} "
-        f"entropy={m['mean_entropy']:.3f} KL(p||q)={m['fkl']:.4f} KL(q||p)={m['rkl']:.4f}"
+        f"truncation={m['truncation_rate']:.2f} entropy={m['mean_entropy']:.3f} "
+        f"KL(p||q)={m['fkl']:.4f} KL(q||p)={m['rkl']:.4f}"
       )

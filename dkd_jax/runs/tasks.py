@@ -81,22 +81,38 @@ def _tfds_dir(c, workdir: str, read_only: bool) -> str:
   return data_dir
 
 
+def _chain_config(c) -> chain.ChainConfig:
+  ch = c.data.chain
+  return chain.ChainConfig(
+    min_ops=ch.min_ops,
+    max_ops=ch.max_ops,
+    check_prob=ch.check_prob,
+    error_prob=ch.error_prob,
+    max_redos=ch.max_redos,
+  )
+
+
+def problem_stream(c) -> Callable[[int, int], dict]:
+  """(stream_seed, index) -> problem `index` of a built-in task's stream `stream_seed`
+  (gold solution included): what the warm start draws its own split from."""
+  if c.data.task == "chain":
+    cfg = _chain_config(c)
+    return lambda seed, i: chain.make_problem(seed, i, cfg)
+  if c.data.task == "arithmetic":
+    cfg = _arith_config(c)
+    return lambda seed, i: arithmetic.make_problem(seed, i, cfg)
+  raise ValueError(f"data.task={c.data.task!r} has no problem stream; built-in: {BUILT_IN}")
+
+
 def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple[list, list]:
   """(train, eval) records. Arithmetic eval problems come from a disjoint seed stream;
   a local file is prepared as a TFDS dataset in WORKDIR/tfds (data.reader='tfds') or
   read directly (data.reader='plain'), and its first problems are held out."""
   if c.data.task == "chain":
     ch = c.data.chain
-    cfg = chain.ChainConfig(
-      min_ops=ch.min_ops,
-      max_ops=ch.max_ops,
-      check_prob=ch.check_prob,
-      error_prob=ch.error_prob,
-      max_redos=ch.max_redos,
-    )
     # One fixed problem set for every seed and arm: runs are compared on the same
     # held-out problems (paired), which are disjoint in content from training.
-    return chain.make_splits(ch.num_train, ch.num_eval, cfg, data_seed=ch.data_seed)
+    return chain.make_splits(ch.num_train, ch.num_eval, _chain_config(c), data_seed=ch.data_seed)
   if c.data.task == "arithmetic":
     cfg = _arith_config(c)
     a = c.data.arithmetic

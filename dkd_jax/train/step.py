@@ -250,14 +250,30 @@ def batch_shardings(mesh, cached_topk: bool = False) -> dict[str, NamedSharding]
   return out
 
 
+def bucket_length(loss_mask_BxT, bucket: int) -> int:
+  """The positions a packed batch needs, rounded up to a multiple of `bucket` (at most T;
+  bucket 0: T). A row's last loss position predicts its last token, one further on; the
+  layout is right-padded and the model causal, so positions past every row's last token
+  change no loss. Few buckets: each is one compile of the step."""
+  T = loss_mask_BxT.shape[1]
+  used_T = np.any(np.asarray(loss_mask_BxT) > 0, axis=0)
+  if bucket <= 0 or not used_T.any():
+    return T
+  need = int(np.flatnonzero(used_T)[-1]) + 2
+  return min(T, -(-need // bucket) * bucket)
+
+
 def make_batch(
-  tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data
+  tokens_BxT, loss_mask_BxT, student_row_B, alpha: float, key_data, length_bucket: int = 0
 ) -> dict[str, np.ndarray]:
   """The step's batch dict (host numpy; `key` (raw uint32 key data, e.g.
-  `rng.key_data(seed, "train_step", step)`) drives in-step sampling)."""
+  `rng.key_data(seed, "train_step", step)`) drives in-step sampling). With
+  `length_bucket` > 0 the positions are cut to the batch's longest row rounded up to a
+  multiple of it (`bucket_length`): the same loss, without computing the padding."""
+  T = bucket_length(loss_mask_BxT, length_bucket)
   return {
-    "tokens": tokens_BxT,
-    "loss_mask": loss_mask_BxT,
+    "tokens": tokens_BxT[:, :T],
+    "loss_mask": loss_mask_BxT[:, :T],
     "student_row": np.asarray(student_row_B, bool),
     "alpha": np.float32(alpha),
     "key": np.asarray(key_data, np.uint32),

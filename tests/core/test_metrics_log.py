@@ -1,7 +1,11 @@
-"""Progress output: a tqdm bar on a terminal, plain lines (no carriage returns) elsewhere."""
+"""Progress output: a tqdm bar on a terminal, plain lines (no carriage returns) elsewhere;
+the config check before a resume."""
 
 import io
+import json
 
+import ml_collections as mlc
+import pytest
 import tqdm
 
 from dkd_jax.core import metrics_log
@@ -42,3 +46,15 @@ def test_progress_on_a_terminal_is_tqdm():
   bar = metrics_log.progress(0, 5, file=_Terminal())
   assert isinstance(bar, tqdm.tqdm)
   bar.close()
+
+
+def test_a_run_saved_before_a_speed_only_field_resumes(tmp_path):
+  """A config saved without train.length_bucket (a speed setting, same losses) resumes;
+  a changed field that alters the run is still refused."""
+  (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+  (tmp_path / "config.json").write_text(json.dumps({"train": {"steps": 10}}))
+  now = mlc.ConfigDict({"train": {"steps": 10, "length_bucket": 64}})
+  metrics_log.check_config_unchanged(str(tmp_path), now, allow=False)
+  now.train.steps = 20
+  with pytest.raises(ValueError, match="train.steps"):
+    metrics_log.check_config_unchanged(str(tmp_path), now, allow=False)

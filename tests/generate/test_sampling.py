@@ -89,3 +89,53 @@ def test_full_vocab_draw_never_picks_zero_mass():
   for u in (0.0, 0.5, 1.0 - 2**-24):
     toks = np.asarray(sampling._draw_full(jnp.asarray(probs_BxV), jnp.full((3,), u)))
     assert np.all(probs_BxV[np.arange(3), toks] > 0), (u, toks)
+
+
+def test_uniforms_are_jax_random_bit_for_bit():
+  """The unrolled Threefry draws u = uniform(fold_in(key, step)) exactly as jax.random."""
+  rng = np.random.default_rng(3)
+  keys = rng.integers(0, 2**32, (512, 2), dtype=np.uint64).astype(np.uint32)
+  steps = rng.integers(0, 100_000, 512).astype(np.int32)
+  want = jax.jit(
+    jax.vmap(
+      lambda k, s: jax.random.uniform(
+        jax.random.fold_in(jax.random.wrap_key_data(k), s), (), jnp.float32
+      )
+    )
+  )(keys, steps)
+  got = jax.jit(sampling._uniforms)(keys, steps)
+  np.testing.assert_array_equal(np.asarray(got).view(np.uint32), np.asarray(want).view(np.uint32))
+
+
+@pytest.mark.skipif(
+  jax.default_backend() != "cpu",
+  reason="the order of XLA:CPU's cumsum rewrite (bits differ elsewhere)",
+)
+@pytest.mark.parametrize("width", [16, 48, 256])
+def test_block_cumsum_is_jnp_cumsum_bit_for_bit(width):
+  """The draw's prefix sums: those of jnp.cumsum over the padded block (the tokens drawn
+  before it replaced jnp.cumsum), also when only a row's first columns are scanned."""
+  rng = np.random.default_rng(width)
+  p = np.zeros((64, 256), np.float32)
+  p[:, :width] = rng.dirichlet(np.full(width, 0.3), 64).astype(np.float32)
+  want = np.asarray(jax.jit(lambda x: jnp.cumsum(x, axis=-1))(p))[:, :width]
+  got = np.asarray(jax.jit(sampling._block_cumsum)(p[:, :width]))
+  np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+
+
+def test_several_blocks_frequencies():
+  """Temperature-only draws over a vocabulary of several blocks (block sums, then one)."""
+  Vb = 600
+  x = np.random.default_rng(1).standard_normal(Vb).astype(np.float32)
+  x[::97] += np.float32(3.0)
+  fn = jax.jit(sampling.sample, static_argnums=0)
+  tokens, _ = fn(
+    sampling.Sampler(temperature=1.0),
+    jnp.broadcast_to(jnp.asarray(x), (N, Vb)),
+    jnp.broadcast_to(sampling.request_key(5), (N, 2)),
+    jnp.arange(N, dtype=jnp.int32),
+  )
+  want_V = np.asarray(jax.nn.softmax(x))
+  freq_V = np.bincount(np.asarray(tokens), minlength=Vb) / N
+  z_V = np.abs(freq_V - want_V) / np.sqrt(want_V * (1 - want_V) / N)
+  assert z_V.max() < 5, (int(z_V.argmax()), freq_V[z_V.argmax()], want_V[z_V.argmax()])

@@ -91,3 +91,87 @@ def test_assemble_packs_every_part_in_the_shared_layout():
     "student_frac": 0.5,
     "rollout_entropy": 0.5,
   }
+
+
+# -- what a teacher-prefix batch trains on (issue 20) -------------------------------------
+
+EOS, PAD = 2, 0
+
+
+def _teacher_batch(source: str, max_len: int, R: int = 8):
+  """A teacher-prefix batch as the run loop builds it, from dataset responses or from
+  cached teacher rollouts (both end in EOS unless cut); (prompts, responses, batch)."""
+  P = 4
+  prompts = {
+    "prompt_tokens": np.array([[1, 5, 6, 7], [1, 8, 0, 0], [1, 9, 10, 0]], np.int32),
+    "prompt_len": np.array([4, 2, 3], np.int32),
+    "index": np.array([3, 4, 5]),
+  }
+  responses = [[11, 12, 13, EOS], [14, EOS], [15, 16, 17, 18, 19, 20, 21]]  # last: no EOS
+  truncated = [False, False, True]
+  idx = np.arange(3)
+  if source == prefixes.DATASET:
+    prompts["response_tokens"] = np.array([r + [PAD] * (R - len(r)) for r in responses], np.int32)
+    prompts["response_len"] = np.array([len(r) for r in responses], np.int32)
+    prompts["response_truncated"] = np.array(truncated)
+    part = prefixes.dataset_responses(prompts, idx, max_len, R, PAD)
+  else:
+    rows = [
+      {"index": 3 + i, "tokens": r, "truncated": t}
+      for i, (r, t) in enumerate(zip(responses, truncated))
+    ]
+    part = prefixes.cached_responses(idx, rows, max_len, R, PAD)
+  plan = prefixes.plan(
+    np.random.default_rng(0),
+    3,
+    prefix="teacher",
+    student_frac=0.0,
+    teacher_source=source,
+    max_len=max_len,
+  )
+  assert prompts["prompt_tokens"].shape[1] == P
+  return prompts, responses, prefixes.assemble(prompts, [part], plan, R, PAD)
+
+
+@pytest.mark.parametrize("source", [prefixes.DATASET, prefixes.ROLLOUT_CACHED])
+def test_teacher_prefix_loss_positions_are_exactly_the_response_with_its_eos(source):
+  """Position t is trained on token t+1: the trained targets of each row are its response
+  tokens in order, EOS included, and nothing else — no prompt token, no padding, nothing
+  after EOS. A loss that skipped EOS (a student that never learns to stop) or leaked onto
+  padding or prompts fails here."""
+  prompts, responses, batch = _teacher_batch(source, max_len=8)
+  targets = np.roll(batch.tokens_BxT, -1, axis=1)
+  for b, resp in enumerate(responses):
+    on = np.flatnonzero(batch.loss_mask_BxT[b])
+    p = int(prompts["prompt_len"][b])
+    assert on.tolist() == list(
+      range(p - 1, p - 1 + len(resp))
+    )  # contiguous, from the last prompt token
+    assert targets[b, on].tolist() == resp
+    np.testing.assert_array_equal(batch.tokens_BxT[b, :p], prompts["prompt_tokens"][b, :p])
+  # rows that end in EOS train it exactly once, as their last loss position
+  assert [int((targets[b][batch.loss_mask_BxT[b] > 0] == EOS).sum()) for b in range(3)] == [1, 1, 0]
+  assert batch.stats["truncation_rate"] == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("source", [prefixes.DATASET, prefixes.ROLLOUT_CACHED])
+def test_teacher_prefix_cut_by_the_stage_trains_its_first_tokens_and_no_eos(source):
+  prompts, responses, batch = _teacher_batch(source, max_len=3)
+  targets = np.roll(batch.tokens_BxT, -1, axis=1)
+  for b, resp in enumerate(responses):
+    on = batch.loss_mask_BxT[b] > 0
+    assert targets[b, on].tolist() == resp[:3]
+  assert batch.stats["truncation_rate"] == pytest.approx(2 / 3)  # rows 0 and 2 cut
+
+
+def test_the_step_window_keeps_every_loss_position():
+  """train.step.response_window (the head and KL see W positions per row from the first
+  loss position) with W = max_response_len drops no trained position and adds none."""
+  from dkd_jax.train import step as train
+
+  _, responses, batch = _teacher_batch(prefixes.DATASET, max_len=8)
+  idx, mask_w = train.response_window(batch.loss_mask_BxT, 8)
+  targets = np.roll(batch.tokens_BxT, -1, axis=1)
+  got = np.take_along_axis(targets, np.asarray(idx), 1)
+  for b, resp in enumerate(responses):
+    assert got[b][np.asarray(mask_w[b]) > 0].tolist() == resp

@@ -1,7 +1,8 @@
-"""A run compiles each function once: nothing after its first step, nothing in a second
-evaluation. Compiles are counted by jax's backend-compile event (`core.compiles`), which
-fires once per executable XLA builds, whatever made the function (a fresh jit per call,
-a changed shape, a changed static argument)."""
+"""A run compiles each function once: nothing after its first step (but the train step at
+a length bucket it has not met: once per bucket), nothing in a second evaluation.
+Compiles are counted by jax's backend-compile event (`core.compiles`), which fires once
+per executable XLA builds, whatever made the function (a fresh jit per call, a changed
+shape, a changed static argument)."""
 
 import importlib.util
 import os
@@ -39,9 +40,10 @@ def config(name, **overrides):
 
 
 def run_counting(c, workdir, monkeypatch):
-  """Runs `c`; returns (compiles per step, compiles per evaluation call, the compiles of
-  evaluating the run's student once more, as the run evaluated it)."""
-  per_step, per_eval, calls = [], [], []
+  """Runs `c`; returns (compiles per step, each step's batch width (its length bucket),
+  compiles per evaluation call, the compiles of evaluating the run's student once more,
+  as the run evaluated it)."""
+  per_step, per_eval, calls, widths = [], [], [], []
   log = compiles.CompileLog()
   step, evaluate = run_lib.Loop.step, run_lib.harness.evaluate_run
 
@@ -49,6 +51,7 @@ def run_counting(c, workdir, monkeypatch):
     mark = log.mark()
     out = step(self, i)
     per_step.append(log.since(mark))
+    widths.append(out["seq_len"])
     return out
 
   def counted_eval(*args, **kwargs):
@@ -66,7 +69,7 @@ def run_counting(c, workdir, monkeypatch):
     args, kwargs = calls[0]
     evaluate(*args[:5], lambda *_: None, *args[6:], **kwargs)  # the run's log is closed
     again = log.since(mark)
-  return per_step, per_eval, again
+  return per_step, widths, per_eval, again
 
 
 @pytest.fixture(scope="module")
@@ -99,12 +102,21 @@ def _keep_teacher(work, teacher_dir):
 )
 def test_nothing_compiles_after_the_first_step(name, overrides, tmp_path, teacher_dir, monkeypatch):
   work = _workdir(tmp_path, teacher_dir)
-  per_step, per_eval, again = run_counting(config(name, **overrides), work, monkeypatch)
+  per_step, widths, per_eval, again = run_counting(config(name, **overrides), work, monkeypatch)
   _keep_teacher(work, teacher_dir)
   assert len(per_step) == STEPS
   # (An earlier test in this process may have compiled the shared engine functions.)
   assert per_step[0], "the first step compiled nothing: the compile counter is broken"
-  later = {i + 1: names for i, names in enumerate(per_step) if i and names}
+  # A step whose batch falls in a length bucket not met before compiles the train step
+  # once more, and nothing else.
+  new_width = [w not in widths[:i] for i, w in enumerate(widths)]
+  later = {
+    i + 1: names
+    for i, names in enumerate(per_step)
+    if i and (names if not new_width[i] else [n for n in names if n != "train_step"])
+  }
   assert not later, f"compiled after the first step (step: functions): {later}"
+  bucket_compiles = [len(names) for i, names in enumerate(per_step) if i and new_width[i]]
+  assert all(n <= 1 for n in bucket_compiles), per_step
   assert per_eval, "the run evaluated nothing"
   assert not again, f"a second evaluation of the same student compiled {again}"

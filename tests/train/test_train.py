@@ -1,5 +1,6 @@
 """The train step and the run: every quadrant on a (2,2,2) mesh, loss falls, CLI, resume."""
 
+import functools
 import importlib.util
 import json
 import math
@@ -14,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dkd_jax.core import compiles
 from dkd_jax.core import metrics_log
 from dkd_jax.core import rng as rng_lib
 from dkd_jax.core import sharding
@@ -164,6 +166,74 @@ def test_response_window_gives_the_full_step_loss_and_gradient(spec):
     np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7)
   idx, wmask = train.response_window(jnp.asarray(mask), R)
   assert float(wmask.sum()) == float(mask.sum())
+
+
+def _short_rows_batch(rng, B, P, R, p_max, r_max, bucket):
+  """A packed batch whose rows are much shorter than P + R, cut with `bucket`."""
+  p_len, r_len = rng.integers(1, p_max + 1, B), rng.integers(1, r_max + 1, B)
+  tokens, mask = packing.pack(
+    rng.integers(3, 64, (B, P)), p_len, rng.integers(3, 64, (B, R)), r_len, 0
+  )
+  return train.make_batch(
+    tokens, mask, np.ones(B, bool), 0.3, rng_lib.key_data(0, "train_step"), length_bucket=bucket
+  )
+
+
+# (spec, cached): cached=True trains on the teacher's cached top-k (no teacher forward).
+BUCKET_CASES = [(s, False) for s in WINDOW_SPECS] + [
+  (kl_lib.KLSpec(kind="reverse", chunk=24), True)
+]
+
+
+@pytest.mark.parametrize(
+  "spec,cached",
+  BUCKET_CASES,
+  ids=[f"{s.kind}-{s.estimator}{'-cached_topk' if c else ''}" for s, c in BUCKET_CASES],
+)
+def test_length_bucket_gives_the_padded_step(spec, cached):
+  """Rows cut to the batch's longest row rounded up to the bucket (right padding, causal
+  model): the same loss, metrics and updated params as every row padded to P + R."""
+  s_cfg, t_cfg = STEP_STUDENT, STEP_TEACHER
+  s_gd, s_params = model_lib.init_params(s_cfg, None, 0)
+  t_gd, t_params = model_lib.init_params(t_cfg, None, 1)
+  P, R, bucket = 24, 40, 8
+  opt = train.make_optimizer(config("rev_teacher.py").optim, 10)
+  out = {}
+  for b in (0, bucket):
+    batch = _short_rows_batch(np.random.default_rng(5), 6, P, R, 9, 12, b)
+    if cached:  # the teacher's top-k laid on the (cut) mask, as the run loop does
+      k_rng = np.random.default_rng(6)
+      rows = [(k_rng.integers(0, 64, (40, 4)), -k_rng.random((40, 4))) for _ in range(6)]
+      batch["topk_ids"], batch["topk_logp"] = prefixes.topk_arrays(batch["loss_mask"], rows, 4)
+    static = train.StepStatic(s_gd, None if cached else t_gd, spec, opt, None, response_window=R)
+    fn = jax.jit(functools.partial(train.train_step, static))
+    state, metrics = fn(train.init_state(opt, s_params), batch, None if cached else t_params)
+    out[b] = (batch["tokens"].shape[1], state["params"], metrics)
+  # rows of <= 21 positions: cut to 16 or 24, below the window's 40 positions too
+  assert out[0][0] == P + R and out[bucket][0] in (16, 24)
+  for k in out[0][2]:
+    np.testing.assert_allclose(out[bucket][2][k], out[0][2][k], rtol=1e-5, atol=1e-6, err_msg=k)
+  for a, b in zip(jax.tree.leaves(out[bucket][1]), jax.tree.leaves(out[0][1])):
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_length_buckets_compile_once_each():
+  """Steps over batches of varying lengths compile the step once per bucket met, and a
+  bucket never exceeds P + R (the bucket rounds up; the layout's width caps it)."""
+  s_gd, s_params = model_lib.init_params(STEP_STUDENT, None, 0)
+  t_gd, t_params = model_lib.init_params(STEP_TEACHER, None, 1)
+  spec = kl_lib.KLSpec(kind="reverse", chunk=24)
+  opt = train.make_optimizer(config("rev_teacher.py").optim, 10)
+  static = train.StepStatic(s_gd, t_gd, spec, opt, None, response_window=12)
+  fn = jax.jit(functools.partial(train.train_step, static))
+  state, rng, seen = train.init_state(opt, s_params), np.random.default_rng(7), set()
+  with compiles.CompileLog() as log:
+    for i in range(8):
+      batch = _short_rows_batch(rng, 4, 20, 12, 4 + 2 * i, 12, 8)
+      seen.add(batch["tokens"].shape[1])
+      state, _ = fn(state, batch, t_params)
+  assert seen <= {8, 16, 24, 32} and len(seen) > 1, seen
+  assert len([n for n in log.names if "train_step" in n]) == len(seen), log.names
 
 
 def test_in_step_student_sampling_matches_softmax():
