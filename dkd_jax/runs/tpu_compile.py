@@ -363,21 +363,26 @@ class EngineFns:
     return _with(prefix, self.eng.prefix_shardings)
 
   def insert_fn(self, prefix: str, prefix_abs) -> Fn:
+    """`Engine.insert_many`: a prefix's samples into M slots in one call (M = the power of
+    two `insert_many` pads to: the slots or the prefix's rows, whichever is more)."""
     rep = _rep(self.mesh)
-    args = (prefix_abs, self.state, _sds((), jnp.int32, rep), _sds((), jnp.int32, rep))
-    fn = self.eng._jit("insert")  # pylint: disable=protected-access
+    M = _pow2(prefix_abs.keys_Nx2.shape[0])  # the prefix's rows are >= the slots filled
+    ids = _sds((M,), jnp.int32, rep)
+    args = (prefix_abs, self.state, ids, ids, _sds((), jnp.int32, rep))
+    fn = self.eng._jit("insert_many")  # pylint: disable=protected-access
     return Fn(f"{prefix}/insert", fn, args, carried=(1,), also_live=self.decode_copy_bytes())
 
-  def generate_steps_fn(self, prefix: str, sampler, num_steps: int) -> Fn:
-    args = (self.dp, self.state, _sds((), jnp.int32, _rep(self.mesh)))
-    fn = self.jit("generate_steps", sampler, int(num_steps))
+  def generate_steps_fn(self, prefix: str, sampler) -> Fn:
+    """The decode loop: its step count and stop count are traced (one compile per
+    sampler, whatever `sync_every` or the rollout's length)."""
+    rep = _rep(self.mesh)
+    args = (self.dp, self.state, _sds((), jnp.int32, rep), _sds((), jnp.int32, rep))
+    fn = self.jit("generate_steps", sampler)
     return Fn(f"{prefix}/generate_steps", fn, args, carried=(1,), resident=self.resident())
 
-  def rollout_fns(
-    self, prefix: str, sampler, num_steps: int, rows: int, samples: int = 1
-  ) -> list[Fn]:
+  def rollout_fns(self, prefix: str, sampler, rows: int, samples: int = 1) -> list[Fn]:
     """What `rollout.rollout` compiles: the split, a prefill (batched for one sample per
-    prompt, a multisampling prefill otherwise), insert and the decode loop."""
+    prompt, a multisampling prefill otherwise), `insert_many` and the decode loop."""
     if samples == 1:
       pre, prefix_abs = self.prefill_batch_fn(prefix, sampler, _pow2(min(self.slots, rows)))
     else:
@@ -386,7 +391,7 @@ class EngineFns:
       self.split_fn(prefix),
       pre,
       self.insert_fn(prefix, prefix_abs),
-      self.generate_steps_fn(prefix, sampler, num_steps),
+      self.generate_steps_fn(prefix, sampler),
     ]
 
 
@@ -479,18 +484,14 @@ def build(c, shapes: RunShapes, mesh, *, only=None, screening=False) -> Plan:
 
   if q["student_rows"] and want("rollout"):
     e = engine("student", B, R)
-    new = (
-      []
-      if screening
-      else e.rollout_fns("rollout/student", sampler, c.rollout.sync_every, q["student_rows"])
-    )
+    new = [] if screening else e.rollout_fns("rollout/student", sampler, q["student_rows"])
     fns += new
     phases["rollout"] += [f.name for f in new]
     decode_copy["rollout/student"] = e.decode_copy_bytes()
   if q["teacher_rollouts"] and want("rollout"):
     e = engine("teacher", B, R)
     rows = B - q["student_rows"]
-    new = [] if screening else e.rollout_fns("rollout/teacher", sampler, c.rollout.sync_every, rows)
+    new = [] if screening else e.rollout_fns("rollout/teacher", sampler, rows)
     fns += new
     phases["rollout"] += [f.name for f in new]
     decode_copy["rollout/teacher"] = e.decode_copy_bytes()
@@ -516,13 +517,12 @@ def _eval_fns(c, s_cfg, t_cfg, s_graphdef, t_graphdef, s_params, t_params, mesh)
   e = c.eval
   slots = int(e.slots) or c.data.batch_size
   sampler = sampling.Sampler(e.temperature)
-  sync = 8  # rollout.rollout's default, which evaluate_set uses
   out = []
   kw = dict(slots=slots, prompt_len=c.data.max_prompt_len, max_new=e.max_response_len)
   student = EngineFns(s_cfg, mesh, params_abs=s_params, **kw)
-  out += student.rollout_fns("eval/student", sampler, sync, slots, samples=int(e.k))
+  out += student.rollout_fns("eval/student", sampler, slots, samples=int(e.k))
   teacher = EngineFns(t_cfg, mesh, params_abs=t_params, **kw)
-  out += teacher.rollout_fns("eval/teacher_responses", sampler, sync, min(slots, e.kl_problems))
+  out += teacher.rollout_fns("eval/teacher_responses", sampler, min(slots, e.kl_problems))
   if e.teacher:
     pre, prefix_abs = teacher.prefill_fn("eval/teacher", sampler, int(e.k))
     out += [pre, teacher.insert_fn("eval/teacher", prefix_abs)]
