@@ -17,6 +17,9 @@ per function and per chip: argument, output, temporary and peak bytes against HB
                Default: the config's `mesh` (its -1 resolved on the topology).
   --only       train,rollout,topk,eval: compile only these groups.
   --max_fits   with --mesh=auto, stop after this many fitting meshes (0 = try all).
+  --prune      with --mesh=auto, do not compile a mesh whose activation estimate, calibrated
+               on the meshes compiled before it, is above this many times the HBM
+               (default 1.5; 0 compiles every candidate).
   --out        also write the JSON object to this file.
   --require_fit  exit status 3 when the run does not fit (launch/run_tpu_vm.sh).
 
@@ -44,6 +47,7 @@ _TOPOLOGY = flags.DEFINE_string("topology", "v5e:4x4", "TPU topology (v5e:4x4) o
 _MESH = flags.DEFINE_string("mesh", None, "d,f,t | auto (default: the config's mesh).")
 _ONLY = flags.DEFINE_list("only", None, "Groups to compile: train, rollout, topk, eval.")
 _MAX_FITS = flags.DEFINE_integer("max_fits", 0, "--mesh=auto: stop after this many fit.")
+_PRUNE = flags.DEFINE_float("prune", 1.5, "--mesh=auto: skip meshes estimated > this x HBM.")
 _OUT = flags.DEFINE_string("out", None, "Also write the JSON object here.")
 _REQUIRE_FIT = flags.DEFINE_bool("require_fit", False, "Exit 3 when the run does not fit.")
 
@@ -136,7 +140,9 @@ def main(argv) -> None:
   log = lambda m: print(f"[{time.strftime('%H:%M:%S')}] {m}", file=sys.stderr, flush=True)
   t0 = time.perf_counter()
   if (_MESH.value or "").strip() == "auto":
-    result = tpu_compile.search(c, topo, max_fits=_MAX_FITS.value, only=only, log=log)
+    result = tpu_compile.search(
+      c, topo, max_fits=_MAX_FITS.value, only=only, log=log, prune=_PRUNE.value
+    )
     for s in result["candidates"]:
       extra = f" {s['step_peak_gib']} GiB" if "step_peak_gib" in s else ""
       print(f"mesh {tuple(s['mesh'])}: {s['status']}{extra}")

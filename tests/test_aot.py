@@ -46,7 +46,7 @@ def test_json_last_with_the_step_and_every_function(tmp_path):
   rep = json.loads(out.stdout.strip().splitlines()[-1])
   assert rep == json.loads((tmp_path / "r.json").read_text())
   assert rep["mesh"] == [1, 4, 1] and rep["topology"] == "v5e:2x2"
-  for key in ("step_peak_bytes", "hbm_bytes", "model_flops", "roofline_s", "fits"):
+  for key in ("step_peak_bytes", "hbm_bytes", "model_flops", "roofline_s", "fits", "collectives"):
     assert key in rep, key
   assert set(rep["functions"]) == {
     "train_step",
@@ -59,4 +59,7 @@ def test_json_last_with_the_step_and_every_function(tmp_path):
     assert {"argument_bytes", "output_bytes", "temp_bytes", "peak_bytes", "fits"} <= set(f)
     assert set(f["collectives"]) >= {"all-gather", "reduce-scatter", "all-reduce", "all-to-all"}
   assert rep["row"]["fits"] is True
+  # FSDP over 4 chips: the train step gathers its weights
+  assert set(rep["collectives"]) == set(rep["functions"])
+  assert rep["collectives"]["train_step"]["all-gather"]["count"] > 0
   assert "train_step" in out.stdout and "step_peak" in out.stdout  # the human-readable part

@@ -363,21 +363,26 @@ class EngineFns:
     return _with(prefix, self.eng.prefix_shardings)
 
   def insert_fn(self, prefix: str, prefix_abs) -> Fn:
+    """`Engine.insert_many`: a prefix's samples into M slots in one call (M = the power of
+    two `insert_many` pads to: the slots or the prefix's rows, whichever is more)."""
     rep = _rep(self.mesh)
-    args = (prefix_abs, self.state, _sds((), jnp.int32, rep), _sds((), jnp.int32, rep))
-    fn = self.eng._jit("insert")  # pylint: disable=protected-access
+    M = _pow2(prefix_abs.keys_Nx2.shape[0])  # the prefix's rows are >= the slots filled
+    ids = _sds((M,), jnp.int32, rep)
+    args = (prefix_abs, self.state, ids, ids, _sds((), jnp.int32, rep))
+    fn = self.eng._jit("insert_many")  # pylint: disable=protected-access
     return Fn(f"{prefix}/insert", fn, args, carried=(1,), also_live=self.decode_copy_bytes())
 
-  def generate_steps_fn(self, prefix: str, sampler, num_steps: int) -> Fn:
-    args = (self.dp, self.state, _sds((), jnp.int32, _rep(self.mesh)))
-    fn = self.jit("generate_steps", sampler, int(num_steps))
+  def generate_steps_fn(self, prefix: str, sampler) -> Fn:
+    """The decode loop: its step count and stop count are traced (one compile per
+    sampler, whatever `sync_every` or the rollout's length)."""
+    rep = _rep(self.mesh)
+    args = (self.dp, self.state, _sds((), jnp.int32, rep), _sds((), jnp.int32, rep))
+    fn = self.jit("generate_steps", sampler)
     return Fn(f"{prefix}/generate_steps", fn, args, carried=(1,), resident=self.resident())
 
-  def rollout_fns(
-    self, prefix: str, sampler, num_steps: int, rows: int, samples: int = 1
-  ) -> list[Fn]:
+  def rollout_fns(self, prefix: str, sampler, rows: int, samples: int = 1) -> list[Fn]:
     """What `rollout.rollout` compiles: the split, a prefill (batched for one sample per
-    prompt, a multisampling prefill otherwise), insert and the decode loop."""
+    prompt, a multisampling prefill otherwise), `insert_many` and the decode loop."""
     if samples == 1:
       pre, prefix_abs = self.prefill_batch_fn(prefix, sampler, _pow2(min(self.slots, rows)))
     else:
@@ -386,7 +391,7 @@ class EngineFns:
       self.split_fn(prefix),
       pre,
       self.insert_fn(prefix, prefix_abs),
-      self.generate_steps_fn(prefix, sampler, num_steps),
+      self.generate_steps_fn(prefix, sampler),
     ]
 
 
@@ -424,9 +429,11 @@ def quadrant(c) -> dict:
   )
 
 
-def build(c, shapes: RunShapes, mesh, *, only=None) -> Plan:
+def build(c, shapes: RunShapes, mesh, *, only=None, screening=False) -> Plan:
   """The run's functions with abstract arguments for `mesh` (a mesh that does not divide
-  a dimension raises ValueError naming it)."""
+  a dimension raises ValueError naming it). `screening`: only the bytes and the roofline
+  inputs (the mesh search's screen of every candidate); the engine's functions are not
+  traced (their prefix's shapes cost a trace of the per-layer prefill, ~60% of a build)."""
   q = quadrant(c)
   B, P, R = c.data.batch_size, c.data.max_prompt_len, c.data.max_response_len
   T = P + R
@@ -477,18 +484,18 @@ def build(c, shapes: RunShapes, mesh, *, only=None) -> Plan:
 
   if q["student_rows"] and want("rollout"):
     e = engine("student", B, R)
-    new = e.rollout_fns("rollout/student", sampler, c.rollout.sync_every, q["student_rows"])
+    new = [] if screening else e.rollout_fns("rollout/student", sampler, q["student_rows"])
     fns += new
     phases["rollout"] += [f.name for f in new]
     decode_copy["rollout/student"] = e.decode_copy_bytes()
   if q["teacher_rollouts"] and want("rollout"):
     e = engine("teacher", B, R)
     rows = B - q["student_rows"]
-    new = e.rollout_fns("rollout/teacher", sampler, c.rollout.sync_every, rows)
+    new = [] if screening else e.rollout_fns("rollout/teacher", sampler, rows)
     fns += new
     phases["rollout"] += [f.name for f in new]
     decode_copy["rollout/teacher"] = e.decode_copy_bytes()
-  if want("eval"):
+  if want("eval") and not screening:
     fns += _eval_fns(c, s_cfg, t_cfg, s_graphdef, t_graphdef, state["params"], teacher, mesh)
     phases["eval"] = [f.name for f in fns if f.name.startswith("eval/")]
   persistent = {
@@ -510,13 +517,12 @@ def _eval_fns(c, s_cfg, t_cfg, s_graphdef, t_graphdef, s_params, t_params, mesh)
   e = c.eval
   slots = int(e.slots) or c.data.batch_size
   sampler = sampling.Sampler(e.temperature)
-  sync = 8  # rollout.rollout's default, which evaluate_set uses
   out = []
   kw = dict(slots=slots, prompt_len=c.data.max_prompt_len, max_new=e.max_response_len)
   student = EngineFns(s_cfg, mesh, params_abs=s_params, **kw)
-  out += student.rollout_fns("eval/student", sampler, sync, slots, samples=int(e.k))
+  out += student.rollout_fns("eval/student", sampler, slots, samples=int(e.k))
   teacher = EngineFns(t_cfg, mesh, params_abs=t_params, **kw)
-  out += teacher.rollout_fns("eval/teacher_responses", sampler, sync, min(slots, e.kl_problems))
+  out += teacher.rollout_fns("eval/teacher_responses", sampler, min(slots, e.kl_problems))
   if e.teacher:
     pre, prefix_abs = teacher.prefill_fn("eval/teacher", sampler, int(e.k))
     out += [pre, teacher.insert_fn("eval/teacher", prefix_abs)]
@@ -607,12 +613,13 @@ def collectives(hlo_text: str) -> dict:
   return out
 
 
-def _round_trip(fn: Fn, compiled) -> bool | None:
+def _round_trip(fn: Fn, lowered, compiled) -> bool | None:
   """True when the loop state the call returns has the avals and shardings it was passed
-  with: the run's next call (its output fed back) reuses this executable."""
+  with: the run's next call (its output fed back) reuses this executable. The output
+  avals come from the lowering (`out_info`), not from tracing the function again."""
   if not fn.carried:
     return None
-  out_shapes = jax.eval_shape(fn.jitted, *fn.args)
+  out_shapes = lowered.out_info
   out_shard = compiled.output_shardings
   if fn.out_index is not None:
     out_shapes, out_shard = out_shapes[fn.out_index], out_shard[fn.out_index]
@@ -695,7 +702,7 @@ def compile_fn(fn: Fn, hbm: int) -> dict:
     "fits": peak <= hbm,
     "compiler_flops": float(cost.get("flops", 0.0)),
     "collectives": collectives(compiled.as_text()),
-    "reuses_executable": _round_trip(fn, compiled),
+    "reuses_executable": _round_trip(fn, lowered, compiled),
     "resident_bytes": fn.resident,
     "also_live_bytes": fn.also_live,
     "lower_s": round(t1 - t0, 2),
@@ -704,14 +711,22 @@ def compile_fn(fn: Fn, hbm: int) -> dict:
 
 
 def check(
-  c, topo: Topology, mesh_shape, devices=None, *, only=None, log=None, stop_early=False
+  c,
+  topo: Topology,
+  mesh_shape,
+  devices=None,
+  *,
+  only=None,
+  log=None,
+  stop_early=False,
+  hbm: int | None = None,
 ) -> dict:
   """Compiles every function of the run `c` for `topo` on mesh (data, fsdp, tensor)."""
   devices = devices if devices is not None else topology_devices(topo)
   shapes = run_shapes(c)
   mesh = make_mesh(mesh_shape, devices)
   plan = build(c, shapes, mesh, only=only)
-  hbm = device_hbm(topo, devices)
+  hbm = hbm or device_hbm(topo, devices)
   fns = {}
   for fn in plan.fns:
     if log:
@@ -820,6 +835,10 @@ def summarise(c, topo, devices, mesh_shape, shapes, plan, fns, hbm) -> dict:
     },
     "roofline_s": roofline,
     "functions": fns,
+    # per function, the collectives its optimised HLO holds (ops with none left out)
+    "collectives": {
+      name: {op: v for op, v in f["collectives"].items() if v["count"]} for name, f in fns.items()
+    },
     "compile_s": round(sum(f["lower_s"] + f["compile_s"] for f in fns.values()), 1),
   }
 
@@ -843,7 +862,7 @@ def screen(c, shapes, mesh_shape, devices, hbm) -> dict:
   persistent state each chip holds, and the analytic roofline (the search's order)."""
   try:
     mesh = make_mesh(mesh_shape, devices)
-    plan = build(c, shapes, mesh, only=("train", "rollout", "topk"))
+    plan = build(c, shapes, mesh, only=("train", "rollout", "topk"), screening=True)
   except ValueError as e:
     return {"mesh": list(mesh_shape), "status": f"invalid: {e}"}
   persistent = sum(plan.persistent.values()) + max(plan.decode_copy.values(), default=0)
@@ -875,14 +894,53 @@ def activation_bytes(c, cfg, mesh) -> int:
   item = jnp.dtype(cfg.dtype).itemsize
   T = c.data.max_prompt_len + c.data.max_response_len
   scores = rows * cfg.n_heads / t * T * T * 4
-  # x3: calibrated on one compile (Qwen3 1.7B -> 0.6B, v5e:4x4, mesh (1, 4, 4): the
-  # compiler's temporaries were 18.5 GiB where the count above gives 6.1)
-  return int(3 * (cfg.n_layers * tokens * per * item + 3 * scores))
+  # x1.5: fitted on the 15 compiles of the README table's first rows (Qwen3 pairs on
+  # v5e-16 and v5p-8; (compiled step peak - persistent bytes) / the count above: median
+  # 1.44, range 1.15-2.0). It was x3, fitted on one compile before `constrain_batch`
+  # (BUILD_NOTES): it then sorted meshes that fit behind worse ones.
+  return int(1.5 * (cfg.n_layers * tokens * per * item + 3 * scores))
 
 
-def search(c, topo: Topology, *, max_fits: int = 0, only=None, log=None) -> dict:
+PRUNE = 1.5  # skip a mesh whose calibrated estimate is above this many times the HBM
+
+
+def calibration(ratio: float | None, screened: dict, rep: dict) -> float | None:
+  """The smallest compiled / estimated step peak so far. A mesh compiled only up to a
+  refused function has a step peak that is a lower bound, so the ratio errs low (the
+  pruning it drives errs towards compiling)."""
+  est = screened.get("estimated_bytes") or 0
+  if est <= 0:
+    return ratio
+  r = rep["step_peak_bytes"] / est
+  return r if ratio is None else min(ratio, r)
+
+
+def prune_reason(screened: dict, ratio: float | None, hbm: int, prune: float) -> str | None:
+  """Why a candidate is not compiled: its estimate, scaled by the calibration of the
+  meshes compiled before it, is more than `prune` x HBM (None: compile it)."""
+  if not prune or ratio is None:
+    return None
+  guess = ratio * screened["estimated_bytes"]
+  if guess <= prune * hbm:
+    return None
+  return (
+    f"not compiled: estimated {guess / GiB:.1f} GiB (x{ratio:.2f}, calibrated on the "
+    f"meshes compiled) > {prune:g} x HBM"
+  )
+
+
+def search(
+  c, topo: Topology, *, max_fits: int = 0, only=None, log=None, prune: float = PRUNE
+) -> dict:
   """--mesh=auto: every (data, fsdp, tensor) the topology allows, screened, then compiled
-  in order of their analytic roofline; returns the fitting ones best roofline first."""
+  in order of their analytic roofline; returns the fitting ones best roofline first.
+
+  A train-step compile of a large pair takes minutes of CPU, and most candidates of a
+  slice that is too small are far over its HBM: after each compile the rough activation
+  estimate is calibrated (`calibration`) and a mesh whose calibrated estimate is above
+  `prune` x HBM is reported as not compiled (`prune_reason`; 0 compiles every one). On
+  the compiles recorded so far the estimate's error across meshes was within 0.8-1.35x
+  of the calibration, inside the 1.5x margin."""
   devices = topology_devices(topo)
   n = len(devices)
   hbm = device_hbm(topo, devices)
@@ -905,16 +963,26 @@ def search(c, topo: Topology, *, max_fits: int = 0, only=None, log=None) -> dict
       analytic_s(s) if s["estimated_bytes"] <= hbm else s["estimated_bytes"],
     ),
   )
-  results, tried = [], []
+  results, ratio = [], None
   for s in todo:
     if max_fits and sum(r["fits"] for r in results) >= max_fits:
       s["status"] = "not compiled (enough fitting meshes found)"
       continue
-    rep = check(c, topo, s["mesh"], devices, only=only, log=log, stop_early=True)
+    why = prune_reason(s, ratio, hbm, prune)
+    if why:
+      s["status"] = why
+      if log:
+        log(f"mesh {tuple(s['mesh'])}: {why}")
+      continue
+    try:
+      rep = check(c, topo, s["mesh"], devices, only=only, log=log, stop_early=True, hbm=hbm)
+    except ValueError as e:  # a shape only the engine's trace finds the mesh cannot divide
+      s["status"] = f"invalid: {e}"
+      continue
     s["status"] = "fits" if rep["fits"] else "does not fit"
     s["step_peak_gib"] = rep["step_peak_gib"]
     results.append(rep)
-    tried.append(s["mesh"])
+    ratio = calibration(ratio, s, rep)
   fitting = sorted((r for r in results if r["fits"]), key=lambda r: r["roofline_s"])
   best = (
     fitting[0]
@@ -947,6 +1015,8 @@ def row(rep: dict) -> dict:
     "fits": bool(best["fits"]),
     "mesh": best["mesh"],
     "gib": best["step_peak_gib"],
+    # a function the compiler refused gives the bytes of its first failed allocation only
+    "gib_is_lower_bound": any("compiler_error" in f for f in best["functions"].values()),
     "hbm_gib": round(best["hbm_bytes"] / GiB, 1),
     "roofline_s": best["roofline_s"],
   }

@@ -310,7 +310,10 @@ def grpo_step(
   """One optimizer step. Pure. Returns (state, metrics, the policy's log-probs [B, T]
   before the update: π_old for the batch's later updates under 'recompute')."""
   grad_fn = jax.value_and_grad(functools.partial(grpo_loss_fn, static), has_aux=True)
-  (loss, (metrics, logp_BxT)), grads = grad_fn(state["params"], ref_params, batch)
+  # activations batch-sharded over ('data', 'fsdp') at every block (constrain_batch), as
+  # in the distillation step: under FSDP XLA would otherwise replicate the batch
+  with sharding.mesh_context(static.mesh):
+    (loss, (metrics, logp_BxT)), grads = grad_fn(state["params"], ref_params, batch)
   updates, opt_state = static.optimizer.update(grads, state["opt_state"], state["params"])
   params = optax.apply_updates(state["params"], updates)
   metrics = dict(metrics, loss=loss, grad_norm=optax.tree.norm(grads))

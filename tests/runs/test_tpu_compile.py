@@ -41,6 +41,24 @@ def test_candidate_meshes_cover_every_factorisation():
   assert len(set(meshes)) == len(meshes) == 15
 
 
+def test_search_prunes_meshes_far_over_hbm_after_calibrating():
+  """--mesh=auto compiles the first candidate, then skips one whose estimate, scaled by
+  the smallest compiled/estimated ratio so far, is above 1.5x HBM (figures of the
+  Qwen3 32B->8B top-k row on v5e-16: estimates 52.8 and 58.6 GiB, compiled 29.2)."""
+  G, hbm = tc.GiB, int(15.75 * tc.GiB)
+  first, second = {"estimated_bytes": 52.8 * G}, {"estimated_bytes": 58.6 * G}
+  assert tc.prune_reason(first, None, hbm, tc.PRUNE) is None  # nothing compiled yet
+  ratio = tc.calibration(None, first, {"step_peak_bytes": 29.2 * G})
+  assert abs(ratio - 29.2 / 52.8) < 1e-9
+  assert "not compiled" in tc.prune_reason(second, ratio, hbm, tc.PRUNE)
+  assert tc.prune_reason(second, ratio, hbm, 0) is None  # --prune=0: compile every one
+  # a near miss keeps its neighbours in the search
+  close = tc.calibration(None, first, {"step_peak_bytes": 17.0 * G})
+  assert tc.prune_reason(second, close, hbm, tc.PRUNE) is None
+  # the calibration only goes down (a refused compile's bytes are a lower bound)
+  assert tc.calibration(ratio, second, {"step_peak_bytes": 60 * G}) == ratio
+
+
 def test_collectives_are_counted_with_their_bytes():
   hlo = "\n".join(
     [

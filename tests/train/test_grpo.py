@@ -588,3 +588,41 @@ def test_a_run_directory_owns_the_evaluation_and_rl_eval_fields_only_resize_it(t
   e = rl_run.eval_config(resolved)
   assert (e.eval.num_problems, e.eval.k) == (300, 4)
   assert resolved.eval.num_problems == 1000  # the train/held-out split is left alone
+
+
+def test_grpo_step_keeps_the_batch_sharded_under_fsdp():
+  """The GRPO step enters `sharding.mesh_context` as the distillation step does, so every
+  block's input is pinned batch-sharded over ('data', 'fsdp') (`constrain_batch`): without
+  it the TPU compiler kept FSDP weights sharded and replicated the batch over 'fsdp'
+  (BUILD_NOTES, issue 25). Checked on the lowered program: one constraint per scanned
+  block, in the policy's and the KL reference's forwards."""
+  mesh = sharding.make_mesh((1, 4, 1), jax.devices()[:4])
+  opt = train.make_optimizer(load_config().optim, 10)
+  state = train.abstract_state(opt, mesh, CFG)
+  state_shard = jax.tree.map(lambda x: x.sharding, state)
+  spec = grpo.GRPOSpec(chunk=16, kl_coef=0.1)
+  gd, _ = model_lib.abstract(CFG)
+  step = grpo.jit_grpo_step(
+    grpo.StepStatic(gd, gd, spec, opt, mesh),
+    state_shard,
+    state_shard["params"],
+  )
+  B, T = 8, 12
+  shard = grpo.batch_shardings(mesh)
+  batch = {
+    k: jax.ShapeDtypeStruct(s, d, sharding=shard[k])
+    for k, s, d in (
+      ("tokens", (B, T), jnp.int32),
+      ("loss_mask", (B, T), jnp.float32),
+      ("old_logp", (B, T), jnp.float32),
+      ("adv", (B,), jnp.float32),
+      ("own_old", (), jnp.bool_),
+    )
+  }
+  text = step.lower(state, batch, state["params"]).as_text()
+  pinned = [
+    line
+    for line in text.splitlines()
+    if "sharding_constraint" in line and '{"data", "fsdp"}' in line.replace("'", '"')
+  ]
+  assert len(pinned) >= 2, [line for line in text.splitlines() if "sharding_constraint" in line]
