@@ -4,6 +4,8 @@
 #
 #   launch/study.sh [OUT=runs/study3] [RESULTS=docs/results]
 #   DRY=1 launch/study.sh OUT      # print what would run; run nothing
+#   STOP_AFTER=teacher launch/study.sh OUT  # stop once the teacher gate passes (steps 1-3)
+#   STOP_AFTER=gates launch/study.sh OUT    # stop once every competence gate passes (1-5)
 #
 # Steps, each skipped when its output exists (a killed study resumes where it stopped;
 # an interrupted run resumes from its last checkpoint):
@@ -22,6 +24,11 @@ set -euo pipefail
 OUT=${1:-runs/study3}; RESULTS=${2:-docs/results}
 cd "$(dirname "$0")/.."
 DRY=${DRY:-}
+STOP_AFTER=${STOP_AFTER:-}
+case "$STOP_AFTER" in
+  ""|teacher|gates) ;;
+  *) echo "STOP_AFTER must be teacher or gates, not '$STOP_AFTER'" >&2; exit 2 ;;
+esac
 PLAN="from dkd_jax.evals import preregistration as p"
 SEEDS=$(python -c "$PLAN; print(*p.SEEDS)")
 STEPS=$(python -c "$PLAN; print(p.STEPS)")
@@ -98,6 +105,9 @@ while :; do
   [ "$next" -lt "${#TEACHER_LADDER[@]}" ] || { echo "no teacher rung passes the gate" >&2; exit 1; }
   echo "$next" > "$OUT/teacher_rung"; TEACHER=(${TEACHER_LADDER[$next]})
 done
+if [ "$STOP_AFTER" = teacher ]; then
+  echo "stopped after the teacher gate (STOP_AFTER=teacher)"; exit 0
+fi
 T=$(teacher_dir)
 val() { python -c "import json,sys; d=json.load(open(sys.argv[1])); \
 print(eval(sys.argv[2], {}, d))" "$T/derived.json" "$1"; }
@@ -160,6 +170,9 @@ for seed in $SEEDS; do warm_start "$OUT/warm_start_s$seed" "$seed"; done
 if [ -z "$DRY" ]; then
   python -m dkd_jax.report --gates="$T/context.json" "$OUT"/warm_start_s*/ > "$OUT/gates.json" \
     || { echo "a competence gate fails: $OUT/gates.json" >&2; exit 1; }
+fi
+if [ "$STOP_AFTER" = gates ]; then  # no student distillation arm has run
+  echo "stopped after the competence gates (STOP_AFTER=gates)"; exit 0
 fi
 
 LONG=(--config.train.horizon="$BUDGET")

@@ -59,9 +59,19 @@ def train_teacher(
   pad_id: int,
   log=print,
   name: str = "teacher bootstrap",
+  progress=None,
+  save_every: int = 250,
 ) -> tuple[nnx.GraphDef, dict]:
   """SFT on (prompt, solution) batches; returns (graphdef, params). `name` labels the
-  progress lines."""
+  progress lines.
+
+  `progress` (a directory, optional): every `save_every` steps the params, optimizer
+  state and step are saved there, and a later call with the same `progress` resumes
+  from the last save (skipping the batches already trained on), bit for bit the
+  uninterrupted run. Each batch is cut to the smallest multiple of 32 positions that
+  holds its longest sequence: the cut positions are padding after every loss position
+  (causal attention; the loss mask is 0 there), so the loss and its gradient are
+  unchanged and the step costs what its tokens do."""
   graphdef, params = model_lib.init_params(cfg, mesh, seed)
   opt = optax.chain(
     optax.clip_by_global_norm(1.0),
@@ -77,16 +87,26 @@ def train_teacher(
     donate_argnums=(0, 1),
     out_shardings=(p_shard, None, None),
   )
+  start = 0
+  if progress is not None:
+    start, params, opt_state = _resume(progress, params, opt_state, log, name)
+    for _ in range(start):  # the batches the saved steps trained on
+      next(batches)
   t0, loss = time.time(), float("nan")
-  for i in range(steps):
+  for i in range(start, steps):
     b = next(batches)
     tokens, mask = packing.pack(
       b["prompt_tokens"], b["prompt_len"], b["response_tokens"], b["response_len"], pad_id
     )
+    used = int(np.max(np.asarray(b["prompt_len"]) + np.asarray(b["response_len"])))
+    cut = min(tokens.shape[1], -(-used // 32) * 32)
+    tokens, mask = tokens[:, :cut], mask[:, :cut]
     put = lambda x: sharding.put_global(x, sharding.batch_sharding(mesh, 2))
     params, opt_state, loss = step(params, opt_state, put(tokens), put(mask.astype(np.float32)))
     if (i + 1) % max(steps // 5, 1) == 0:
       log(f"{name} step {i + 1}/{steps} ce={float(loss):.4f} ({time.time() - t0:.0f}s)")
+    if progress is not None and (i + 1) % save_every == 0 and i + 1 < steps:
+      _save_progress(progress, i + 1, params, opt_state)
   return graphdef, params
 
 
@@ -104,10 +124,13 @@ def cached_sft(
   train_missing: bool = True,
   missing_hint: str = "",
 ) -> tuple[Any, dict]:
-  """(graphdef, params) saved in `path` if its meta file equals `meta`, else `train()`
-  (-> (graphdef, params)) saved there (or, with `train_missing=False`, raises: readers
-  of a run directory never write into it). Every process trains and saves (orbax writes
-  each host's shards); process 0 alone writes the meta file, and its view decides."""
+  """(graphdef, params) saved in `path` if its meta file equals `meta`, else
+  `train(progress)` (-> (graphdef, params)) saved there (or, with `train_missing=False`,
+  raises: readers of a run directory never write into it). `progress` is a directory
+  for the training's periodic saves (`train_teacher(progress=...)`): an interrupted
+  training resumes from it; it belongs to this `meta` alone and is removed once the
+  result is saved. Every process trains and saves (orbax writes each host's shards);
+  process 0 alone writes the meta file, and its view decides."""
   path = paths.as_path(path)
   meta = json.loads(json.dumps(meta))
   meta_file = path / meta_name
@@ -119,12 +142,48 @@ def cached_sft(
   if not train_missing:
     state = "was made with other settings" if meta_file.exists() else "is missing"
     raise FileNotFoundError(f"the {what} in {path} {state}; {missing_hint}")
-  graphdef, params = train()
+  progress = path / "bootstrap_progress"
+  progress_meta = progress / "meta.json"
+  if not (progress_meta.exists() and json.loads(progress_meta.read_text()) == meta):
+    if multihost.is_primary():
+      if progress.exists():
+        progress.rmtree()
+      progress.mkdir(parents=True)
+      paths.write_text_atomic(progress_meta, json.dumps(meta))
+    multihost.barrier(f"{meta_name}_progress_meta")
+  graphdef, params = train(progress)
   checkpointing.save_params(path / "params", params)
   if multihost.is_primary():  # the meta file marks the cache complete
     paths.write_text_atomic(meta_file, json.dumps(meta))
+    progress.rmtree()
   multihost.barrier(f"{meta_name}")
   return graphdef, params
+
+
+def _save_progress(progress, step: int, params, opt_state) -> None:
+  """Params and optimizer state after `step` steps; the step file, written last, marks
+  the save complete."""
+  progress = paths.as_path(progress)
+  checkpointing.save_params(progress / f"state_{step}", {"params": params, "opt": opt_state})
+  if multihost.is_primary():
+    paths.write_text_atomic(progress / "step.json", json.dumps({"step": step}))
+    for old in progress.glob("state_*"):
+      if old.name != f"state_{step}":
+        old.rmtree()
+  multihost.barrier(f"bootstrap_progress_{step}")
+
+
+def _resume(progress, params, opt_state, log, name: str) -> tuple[int, dict, optax.OptState]:
+  """(step, params, opt_state) of the last complete save in `progress`, else (0, ...)."""
+  step_file = paths.as_path(progress) / "step.json"
+  if not step_file.exists():
+    return 0, params, opt_state
+  step = int(json.loads(step_file.read_text())["step"])
+  state = checkpointing.load_params(
+    paths.as_path(progress) / f"state_{step}", {"params": params, "opt": opt_state}
+  )
+  log(f"{name}: resuming after step {step} from {progress}")
+  return step, state["params"], state["opt"]
 
 
 def cached_teacher(
@@ -152,10 +211,18 @@ def cached_teacher(
     "data": data,
   }
 
-  def train() -> tuple[nnx.GraphDef, dict]:
+  def train(progress) -> tuple[nnx.GraphDef, dict]:
     log(f"teacher: no checkpoint configured; bootstrapping one by SFT ({steps} steps)")
     return train_teacher(
-      cfg, make_batches(), steps=steps, lr=lr, mesh=mesh, seed=seed, pad_id=pad_id, log=log
+      cfg,
+      make_batches(),
+      steps=steps,
+      lr=lr,
+      mesh=mesh,
+      seed=seed,
+      pad_id=pad_id,
+      log=log,
+      progress=progress,
     )
 
   return cached_sft(

@@ -145,7 +145,7 @@ def student(
   if read_only and not ((path / META).exists() and json.loads((path / META).read_text()) == key):
     return model_lib.init_params(cfg, mesh, init_seed)
 
-  def train() -> tuple[Any, dict]:
+  def train(progress) -> tuple[Any, dict]:
     exclude = {r["question"] for r in (*task.train_records, *task.eval_records)}
     records = split(c, seed, exclude)
     log(
@@ -162,6 +162,7 @@ def student(
       pad_id=task.tokenizer.pad_id,
       log=log,
       name="student warm start",
+      progress=progress,
     )
     result = evaluate(c, seed, cfg, graphdef, params, mesh, task)
     if multihost.is_primary():

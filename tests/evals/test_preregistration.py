@@ -61,14 +61,14 @@ def test_the_script_runs_exactly_the_plans_arms():
   assert 'warm_start "$OUT/warm_start_s$seed"' in SCRIPT
 
 
-def _dry(out):
+def _dry(out, **env):
   done = subprocess.run(
     ["bash", "launch/study.sh", str(out)],
     cwd=ROOT,
     capture_output=True,
     text=True,
     timeout=600,
-    env=dict(os.environ, DRY="1"),
+    env=dict(os.environ, DRY="1", **env),
   )
   assert done.returncode == 0, done.stderr[-2000:]
   return done.stdout
@@ -88,3 +88,20 @@ def test_the_script_lists_every_run_and_skips_finished_ones(tmp_path):
   assert f"done already: {out}/rev_student_s1" in text
   assert f"--workdir={out}/rev_student_s1 " not in text
   assert f"--workdir={out}/rev_student_s0 " in text
+
+
+def test_stop_after_runs_the_first_stages_and_no_student_arm(tmp_path):
+  text = _dry(tmp_path / "study", STOP_AFTER="gates")
+  runs = set(re.findall(r"--workdir=\S+/(\w+_s\d)\b", text))
+  assert runs == {f"warm_start_s{s}" for s in plan.SEEDS}
+  assert "stopped after the competence gates" in text
+  text = _dry(tmp_path / "study", STOP_AFTER="teacher")
+  assert "reference" in text and not re.findall(r"--workdir=\S+/(\w+_s\d)\b", text)
+  bad = subprocess.run(
+    ["bash", "launch/study.sh", str(tmp_path / "x")],
+    cwd=ROOT,
+    capture_output=True,
+    text=True,
+    env=dict(os.environ, DRY="1", STOP_AFTER="arms"),
+  )
+  assert bad.returncode == 2 and "STOP_AFTER" in bad.stderr
