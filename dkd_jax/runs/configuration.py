@@ -7,10 +7,10 @@ naming the field and the allowed values.
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import ml_collections as mlc
 
+from dkd_jax.core import paths
 from dkd_jax.evals import harness
 from dkd_jax.generate import sampling
 from dkd_jax.models import decoder as model_lib
@@ -406,7 +406,7 @@ def _validate_cross_tokenizer(c: mlc.ConfigDict, student: model_lib.ModelConfig)
   estimator, the mapped forward term and sequence-level KD can and cannot express."""
   o, x = c.objective, c.objective.xtok
   n = bpe_size(c.student.tokenizer)
-  if n is None and not os.path.exists(c.student.tokenizer):
+  if n is None and not paths.as_path(c.student.tokenizer).exists():
     raise ValueError(
       f"config.student.tokenizer={c.student.tokenizer!r} is neither 'bpe:N' (train one on "
       "the task's text) nor an existing HF tokenizer directory / tokenizer.json"
