@@ -39,9 +39,9 @@ mkdir -p "$OUT"
 # --- the declared task and teacher recipe (PREREGISTRATION.md "Task" and "Teacher") ---
 DATA_MAX=192      # the data window: budget <= 192 (the teacher's cache key depends on it)
 REF_CAP=240       # reference rollouts run past any budget the rules can give
-TASK=(--config.data.chain.min_ops=2 --config.data.chain.max_ops=3
-      --config.data.max_response_len=$DATA_MAX --config.eval.num_problems=1000
-      --config.eval.k=8)
+TASK_DATA=(--config.data.chain.min_ops=2 --config.data.chain.max_ops=3
+           --config.data.max_response_len=$DATA_MAX)
+TASK=("${TASK_DATA[@]}" --config.eval.num_problems=1000 --config.eval.k=8)
 TEACHER_LADDER=("--config.teacher.bootstrap_steps=6000"
                 "--config.teacher.bootstrap_steps=12000")
 # The warm start is issue 20's `student.init='warm_start'`; its SFT steps are calibrated.
@@ -67,7 +67,7 @@ bootstrap_teacher() {
   [ -f "$dir/teacher/teacher_meta.json" ] && return 0
   mkdir -p "$dir"
   run_cmd python -m dkd_jax.launch --config=configs/fwd_teacher.py:chain --workdir="$dir" \
-    "${TASK[@]}" "${TEACHER[@]}" --config.train.steps=1 --config.eval.num_problems=8 \
+    "${TASK_DATA[@]}" "${TEACHER[@]}" --config.train.steps=1 --config.eval.num_problems=8 \
     --config.eval.k=1 --config.eval.teacher=False
 }
 evaluate_teacher() {  # its reference rollouts, then its evaluation at the budget
@@ -124,8 +124,11 @@ else
        --config.curriculum.check_every="$(val "curriculum['check_every']")"
        --config.curriculum.window="$(val "curriculum['window']")")
 fi
-EVAL=(--config.eval.max_response_len="$BUDGET" --config.eval.slots=128
-      "--config.eval.at_steps=$AT_STEPS" --config.eval.curve_problems="$CURVE")
+# A flag given twice keeps its FIRST value (absl config flags), so no run repeats one:
+# the warm start's single step takes EVAL_BASE and no evaluation points (NO_CURVE=1).
+EVAL_BASE=(--config.eval.max_response_len="$BUDGET" --config.eval.slots=128
+           --config.eval.curve_problems="$CURVE")
+EVAL=("${EVAL_BASE[@]}" "--config.eval.at_steps=$AT_STEPS")
 
 # 4. the warm start, then 6. the arms: each run gets the shared teacher (and its seed's
 # warm start) copied in, so neither is recomputed.
@@ -141,12 +144,16 @@ run() {  # run DIR CONFIG SEED STEPS [overrides...]
   local cmd=(python -m dkd_jax.launch --config="configs/$cfg:chain" --workdir="$dir"
     --config.seed="$seed" --config.train.steps="$steps" --config.eval.teacher=False
     "${TASK[@]}" "${TEACHER[@]}" "${WARM[@]}" "${EVAL[@]}" "$@")
+  [ -n "${NO_CURVE:-}" ] && cmd=(python -m dkd_jax.launch --config="configs/$cfg:chain"
+    --workdir="$dir" --config.seed="$seed" --config.train.steps="$steps"
+    --config.eval.teacher=False "${TASK[@]}" "${TEACHER[@]}" "${WARM[@]}" "${EVAL_BASE[@]}"
+    --config.eval.at_steps="()" "$@")
   if [ -n "$DRY" ]; then echo "would run: ${cmd[*]}"; return 0; fi
   "${cmd[@]}" > "$dir.log" 2>&1 || { echo "FAILED: $dir (see $dir.log)"; return 1; }
   echo "done: $dir"
 }
 warm_start() {  # warm_start DIR SEED: the start itself (1 step; its lr is 0: warmup from 0)
-  run "$1" rev_student.py "$2" 1 --config.eval.at_steps="()"
+  NO_CURVE=1 run "$1" rev_student.py "$2" 1
 }
 WARM_STEPS=$(cat "$OUT/warm_steps" 2>/dev/null || true)
 if [ -z "$WARM_STEPS" ]; then

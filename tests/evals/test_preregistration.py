@@ -78,6 +78,9 @@ def test_the_script_lists_every_run_and_skips_finished_ones(tmp_path):
   out = tmp_path / "study"
   text = _dry(out)
   runs = set(re.findall(r"--workdir=\S+/(\w+_s\d)\b", text))
+  for line in text.splitlines():  # absl keeps a repeated flag's FIRST value: none may repeat
+    keys = re.findall(r"(--config\.[\w.]+)=", line)
+    assert len(keys) == len(set(keys)), line
   want = {f"{a.name}_s{s}" for a in plan.ARMS for s in plan.SEEDS}
   assert want | {f"warm_start_s{s}" for s in plan.SEEDS} <= runs
   # finished runs (summary.json) are skipped on a rerun: the study resumes
