@@ -51,15 +51,21 @@ def threefry2x32(k1, k2, x1, x2) -> tuple[np.ndarray, np.ndarray]:
   `threefry2x32_p`, on the host. Deriving a key costs no device dispatch and no
   device-to-host copy (each `jax.random` call on the host did both)."""
   k1, k2, x1, x2 = (np.atleast_1d(np.asarray(a, np.uint32)) for a in (k1, k2, x1, x2))
-  ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
   with np.errstate(over="ignore"):  # uint32 arithmetic wraps, as in the hash
-    x1, x2 = x1 + ks[0], x2 + ks[1]
-    for i in range(5):
-      for r in _ROTATIONS[i % 2]:
-        x1 = x1 + x2
-        x2 = ((x2 << np.uint32(r)) | (x2 >> np.uint32(32 - r))) ^ x1
-      x1 = x1 + ks[(i + 1) % 3]
-      x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
+    return threefry_rounds(k1, k2, x1, x2)
+
+
+def threefry_rounds(k1, k2, x1, x2) -> tuple:
+  """The 20 rounds on uint32 arrays of either numpy or jax.numpy (operators and numpy
+  uint32 constants only, so the same code serves the host and a jitted sampler)."""
+  ks = (k1, k2, k1 ^ k2 ^ np.uint32(0x1BD11BDA))
+  x1, x2 = x1 + ks[0], x2 + ks[1]
+  for i in range(5):
+    for r in _ROTATIONS[i % 2]:
+      x1 = x1 + x2
+      x2 = ((x2 << np.uint32(r)) | (x2 >> np.uint32(32 - r))) ^ x1
+    x1 = x1 + ks[(i + 1) % 3]
+    x2 = x2 + ks[(i + 2) % 3] + np.uint32(i + 1)
   return x1, x2
 
 

@@ -42,6 +42,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from dkd_jax.core import rng as rng_lib
+
 
 @dataclasses.dataclass(frozen=True)
 class Sampler:
@@ -117,22 +119,11 @@ TOP_P_TIERS = (256,)
 _BLOCK = 256
 
 
-_ROTATIONS = ((13, 15, 26, 6), (17, 29, 16, 24))
-
-
 def _threefry2x32(k1, k2, x1, x2) -> tuple[jax.Array, jax.Array]:
   """The Threefry-2x32 hash (20 rounds) as plain uint32 arithmetic, the same bits as
   jax's `threefry2x32_p`: its CPU lowering runs the rounds as a 5-step while loop, two
   loop launches per key per decode step; unrolled, they fuse into one elementwise pass."""
-  ks = (k1, k2, k1 ^ k2 ^ jnp.uint32(0x1BD11BDA))
-  x1, x2 = x1 + ks[0], x2 + ks[1]
-  for i in range(5):
-    for r in _ROTATIONS[i % 2]:
-      x1 = x1 + x2
-      x2 = ((x2 << jnp.uint32(r)) | (x2 >> jnp.uint32(32 - r))) ^ x1
-    x1 = x1 + ks[(i + 1) % 3]
-    x2 = x2 + ks[(i + 2) % 3] + jnp.uint32(i + 1)
-  return x1, x2
+  return rng_lib.threefry_rounds(k1, k2, x1, x2)
 
 
 def _uniforms(keys_Bx2, steps_B) -> jax.Array:
