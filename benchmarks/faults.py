@@ -171,6 +171,10 @@ def duplicated(work: str) -> int:
 def _same(x, y, rtol: float) -> bool:
   if isinstance(x, dict) and isinstance(y, dict):
     return x.keys() == y.keys() and all(_same(x[k], y[k], rtol) for k in x)
+  if isinstance(x, (list, tuple)) and isinstance(y, (list, tuple)):
+    # Confidence intervals and per-problem columns are lists of floats: the tolerance
+    # applies inside them too, not only to scalar fields.
+    return len(x) == len(y) and all(_same(a, b, rtol) for a, b in zip(x, y))
   if isinstance(x, float) and isinstance(y, (int, float)) and rtol:
     return abs(x - y) <= rtol * max(abs(x), abs(y)) or x == y
   return x == y

@@ -43,6 +43,16 @@ def test_guard_saves_and_names_the_step(tmp_path):
   assert len(lines) == 1 and "after step 7" in lines[0] and "resume" in lines[0]
 
 
+def test_cross_layout_tolerance_reaches_inside_lists(fault_bench):
+  """A 2-process eval's confidence intervals differ from the 1-process one in the 7th
+  digit; the tolerance must cover list entries, and exact mode must still see them."""
+  one = {"ci95": {"mean_entropy": [3.0946266651, 3.1123712062]}, "k": 1}
+  two = {"ci95": {"mean_entropy": [3.0946266651, 3.1123707294]}, "k": 1}
+  assert fault_bench._same(one, two, 1e-5)
+  assert not fault_bench._same(one, two, 0.0)
+  assert not fault_bench._same(one, {"ci95": {"mean_entropy": [3.09]}, "k": 1}, 1e-5)
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory, fault_bench):
   root = str(tmp_path_factory.mktemp("preempt"))
