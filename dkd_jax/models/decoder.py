@@ -220,6 +220,18 @@ def rms_norm(x, w, eps) -> jax.Array:
   return (y * w.astype(jnp.float32)).astype(x.dtype)
 
 
+def dense(x_BxTxD, w_DxF_) -> jax.Array:
+  """x @ w over x's last axis as one 2-D GEMM, [B*T, D] x [D, F] (w's trailing axes
+  merged, then split again). The same product as einsum('btd,df->btf'), but its weight
+  gradient is one GEMM too: XLA:CPU lowered the 3-d einsum's ('btd,btf->df', two
+  contracting axes) through a transposed copy of the activations, and the student's
+  backward ran 7x its forward (BUILD_NOTES, "Train step at study sizes")."""
+  D = x_BxTxD.shape[-1]
+  w_DxF = w_DxF_.reshape(D, -1)
+  y = jnp.dot(x_BxTxD.reshape(-1, D), w_DxF)
+  return y.reshape(*x_BxTxD.shape[:-1], *w_DxF_.shape[1:])
+
+
 def attention(
   cfg, p, x_BxTxD, rope, positions_BxT, kv=None
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
@@ -229,9 +241,7 @@ def attention(
   B, T, _ = x_BxTxD.shape
   H, K, Dh = cfg.n_heads, cfg.n_kv_heads, cfg.head_dim
   w = lambda n: p[n].astype(dtype)
-  q = jnp.einsum("btd,dhe->bthe", x_BxTxD, w("wq"))
-  k = jnp.einsum("btd,dke->btke", x_BxTxD, w("wk"))
-  v = jnp.einsum("btd,dke->btke", x_BxTxD, w("wv"))
+  q, k, v = (dense(x_BxTxD, w(n)) for n in ("wq", "wk", "wv"))
   if cfg.qkv_bias:
     q, k, v = q + w("bq"), k + w("bk"), v + w("bv")
   if cfg.qk_norm:
@@ -258,7 +268,7 @@ def attention(
   out_BxTxHDh = out.reshape(B, K, G, T, Dh).transpose(0, 3, 1, 2, 4).reshape(B, T, H * Dh)
   # One contraction over the merged (head, head_dim) axis: with two contracting dims
   # XLA:CPU transposed the [H, Dh, D] weight itself on every decode step.
-  return jnp.einsum("btf,fd->btd", out_BxTxHDh, w("wo").reshape(H * Dh, -1)), kv
+  return dense(out_BxTxHDh, w("wo").reshape(H * Dh, -1)), kv
 
 
 def block(
@@ -271,9 +281,8 @@ def block(
   x_BxTxD = x_BxTxD + h
   y = rms_norm(x_BxTxD, p["mlp_norm"], cfg.norm_eps)
   dtype = y.dtype
-  gate = jnp.einsum("btd,df->btf", y, p["w_gate"].astype(dtype))
-  up = jnp.einsum("btd,df->btf", y, p["w_up"].astype(dtype))
-  down = jnp.einsum("btf,fd->btd", jax.nn.silu(gate) * up, p["w_down"].astype(dtype))
+  gate, up = (dense(y, p[n].astype(dtype)) for n in ("w_gate", "w_up"))
+  down = dense(jax.nn.silu(gate) * up, p["w_down"].astype(dtype))
   return x_BxTxD + down, kv
 
 
