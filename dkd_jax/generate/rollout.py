@@ -145,6 +145,101 @@ def _assemble(prompts, cut, width, rows, max_new, pad_id) -> dict[str, np.ndarra
   return result
 
 
+class _Slots:
+  """One rollout's slot bookkeeping: which request owns each decode slot, the requests
+  still waiting, the finished rows, and the prefixes of prompts with samples to insert."""
+
+  def __init__(self, engine, params, rows_in, keys, sampler, max_new, G, pad_id):
+    self.engine, self.params, self.rows_in, self.keys = engine, params, rows_in, keys
+    self.sampler, self.max_new, self.G, self.pad_id = sampler, max_new, G, pad_id
+    self.B = engine.max_concurrent_decodes
+    self.pending = collections.deque((i, j) for i in range(len(rows_in)) for j in range(G))
+    self.owner = [-1] * self.B
+    self.done_rows: dict[int, dict] = {}
+    self.live: dict[int, object] = {}  # prompt -> its prefix, until its last sample is in
+
+  def prefix_of(self, i) -> Prefix:
+    if i not in self.live:
+      padded, n = self.engine.pad_to_bucket(self.rows_in[i], self.pad_id)
+      self.live[i] = self.engine.prefill_multisampling(
+        params=self.params,
+        padded_tokens=padded,
+        true_length=n,
+        sampler=self.sampler,
+        rng=self.keys[i],
+        max_new_tokens=self.max_new,
+        num_samples=self.G,
+      )[0]
+    return self.live[i]
+
+  def prefill_rows(self, ids) -> tuple[Prefix, list[int]]:
+    """(prefix, row of each id) from one batched prefill of `ids`: padded to the bucket of
+    the longest and to a power-of-two count (repeats of the first prompt), so a run
+    compiles one shape per (bucket, count) it meets: a rollout's first fill is B prompts,
+    its refills a few (splitting by bucket instead recompiled mid-run: BUILD_NOTES)."""
+    rows_in = self.rows_in
+    rows = ids + ids[:1] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
+    width = self.engine.bucket_for(max(len(rows_in[i]) for i in ids))
+    padded = np.full((len(rows), width), self.pad_id, np.int32)
+    for r, i in enumerate(rows):
+      padded[r, : len(rows_in[i])] = rows_in[i]
+    prefix, _ = self.engine.prefill_batch(
+      params=self.params,
+      padded_tokens=padded,
+      true_lengths=[len(rows_in[i]) for i in rows],
+      sampler=self.sampler,
+      rngs=self.keys[rows],
+      max_new_tokens=self.max_new,
+    )
+    return prefix, list(range(len(ids)))
+
+  def fill(self, state) -> DecodeState:
+    """Inserts waiting requests into the free slots."""
+    free = [slot for slot, who in enumerate(self.owner) if who < 0]
+    todo = [self.pending.popleft() for _ in range(min(len(free), len(self.pending)))]
+    if not todo:
+      return state
+    if self.G == 1:  # one batched prefill, one insert call
+      prefix, rows = self.prefill_rows([i for i, _ in todo])
+      state = self.engine.insert_many(prefix, state, free[: len(todo)], rows)
+    else:  # one insert call per prompt: its samples into their slots
+      by_prompt = collections.defaultdict(list)
+      for slot, (i, j) in zip(free, todo):
+        by_prompt[i].append((slot, j))
+      for i, placed in by_prompt.items():
+        state = self.engine.insert_many(self.prefix_of(i), state, *zip(*placed))
+        if placed[-1][1] == self.G - 1:
+          del self.live[i]
+    for slot, (i, j) in zip(free, todo):
+      self.owner[slot] = i * self.G + j
+    return state
+
+  def run(self, sync_every: int) -> dict[int, dict]:
+    """Decodes until every request is done; the finished rows by request."""
+    B, owner = self.B, self.owner
+    state = self.fill(self.engine.init_decode_state())
+    while any(o >= 0 for o in owner):
+      # With requests waiting, come back as soon as enough slots free up to refill (an
+      # eighth of the slots: fewer host syncs than one per freed slot), at the latest
+      # after sync_every steps; else when all are done (every slot's limit <= max_new).
+      if self.pending:
+        steps, stop = sync_every, min(B, sum(o < 0 for o in owner) + max(1, B // 8))
+      else:
+        steps, stop = self.max_new, B
+      state = self.engine.generate_steps(self.params, state, steps, self.sampler, stop)
+      # The one host sync per call; the last call (every slot done) brings the outputs.
+      host = (
+        None if self.pending else sharding.to_host((state.done_B, state.num_B, dict(state.out)))
+      )
+      done_B = sharding.to_host(state.done_B) if host is None else host[0]
+      finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
+      if finished:
+        for s, row in _harvest(state, finished, self.engine.eos_ids, host and host[1:]).items():
+          self.done_rows[owner[s]], owner[s] = row, -1
+        state = self.fill(state)
+    return self.done_rows
+
+
 def rollout(
   engine,
   params,
@@ -177,90 +272,13 @@ def rollout(
     prompts, prompt_lens, engine.max_prefill_length, truncate_prompts
   )
   keys = request_keys(seed, len(rows_in))
-  B = engine.max_concurrent_decodes
-  pending = collections.deque((i, j) for i in range(len(rows_in)) for j in range(G))
   # Requests that all fit in the slots at once (a training batch) are one prefill, one
   # insert and one decode call that stops on the device when every slot is done: the
   # host waits once. Otherwise the blocks are split per layer once for the many calls.
-  if len(pending) > B or G > 1:
+  if len(rows_in) * G > engine.max_concurrent_decodes or G > 1:
     params = engine.decode_params(params)
-  owner = [-1] * B
-  done_rows: dict[int, dict] = {}
-  live: dict[int, object] = {}  # prompt -> its prefix, until its last sample is inserted
-
-  def prefix_of(i) -> Prefix:
-    if i not in live:
-      padded, n = engine.pad_to_bucket(rows_in[i], pad_id)
-      live[i] = engine.prefill_multisampling(
-        params=params,
-        padded_tokens=padded,
-        true_length=n,
-        sampler=sampler,
-        rng=keys[i],
-        max_new_tokens=max_new,
-        num_samples=G,
-      )[0]
-    return live[i]
-
-  def prefill_rows(ids) -> tuple[Prefix, list[int]]:
-    """(prefix, row of each id) from one batched prefill of `ids`: padded to the bucket of
-    the longest and to a power-of-two count (repeats of the first prompt), so a run
-    compiles one shape per (bucket, count) it meets: a rollout's first fill is B prompts,
-    its refills a few (splitting by bucket instead recompiled mid-run: BUILD_NOTES)."""
-    rows = ids + ids[:1] * ((1 << (len(ids) - 1).bit_length()) - len(ids))
-    padded = np.full(
-      (len(rows), engine.bucket_for(max(len(rows_in[i]) for i in ids))), pad_id, np.int32
-    )
-    for r, i in enumerate(rows):
-      padded[r, : len(rows_in[i])] = rows_in[i]
-    prefix, _ = engine.prefill_batch(
-      params=params,
-      padded_tokens=padded,
-      true_lengths=[len(rows_in[i]) for i in rows],
-      sampler=sampler,
-      rngs=keys[rows],
-      max_new_tokens=max_new,
-    )
-    return prefix, list(range(len(ids)))
-
-  def fill(state) -> DecodeState:
-    free = [slot for slot, who in enumerate(owner) if who < 0]
-    todo = [pending.popleft() for _ in range(min(len(free), len(pending)))]
-    if not todo:
-      return state
-    if G == 1:  # one batched prefill, one insert call
-      prefix, rows = prefill_rows([i for i, _ in todo])
-      state = engine.insert_many(prefix, state, free[: len(todo)], rows)
-    else:  # one insert call per prompt: its samples into their slots
-      by_prompt = collections.defaultdict(list)
-      for slot, (i, j) in zip(free, todo):
-        by_prompt[i].append((slot, j))
-      for i, placed in by_prompt.items():
-        state = engine.insert_many(prefix_of(i), state, *zip(*placed))
-        if placed[-1][1] == G - 1:
-          del live[i]
-    for slot, (i, j) in zip(free, todo):
-      owner[slot] = i * G + j
-    return state
-
-  state = fill(engine.init_decode_state())
-  while any(o >= 0 for o in owner):
-    # With requests waiting, come back as soon as enough slots free up to refill (an
-    # eighth of the slots: fewer host syncs than one per freed slot), at the latest after
-    # sync_every steps; else when all are done (every slot's limit is <= max_new).
-    if pending:
-      steps, stop = sync_every, min(B, sum(o < 0 for o in owner) + max(1, B // 8))
-    else:
-      steps, stop = max_new, B
-    state = engine.generate_steps(params, state, steps, sampler, stop)
-    # The one host sync per call; the last call (every slot done) brings the outputs too.
-    host = None if pending else sharding.to_host((state.done_B, state.num_B, dict(state.out)))
-    done_B = sharding.to_host(state.done_B) if host is None else host[0]
-    finished = [s for s, o in enumerate(owner) if o >= 0 and done_B[s]]
-    if finished:
-      for s, row in _harvest(state, finished, engine.eos_ids, host and host[1:]).items():
-        done_rows[owner[s]], owner[s] = row, -1
-      state = fill(state)
+  slots = _Slots(engine, params, rows_in, keys, sampler, max_new, G, pad_id)
+  done_rows = slots.run(sync_every)
   return _assemble(
     [r for r in rows_in for _ in range(G)], np.repeat(cut, G), width, done_rows, max_new, pad_id
   )
