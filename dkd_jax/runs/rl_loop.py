@@ -87,6 +87,10 @@ def resolve_config(c: mlc.ConfigDict) -> mlc.ConfigDict:
     run_c = run_dir.load_config(src)
     for k in RUN_OWNED:
       out[k] = run_c[k]
+    # The distillation trajectory's evaluation points are not GRPO's (rl.eval_every sets
+    # those); kept, a study run's at_steps=(0, 100, 200) refused a 100-step GRPO run.
+    if "at_steps" in out.eval:
+      out.eval.at_steps = ()
   elif src == pair_lib.SMOLLM2_ALIAS or src and (run_dir.has_config(src) or _is_gguf_file(src)):
     out.student.init, out.student.checkpoint = "checkpoint", src
     out.teacher.checkpoint = out.teacher.checkpoint or src

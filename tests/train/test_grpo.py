@@ -576,6 +576,7 @@ def test_a_run_directory_owns_the_evaluation_and_rl_eval_fields_only_resize_it(t
   run_c = load_config()
   run_c.data.task, run_c.eval.datasets, run_c.eval.k = "chain", ("chain",), 8
   run_c.eval.num_problems = 1000
+  run_c.eval.at_steps = (0, 100, 200)  # the distillation curve's points, not GRPO's
   os.makedirs(tmp_path / "checkpoints")
   with open(tmp_path / "config.json", "w") as f:
     json.dump(run_c.to_dict(), f)
@@ -584,6 +585,9 @@ def test_a_run_directory_owns_the_evaluation_and_rl_eval_fields_only_resize_it(t
   resolved = rl_run.resolve_config(c)
   assert resolved.data.task == "chain" and tuple(resolved.eval.datasets) == ("chain",)
   assert resolved.eval.k == 8 and resolved.eval.num_problems == 1000
+  assert tuple(resolved.eval.at_steps) == ()
+  resolved.train.steps = 100
+  configuration.validate(resolved)  # a 100-step GRPO run from a 300-step study run
   resolved.rl.eval_problems, resolved.rl.eval_k = 300, 4
   e = rl_run.eval_config(resolved)
   assert (e.eval.num_problems, e.eval.k) == (300, 4)
