@@ -34,8 +34,9 @@ from dkd_jax.models import decoder as model_lib
 from dkd_jax.runs import bootstrap
 from dkd_jax.runs import configuration
 from dkd_jax.runs import tasks
+from dkd_jax.runs import workdir as run_dir
 
-DIR = "student_warm_start"
+DIR = run_dir.WARM_START
 META = "warm_start_meta.json"
 EVAL = "warm_start_eval.json"
 MAX_DRAWS_PER_PROBLEM = 50

@@ -38,6 +38,9 @@ from dkd_jax.train import step as train
 CONFIG = "config.json"
 CHECKPOINTS = "checkpoints"
 TEACHER = "teacher"
+# The student's warm-start cache (`runs/warm_start.py`): a GRPO run from a distilled run
+# rebuilds its pair, and without the cache it redid the SFT (1,600 steps in the study).
+WARM_START = "student_warm_start"
 CONVERTED = ("teacher_hf", "student_hf")
 TFDS = "tfds"
 HF_WEIGHTS = ("model.safetensors", "model.safetensors.index.json")
@@ -150,14 +153,16 @@ def _copy_tree(src: epath.Path, dst: epath.Path) -> None:
 
 def adopt_artifacts(src: PathLike, workdir: PathLike) -> None:
   """Makes `workdir` self-contained on top of the run `src` (GRPO from a distilled run):
-  copies its bootstrapped teacher (small by construction) and links its converted HF
-  checkpoints (copies them when either side is remote), so `dkd_jax.evaluate --workdir`
-  works on `workdir` and nothing here can ever write into `src`."""
+  copies its bootstrapped teacher and warm-start cache (small by construction) and links
+  its converted HF checkpoints (copies them when either side is remote), so
+  `dkd_jax.evaluate --workdir` works on `workdir` and nothing here can ever write into
+  `src`."""
   src_p, dst_p = paths.as_path(src), paths.as_path(workdir)
   if not is_run_dir(src_p):
     return
-  if (src_p / TEACHER).is_dir() and not (dst_p / TEACHER).exists():
-    _copy_tree(src_p / TEACHER, dst_p / TEACHER)
+  for name in (TEACHER, WARM_START):  # small by construction: copied
+    if (src_p / name).is_dir() and not (dst_p / name).exists():
+      _copy_tree(src_p / name, dst_p / name)
   local = "://" not in os.fspath(src_p) and "://" not in os.fspath(dst_p)
   for name in CONVERTED:
     if (src_p / name).is_dir() and not (dst_p / name).exists():

@@ -24,6 +24,8 @@ def _fake_run(root, **eval_overrides) -> dict:
   (root / "teacher" / "params").mkdir(parents=True)
   (root / "teacher" / "teacher_meta.json").write_text("{}")
   (root / "teacher" / "params" / "shard").write_bytes(b"\x00\x01")
+  (root / "student_warm_start").mkdir()
+  (root / "student_warm_start" / "meta.json").write_text('{"steps": 1600}')
   (root / "teacher_hf").mkdir()
   (root / "teacher_hf" / "config.json").write_text("{}")
   (root / "teacher_hf" / "model.safetensors").write_bytes(b"w")
@@ -63,6 +65,8 @@ def test_adopt_artifacts_copies_from_a_remote_run(tmp_path, mock_gcs):
   work.mkdir()
   run_dir.adopt_artifacts(f"{bucket}/run", work)
   assert (work / "teacher" / "params" / "shard").read_bytes() == b"\x00\x01"
+  # the warm-start cache too: without it the GRPO run redid the student's SFT
+  assert (work / "student_warm_start" / "meta.json").read_text() == '{"steps": 1600}'
   # remote source: the converted checkpoint is copied (a symlink cannot point into gs://)
   assert not (work / "teacher_hf").is_symlink()
   assert (work / "teacher_hf" / "model.safetensors").read_bytes() == b"w"
