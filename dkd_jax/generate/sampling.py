@@ -119,22 +119,20 @@ TOP_P_TIERS = (256,)
 _BLOCK = 256
 
 
-def _threefry2x32(k1, k2, x1, x2) -> tuple[jax.Array, jax.Array]:
-  """The Threefry-2x32 hash (20 rounds) as plain uint32 arithmetic, the same bits as
-  jax's `threefry2x32_p`: its CPU lowering runs the rounds as a 5-step while loop, two
-  loop launches per key per decode step; unrolled, they fuse into one elementwise pass."""
-  return rng_lib.threefry_rounds(k1, k2, x1, x2)
-
-
 def _uniforms(keys_Bx2, steps_B) -> jax.Array:
   """u_b = jax.random.uniform(fold_in(key_b, step_b)) for every row, bit for bit (checked
-  against jax.random in tests/generate/test_sampling.py), as one fused computation."""
+  against jax.random in tests/generate/test_sampling.py), as one fused computation: the
+  Threefry rounds as plain uint32 arithmetic (`rng.threefry_rounds`), since jax's CPU
+  lowering of `threefry2x32_p` runs them as a 5-step while loop, two loop launches per
+  key per decode step, while unrolled they fuse into one elementwise pass."""
   keys_Bx2 = jnp.asarray(keys_Bx2, jnp.uint32)
   zero_B = jnp.zeros(keys_Bx2.shape[:1], jnp.uint32)
   # fold_in(key, step): the hash of the counter pair (0, step).
-  k1, k2 = _threefry2x32(keys_Bx2[:, 0], keys_Bx2[:, 1], zero_B, steps_B.astype(jnp.uint32))
+  k1, k2 = rng_lib.threefry_rounds(
+    keys_Bx2[:, 0], keys_Bx2[:, 1], zero_B, steps_B.astype(jnp.uint32)
+  )
   # 32 random bits of that key (threefry_partitionable: the hash of (0, 0), halves xored).
-  b1, b2 = _threefry2x32(k1, k2, zero_B, zero_B)
+  b1, b2 = rng_lib.threefry_rounds(k1, k2, zero_B, zero_B)
   mantissa = ((b1 ^ b2) >> jnp.uint32(9)) | jnp.uint32(0x3F800000)
   return jnp.maximum(0.0, jax.lax.bitcast_convert_type(mantissa, jnp.float32) - 1.0)
 

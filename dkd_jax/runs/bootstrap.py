@@ -30,6 +30,7 @@ from dkd_jax.core import sharding
 from dkd_jax.data import packing
 from dkd_jax.data import pipeline
 from dkd_jax.models import decoder as model_lib
+from dkd_jax.train import step as train_step
 
 
 def _ce_loss(graphdef, params, tokens_BxT, mask_BxT) -> jax.Array:
@@ -98,8 +99,7 @@ def train_teacher(
     tokens, mask = packing.pack(
       b["prompt_tokens"], b["prompt_len"], b["response_tokens"], b["response_len"], pad_id
     )
-    used = int(np.max(np.asarray(b["prompt_len"]) + np.asarray(b["response_len"])))
-    cut = min(tokens.shape[1], -(-used // 32) * 32)
+    cut = train_step.bucket_length(mask, 32)  # the train step's own length buckets
     tokens, mask = tokens[:, :cut], mask[:, :cut]
     put = lambda x: sharding.put_global(x, sharding.batch_sharding(mesh, 2))
     params, opt_state, loss = step(params, opt_state, put(tokens), put(mask.astype(np.float32)))
