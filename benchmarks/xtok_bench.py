@@ -15,7 +15,10 @@ split, each in the student's own tokens; `--init=random` to skip it). `--teacher
 bootstrapped teacher directory (WORKDIR/teacher of any chain run with the
 same teacher settings) copied into every run, so all arms distil the same teacher; without
 it each run bootstraps its own. `--preset=tiny` and `--extra=--config.a.b=v,...` pass through
-to both arms (e.g. a warm start once the student has one). Smoke test (minutes on CPU):
+to both arms (e.g. a warm start once the student has one). `--char_from=STUDY_OUT` reads the
+char arm from a study's finished `rev_student_s<seed>` runs instead of running it (the full-
+vocabulary estimator, the stronger baseline); `--extra` must then repeat that study's flags,
+and the printed config differences show whether it did. Smoke test (minutes on CPU):
 
   python benchmarks/xtok_bench.py --out=/tmp/xtok_bench_smoke --seeds=0 --steps=4 --preset=tiny \\
     --extra=--config.teacher.bootstrap_steps=30,--config.eval.num_problems=4,--config.eval.k=2
@@ -42,7 +45,11 @@ ARMS = {
 def run_arm(arm, seed, args) -> dict:
   cfg, arm_flags = ARMS[arm]
   work = os.path.join(args.out, f"{arm}_s{seed}")
+  if arm == "char" and args.char_from:  # an existing run with the same flags (a study arm)
+    work = os.path.join(args.char_from, f"rev_student_s{seed}")
   summary = os.path.join(work, "summary.json")
+  if not os.path.exists(summary) and arm == "char" and args.char_from:
+    raise SystemExit(f"--char_from: {summary} does not exist (a finished run is needed)")
   if not os.path.exists(summary):
     os.makedirs(work, exist_ok=True)
     if args.teacher and not os.path.exists(os.path.join(work, "teacher")):
@@ -69,6 +76,7 @@ def run_arm(arm, seed, args) -> dict:
   return {
     "arm": arm,
     "seed": seed,
+    "workdir": work,
     "avg_at_k": ev["avg_at_k"],
     "k": ev["k"],
     "len": ev["mean_response_len"],
@@ -84,6 +92,7 @@ def main() -> None:
   p.add_argument("--preset", default="")
   p.add_argument("--init", default="warm_start", choices=("warm_start", "random"))
   p.add_argument("--extra", default="")
+  p.add_argument("--char_from", default="")
   args = p.parse_args()
   os.makedirs(args.out, exist_ok=True)
   seeds = [int(s) for s in args.seeds.split(",") if s]
@@ -95,8 +104,23 @@ def main() -> None:
   mean = {a: sum(r["avg_at_k"] for r in rows if r["arm"] == a) / len(seeds) for a in ARMS}
   ratio = mean["bpe"] / mean["char"] if mean["char"] > 0 else float("nan")
   print(f"seed-mean Avg@k: bpe {mean['bpe']:.3f}, char {mean['char']:.3f}, ratio {ratio:.3f}")
+  differ = config_differences(rows[0]["workdir"], rows[1]["workdir"])
+  print("config fields that differ between the arms (seed %d): %s" % (seeds[0], differ))
   with open(os.path.join(args.out, "xtok_bench.json"), "w") as f:
-    json.dump({"rows": rows, "seed_mean": mean, "ratio": ratio}, f, indent=2)
+    json.dump({"rows": rows, "seed_mean": mean, "ratio": ratio, "differ": differ}, f, indent=2)
+
+
+def config_differences(work_a: str, work_b: str) -> dict:
+  """The flattened config.json fields whose values differ between two runs: the bench is a
+  comparison of tokenizers only if these are the tokenizer's own fields."""
+  def flat(d, pre=""):
+    out = {}
+    for k, v in d.items():
+      out.update(flat(v, f"{pre}{k}.") if isinstance(v, dict) else {pre + k: v})
+    return out
+
+  a, b = (flat(json.load(open(os.path.join(w, "config.json")))) for w in (work_a, work_b))
+  return {k: [a.get(k), b.get(k)] for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)}
 
 
 if __name__ == "__main__":
