@@ -105,7 +105,7 @@ def main() -> None:
   ratio = mean["bpe"] / mean["char"] if mean["char"] > 0 else float("nan")
   print(f"seed-mean Avg@k: bpe {mean['bpe']:.3f}, char {mean['char']:.3f}, ratio {ratio:.3f}")
   differ = config_differences(rows[0]["workdir"], rows[1]["workdir"])
-  print("config fields that differ between the arms (seed %d): %s" % (seeds[0], differ))
+  print(f"config fields that differ between the arms (seed {seeds[0]}): {differ}")
   with open(os.path.join(args.out, "xtok_bench.json"), "w") as f:
     json.dump({"rows": rows, "seed_mean": mean, "ratio": ratio, "differ": differ}, f, indent=2)
 
@@ -113,6 +113,7 @@ def main() -> None:
 def config_differences(work_a: str, work_b: str) -> dict:
   """The flattened config.json fields whose values differ between two runs: the bench is a
   comparison of tokenizers only if these are the tokenizer's own fields."""
+
   def flat(d, pre=""):
     out = {}
     for k, v in d.items():
