@@ -73,18 +73,37 @@ def chunk_sums(x_BxT, seg_BxT, n_chunks: int) -> jax.Array:
 
 
 def chunk_reverse(
-  logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks: int, floor_BxC=None
+  logq_BxT,
+  logp_BxU,
+  seg_s_BxT,
+  seg_t_BxU,
+  n_chunks: int,
+  floor_BxC=None,
+  live_BxC=None,
 ) -> jax.Array:
   """Per-chunk sampled reverse-KL term [B, C]: value −r_c, gradient −r_c·∇log q(chunk c),
   with r_c = log p(chunk) − log q(chunk) held fixed (stop_gradient). `floor_BxC` adds a
   fixed teacher log-prob (a penalty chunk with no teacher tokens). Chunks absent from
-  either side are 0; the caller masks and normalises."""
+  either side are 0; the caller masks and normalises.
+
+  `live_BxC` given (the chunks in the loss): the gradient weight is the return to go,
+  G_c = Σ_{c' ≥ c} r_c' minus its mean over the batch's live chunks, so the gradient is
+  REINFORCE on the sequence-level KL(q‖p) (unbiased up to the baseline's own sample). The
+  per-chunk weight r_c alone targets q ∝ p̃ at each state, where p̃ (the teacher's
+  probability of each student token's text) sums to more than one when tokens are
+  prefixes of one another; the sequence-level target is a distribution."""
   lq_BxC = chunk_sums(logq_BxT, seg_s_BxT, n_chunks)
   lp_BxC = jax.lax.stop_gradient(chunk_sums(logp_BxU, seg_t_BxU, n_chunks))
   if floor_BxC is not None:
     lp_BxC = lp_BxC + floor_BxC
   r_BxC = jax.lax.stop_gradient(lp_BxC - lq_BxC)
-  return -r_BxC - r_BxC * (lq_BxC - jax.lax.stop_gradient(lq_BxC))
+  weight_BxC = r_BxC
+  if live_BxC is not None:
+    r_live = r_BxC * live_BxC
+    togo_BxC = jnp.flip(jnp.cumsum(jnp.flip(r_live, -1), -1), -1)
+    base = jnp.sum(togo_BxC * live_BxC) / jnp.maximum(jnp.sum(live_BxC), 1.0)
+    weight_BxC = (togo_BxC - base) * live_BxC
+  return -r_BxC - weight_BxC * (lq_BxC - jax.lax.stop_gradient(lq_BxC))
 
 
 def chunk_starts(seg_BxT, n_chunks: int) -> tuple[jax.Array, jax.Array]:
@@ -164,6 +183,7 @@ def loss_sums(
   token_level: bool = False,
   pen_B=None,
   logp_floor: float = -20.0,
+  return_to_go: bool = False,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """(numerator, denominator, metrics) of the cross-tokenizer loss: loss = num / max(den, 1).
 
@@ -173,7 +193,8 @@ def loss_sums(
   KD. den = Σ_b w_b·(student positions in the loss), so with one token per chunk the
   student-row terms are the kernel's per-token masked mean. Weights w_b route rows to this
   teacher (0/1) or mix teachers (fixed fractions). pen_B: each row's penalty chunk (a
-  textless student token; the teacher's log-prob is `logp_floor` there, no forward term)."""
+  textless student token; the teacher's log-prob is `logp_floor` there, no forward term).
+  return_to_go: weight each chunk's gradient by the row's return to go (`chunk_reverse`)."""
   live_BxT = (seg_s_BxT >= 0).astype(jnp.float32)
   _, has_s = chunk_starts(seg_s_BxT, n_chunks)
   _, has_t = chunk_starts(seg_t_BxU, n_chunks)
@@ -181,7 +202,12 @@ def loss_sums(
   if pen_B is not None:
     pen_BxC = (jnp.arange(n_chunks)[None] == pen_B[:, None]).astype(jnp.float32)
   chunk_mask_BxC = has_s * jnp.maximum(has_t, pen_BxC)
-  rev_BxC = chunk_reverse(logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks, logp_floor * pen_BxC)
+  live_rev = None
+  if return_to_go:  # student rows of this teacher only: the baseline averages those
+    live_rev = chunk_mask_BxC * (student_row_B * (row_weight_B > 0)).astype(jnp.float32)[:, None]
+  rev_BxC = chunk_reverse(
+    logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks, logp_floor * pen_BxC, live_rev
+  )
   fwd_BxC = jnp.zeros_like(rev_BxC) if fwd_BxC is None else fwd_BxC * has_t
   on_student = jnp.sum(chunk_mask_BxC * (a_f * fwd_BxC + a_r * rev_BxC), -1)
   seqkd_B = -jnp.sum(jnp.where(live_BxT > 0, logq_BxT, 0.0), -1)

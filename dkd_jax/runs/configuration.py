@@ -448,6 +448,7 @@ def _validate_cross_tokenizer(c: mlc.ConfigDict, student: model_lib.ModelConfig)
       "student's tokens; with config.student.tokenizer use one of ('student_start', 'absolute')"
     )
   _bool("objective.xtok.token_level", x.token_level)
+  _bool("objective.xtok.return_to_go", x.get("return_to_go", False))
   _positive("objective.xtok.uld_weight", x.uld_weight, allow_zero=True)
   _positive("objective.xtok.teacher_len", x.teacher_len, allow_zero=True)
 

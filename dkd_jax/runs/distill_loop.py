@@ -143,7 +143,11 @@ class Loop:
         vmap = tuple(v.tolist())
       out.append(
         teachers_lib.TeacherStatic(
-          graphdef, vmap, token_level=bool(x.token_level), uld_weight=float(x.uld_weight)
+          graphdef,
+          vmap,
+          token_level=bool(x.token_level),
+          uld_weight=float(x.uld_weight),
+          return_to_go=bool(x.get("return_to_go", False)),
         )
       )
     return tuple(out)
@@ -270,6 +274,10 @@ class Loop:
       )
     if self.teachers:
       out = self._teacher_arrays(out, prompts)
+      if any(t[3] is not None for t in self._teacher_list()):
+        batch.stats["noncanonical_frac"] = alignment.noncanonical_frac(
+          out["tokens"], out["loss_mask"] * out["student_row"][:, None], self.task.tokenizer
+        )
     return out, batch.stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, key) -> dict:

@@ -122,6 +122,47 @@ def test_a_textless_sampled_token_ends_the_text_as_a_penalty_chunk(bpe):
   assert "".join(char.decode([t]) for t in out["xtok_tokens"][0][len(prompt_t) :] if t) == "1+2=3"
 
 
+def _split_one_token(bpe, ids):
+  """ids with its first multi-character token spelled as two shorter tokens."""
+  for j, i in enumerate(ids):
+    text = bpe.decode([i])
+    for cut in range(1, len(text)):
+      a, b = bpe.encode(text[:cut]), bpe.encode(text[cut:])
+      if len(a) == 1 and len(b) == 1:
+        return ids[:j] + a + b + ids[j + 1 :], j
+  raise AssertionError("no token of the text splits into two tokens")
+
+
+def test_a_noncanonical_spelling_ends_the_text_as_a_penalty_chunk(bpe):
+  """The teacher scores text, so '=' then '1' would share '=1's probability: per-chunk
+  reverse KL drifts a sampling student to short-token spellings (issue 24). The first id
+  that departs from the canonical spelling is a penalty chunk; what follows is out."""
+  char = arithmetic.CharTokenizer()
+  prompt_s, prompt_t = [bpe.bos_id] + bpe.encode("1+2=\n"), [1] + char.encode("1+2=\n")
+  canon = bpe.encode("3*4=12\n#### 12")
+  odd, j = _split_one_token(bpe, canon)
+  assert bpe.decode(odd) == bpe.decode(canon) and odd != canon
+  assert alignment.first_noncanonical(bpe, odd + [bpe.eos_id], None) == j
+  assert alignment.first_noncanonical(bpe, canon + [bpe.eos_id], None) is None
+  assert alignment.first_noncanonical(bpe, canon[:3] + [bpe.bos_id], 3) == 3  # textless first
+  rows = [odd + [bpe.eos_id], canon + [bpe.eos_id]]
+  R = max(map(len, rows))
+  tokens, mask = packing.pack(
+    np.array([prompt_s] * 2),
+    [len(prompt_s)] * 2,
+    np.array([r + [0] * (R - len(r)) for r in rows]),
+    list(map(len, rows)),
+    0,
+  )
+  out = alignment.xtok_arrays(tokens, mask, [prompt_t] * 2, bpe, char, 64)
+  at = len(prompt_s) - 1
+  seg = list(out["xtok_seg_s"][0][at : at + len(rows[0])])
+  assert seg == list(range(j)) + [j] + [-1] * (len(rows[0]) - j - 1)
+  assert out["xtok_pen"][0] == j and out["xtok_pen"][1] == -1
+  assert list(out["xtok_seg_s"][1][at : at + len(rows[1])]) == list(range(len(rows[1])))
+  assert alignment.noncanonical_frac(tokens, mask, bpe) == 0.5
+
+
 def test_a_bpe_teacher_aligns_by_its_offsets(bpe):
   """The other direction (character student, BPE teacher): the teacher side uses the
   library's offsets; chunks join several student characters."""

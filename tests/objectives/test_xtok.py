@@ -128,3 +128,28 @@ def test_chunk_reverse_sums_tokens_inside_chunks():
   np.testing.assert_allclose(val[0, 0], -((-0.9) - (-1.5)), rtol=1e-6)
   g = jax.grad(lambda x: xtok.chunk_reverse(x, lp, seg_s, seg_t, 3)[0, 0])(lq)
   np.testing.assert_allclose(g, [[-0.6, -0.6, 0.0]], rtol=1e-6)
+
+
+def test_return_to_go_weights_each_chunk_by_the_rest_of_its_row():
+  """Same value; gradient −(G_c − b)·∇log q(chunk c), G_c = Σ_{c' ≥ c} r_c' over live
+  chunks of the row, b its mean over every live chunk of the batch."""
+  rng = np.random.default_rng(0)
+  lq = jnp.asarray(-rng.uniform(0.1, 2.0, (2, 5)), jnp.float32)
+  lp = jnp.asarray(-rng.uniform(0.1, 2.0, (2, 4)), jnp.float32)
+  seg_s = jnp.array([[0, 0, 1, 2, -1], [0, 1, -1, -1, -1]])
+  seg_t = jnp.array([[0, 1, 2, -1], [0, 1, -1, -1]])
+  live = jnp.array([[1.0, 1, 1, 0], [1, 1, 0, 0]])
+  plain = xtok.chunk_reverse(lq, lp, seg_s, seg_t, 4)
+  togo = xtok.chunk_reverse(lq, lp, seg_s, seg_t, 4, live_BxC=live)
+  np.testing.assert_allclose(togo, plain, rtol=1e-6)
+  r = np.asarray(xtok.chunk_sums(lp, seg_t, 4) - xtok.chunk_sums(lq, seg_s, 4)) * np.asarray(live)
+  G = np.flip(np.cumsum(np.flip(r, -1), -1), -1)
+  b = (G * live).sum() / live.sum()
+  g = jax.grad(lambda x: jnp.sum(xtok.chunk_reverse(x, lp, seg_s, seg_t, 4, live_BxC=live)))(lq)
+  want = np.zeros((2, 5), np.float32)
+  for i in range(2):
+    for t in range(5):
+      c = int(seg_s[i, t])
+      if c >= 0 and live[i, c]:
+        want[i, t] = -(G[i, c] - b)
+  np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
