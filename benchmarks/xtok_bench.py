@@ -18,7 +18,9 @@ it each run bootstraps its own. `--preset=tiny` and `--extra=--config.a.b=v,...`
 to both arms (e.g. a warm start once the student has one). `--char_from=STUDY_OUT` reads the
 char arm from a study's finished `rev_student_s<seed>` runs instead of running it (the full-
 vocabulary estimator, the stronger baseline); `--extra` must then repeat that study's flags,
-and the printed config differences show whether it did. Smoke test (minutes on CPU):
+and the printed config differences show whether it did. `--warm_from=STUDY_OUT` copies a
+study's `warm_start_s<seed>/student_warm_start` into each char run (the run reuses it when
+its cache key matches: same model, schedule, seed and data). Smoke test (minutes on CPU):
 
   python benchmarks/xtok_bench.py --out=/tmp/xtok_bench_smoke --seeds=0 --steps=4 --preset=tiny \\
     --extra=--config.teacher.bootstrap_steps=30,--config.eval.num_problems=4,--config.eval.k=2
@@ -33,6 +35,8 @@ import sys
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
+
+from dkd_jax.runs.workdir import WARM_START as WARM  # noqa: E402
 
 ARMS = {
   # the student's own BPE vocabulary, the chunk-level estimator
@@ -54,6 +58,9 @@ def run_arm(arm, seed, args) -> dict:
     os.makedirs(work, exist_ok=True)
     if args.teacher and not os.path.exists(os.path.join(work, "teacher")):
       shutil.copytree(args.teacher, os.path.join(work, "teacher"))
+    warm = os.path.join(args.warm_from, f"warm_start_s{seed}", "student_warm_start")
+    if arm == "char" and args.warm_from and not os.path.exists(os.path.join(work, WARM)):
+      shutil.copytree(warm, os.path.join(work, WARM))  # reused only if its cache key matches
     preset = ",".join(p for p in ("chain", args.preset) if p)
     extra = [e for e in args.extra.split(",") if e]
     cmd = [
@@ -93,6 +100,7 @@ def main() -> None:
   p.add_argument("--init", default="warm_start", choices=("warm_start", "random"))
   p.add_argument("--extra", default="")
   p.add_argument("--char_from", default="")
+  p.add_argument("--warm_from", default="")
   args = p.parse_args()
   os.makedirs(args.out, exist_ok=True)
   seeds = [int(s) for s in args.seeds.split(",") if s]
