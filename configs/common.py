@@ -106,9 +106,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
       # cross-tokenizer only: token_level adds the mapped forward term (shared tokens +
       # ULD) to sequence KD on teacher rows; teacher_len is the teacher's token width
       # (0 = twice the student's prompt + response).
-      xtok=mlc.ConfigDict(
-        dict(token_level=False, uld_weight=1.0, teacher_len=0, return_to_go=False)
-      ),
+      xtok=mlc.ConfigDict(dict(token_level=False, uld_weight=1.0, teacher_len=0, credit=0)),
       alpha_schedule=mlc.ConfigDict(
         dict(
           kind="constant",

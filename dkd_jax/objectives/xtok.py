@@ -80,30 +80,42 @@ def chunk_reverse(
   n_chunks: int,
   floor_BxC=None,
   live_BxC=None,
+  credit: int = 0,
 ) -> jax.Array:
   """Per-chunk sampled reverse-KL term [B, C]: value −r_c, gradient −r_c·∇log q(chunk c),
   with r_c = log p(chunk) − log q(chunk) held fixed (stop_gradient). `floor_BxC` adds a
   fixed teacher log-prob (a penalty chunk with no teacher tokens). Chunks absent from
   either side are 0; the caller masks and normalises.
 
-  `live_BxC` given (the chunks in the loss): the gradient weight is the return to go,
-  G_c = Σ_{c' ≥ c} r_c' minus its mean over the batch's live chunks, so the gradient is
-  REINFORCE on the sequence-level KL(q‖p) (unbiased up to the baseline's own sample). The
-  per-chunk weight r_c alone targets q ∝ p̃ at each state, where p̃ (the teacher's
-  probability of each student token's text) sums to more than one when tokens are
-  prefixes of one another; the sequence-level target is a distribution."""
+  `credit` (with `live_BxC`, the chunks in the loss) adds later chunks' log ratios to each
+  chunk's gradient weight: r_c + (Σ_{0 < j ≤ credit} r_{c+j} − its mean over the batch's
+  live chunks); credit < 0 takes every later chunk (the return to go: REINFORCE on the
+  sequence-level KL(q‖p), unbiased up to the baseline's own sample). With credit 0 each
+  state's target is q ∝ p̃, where p̃ (the teacher's probability of each student token's
+  text) sums to more than one when tokens are prefixes of one another; a token that is a
+  prefix of the right text ('1' of "15") then earns its credit whatever follows it."""
   lq_BxC = chunk_sums(logq_BxT, seg_s_BxT, n_chunks)
   lp_BxC = jax.lax.stop_gradient(chunk_sums(logp_BxU, seg_t_BxU, n_chunks))
   if floor_BxC is not None:
     lp_BxC = lp_BxC + floor_BxC
   r_BxC = jax.lax.stop_gradient(lp_BxC - lq_BxC)
   weight_BxC = r_BxC
-  if live_BxC is not None:
-    r_live = r_BxC * live_BxC
-    togo_BxC = jnp.flip(jnp.cumsum(jnp.flip(r_live, -1), -1), -1)
-    base = jnp.sum(togo_BxC * live_BxC) / jnp.maximum(jnp.sum(live_BxC), 1.0)
-    weight_BxC = (togo_BxC - base) * live_BxC
+  if live_BxC is not None and credit != 0:
+    later_BxC = later_sums(r_BxC * live_BxC, credit)
+    base = jnp.sum(later_BxC * live_BxC) / jnp.maximum(jnp.sum(live_BxC), 1.0)
+    weight_BxC = r_BxC + (later_BxC - base) * live_BxC
   return -r_BxC - weight_BxC * (lq_BxC - jax.lax.stop_gradient(lq_BxC))
+
+
+def later_sums(x_BxC, credit: int) -> jax.Array:
+  """Σ_{0 < j ≤ credit} x[:, c + j] per chunk (every later chunk when credit < 0)."""
+  if credit < 0:
+    return jnp.flip(jnp.cumsum(jnp.flip(x_BxC, -1), -1), -1) - x_BxC
+  C = x_BxC.shape[-1]
+  out = jnp.zeros_like(x_BxC)
+  for j in range(1, min(credit, C - 1) + 1):
+    out = out.at[:, : C - j].add(x_BxC[:, j:])
+  return out
 
 
 def chunk_starts(seg_BxT, n_chunks: int) -> tuple[jax.Array, jax.Array]:
@@ -183,7 +195,7 @@ def loss_sums(
   token_level: bool = False,
   pen_B=None,
   logp_floor: float = -20.0,
-  return_to_go: bool = False,
+  credit: int = 0,
 ) -> tuple[jax.Array, jax.Array, dict[str, jax.Array]]:
   """(numerator, denominator, metrics) of the cross-tokenizer loss: loss = num / max(den, 1).
 
@@ -194,7 +206,8 @@ def loss_sums(
   student-row terms are the kernel's per-token masked mean. Weights w_b route rows to this
   teacher (0/1) or mix teachers (fixed fractions). pen_B: each row's penalty chunk (a
   textless student token; the teacher's log-prob is `logp_floor` there, no forward term).
-  return_to_go: weight each chunk's gradient by the row's return to go (`chunk_reverse`)."""
+  credit: how many later chunks' log ratios weight each chunk's gradient (`chunk_reverse`;
+  < 0: all of them)."""
   live_BxT = (seg_s_BxT >= 0).astype(jnp.float32)
   _, has_s = chunk_starts(seg_s_BxT, n_chunks)
   _, has_t = chunk_starts(seg_t_BxU, n_chunks)
@@ -202,11 +215,10 @@ def loss_sums(
   if pen_B is not None:
     pen_BxC = (jnp.arange(n_chunks)[None] == pen_B[:, None]).astype(jnp.float32)
   chunk_mask_BxC = has_s * jnp.maximum(has_t, pen_BxC)
-  live_rev = None
-  if return_to_go:  # student rows of this teacher only: the baseline averages those
-    live_rev = chunk_mask_BxC * (student_row_B * (row_weight_B > 0)).astype(jnp.float32)[:, None]
+  # student rows of this teacher only: the credit's baseline averages those
+  live_rev = chunk_mask_BxC * (student_row_B * (row_weight_B > 0)).astype(jnp.float32)[:, None]
   rev_BxC = chunk_reverse(
-    logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks, logp_floor * pen_BxC, live_rev
+    logq_BxT, logp_BxU, seg_s_BxT, seg_t_BxU, n_chunks, logp_floor * pen_BxC, live_rev, credit
   )
   fwd_BxC = jnp.zeros_like(rev_BxC) if fwd_BxC is None else fwd_BxC * has_t
   on_student = jnp.sum(chunk_mask_BxC * (a_f * fwd_BxC + a_r * rev_BxC), -1)

@@ -448,7 +448,12 @@ def _validate_cross_tokenizer(c: mlc.ConfigDict, student: model_lib.ModelConfig)
       "student's tokens; with config.student.tokenizer use one of ('student_start', 'absolute')"
     )
   _bool("objective.xtok.token_level", x.token_level)
-  _bool("objective.xtok.return_to_go", x.get("return_to_go", False))
+  credit = x.get("credit", 0)
+  if isinstance(credit, bool) or not isinstance(credit, int) or credit < -1:
+    raise ValueError(
+      f"config.objective.xtok.credit={credit!r} must be an int >= -1 (0: each chunk's own "
+      "log ratio; k > 0: plus the next k chunks'; -1: the whole rest of the row)"
+    )
   _positive("objective.xtok.uld_weight", x.uld_weight, allow_zero=True)
   _positive("objective.xtok.teacher_len", x.teacher_len, allow_zero=True)
 

@@ -147,7 +147,7 @@ class Loop:
           vmap,
           token_level=bool(x.token_level),
           uld_weight=float(x.uld_weight),
-          return_to_go=bool(x.get("return_to_go", False)),
+          credit=int(x.get("credit", 0)),
         )
       )
     return tuple(out)

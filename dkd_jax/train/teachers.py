@@ -36,7 +36,7 @@ class TeacherStatic:
   vocab_map: tuple[int, ...] | None = None
   token_level: bool = False  # teacher rows: add the mapped forward term to sequence KD
   uld_weight: float = 1.0  # weight of the sorted-probability L1 on unshared tokens
-  return_to_go: bool = False  # student rows: sequence-level weights (`xtok.chunk_reverse`)
+  credit: int = 0  # student rows: later chunks in each chunk's weight (`xtok.chunk_reverse`)
 
   @property
   def cross(self) -> bool:
@@ -127,7 +127,7 @@ def _cross(
     token_level=ts.token_level,
     pen_B=batch[f"xtok_pen_{k}"],
     logp_floor=alignment.LOGP_FLOOR,
-    return_to_go=ts.return_to_go,
+    credit=ts.credit,
   )
   live_s = (seg_s >= 0).reshape(-1) * jnp.repeat(w_B, T)
   live_t = (seg_t >= 0).reshape(-1) * jnp.repeat(w_B, U)

@@ -130,26 +130,30 @@ def test_chunk_reverse_sums_tokens_inside_chunks():
   np.testing.assert_allclose(g, [[-0.6, -0.6, 0.0]], rtol=1e-6)
 
 
-def test_return_to_go_weights_each_chunk_by_the_rest_of_its_row():
-  """Same value; gradient −(G_c − b)·∇log q(chunk c), G_c = Σ_{c' ≥ c} r_c' over live
-  chunks of the row, b its mean over every live chunk of the batch."""
+@pytest.mark.parametrize("credit", [1, 2, -1])
+def test_credit_adds_later_chunks_log_ratios_to_each_chunks_weight(credit):
+  """Same value; gradient −(r_c + L_c − b)·∇log q(chunk c), L_c = Σ of the next `credit`
+  live chunks' r in the row (all of them for −1), b the mean of L over live chunks."""
   rng = np.random.default_rng(0)
   lq = jnp.asarray(-rng.uniform(0.1, 2.0, (2, 5)), jnp.float32)
   lp = jnp.asarray(-rng.uniform(0.1, 2.0, (2, 4)), jnp.float32)
   seg_s = jnp.array([[0, 0, 1, 2, -1], [0, 1, -1, -1, -1]])
   seg_t = jnp.array([[0, 1, 2, -1], [0, 1, -1, -1]])
-  live = jnp.array([[1.0, 1, 1, 0], [1, 1, 0, 0]])
+  live = np.array([[1.0, 1, 1, 0], [1, 1, 0, 0]], np.float32)
   plain = xtok.chunk_reverse(lq, lp, seg_s, seg_t, 4)
-  togo = xtok.chunk_reverse(lq, lp, seg_s, seg_t, 4, live_BxC=live)
-  np.testing.assert_allclose(togo, plain, rtol=1e-6)
-  r = np.asarray(xtok.chunk_sums(lp, seg_t, 4) - xtok.chunk_sums(lq, seg_s, 4)) * np.asarray(live)
-  G = np.flip(np.cumsum(np.flip(r, -1), -1), -1)
-  b = (G * live).sum() / live.sum()
-  g = jax.grad(lambda x: jnp.sum(xtok.chunk_reverse(x, lp, seg_s, seg_t, 4, live_BxC=live)))(lq)
+  val = xtok.chunk_reverse(lq, lp, seg_s, seg_t, 4, live_BxC=live, credit=credit)
+  np.testing.assert_allclose(val, plain, rtol=1e-6)
+  r = np.asarray(xtok.chunk_sums(lp, seg_t, 4) - xtok.chunk_sums(lq, seg_s, 4)) * live
+  span = 4 if credit < 0 else credit
+  later = np.array([[r[i, c + 1 : c + 1 + span].sum() for c in range(4)] for i in range(2)])
+  b = (later * live).sum() / live.sum()
+  g = jax.grad(
+    lambda x: jnp.sum(xtok.chunk_reverse(x, lp, seg_s, seg_t, 4, live_BxC=live, credit=credit))
+  )(lq)
   want = np.zeros((2, 5), np.float32)
   for i in range(2):
     for t in range(5):
       c = int(seg_s[i, t])
       if c >= 0 and live[i, c]:
-        want[i, t] = -(G[i, c] - b)
+        want[i, t] = -(r[i, c] + later[i, c] - b)
   np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
