@@ -236,9 +236,13 @@ def loss_sums(
     / jnp.maximum(jnp.sum(w_B * s_B * jnp.sum(live_BxT, -1)), 1.0),
     "fkl": jnp.sum(w_B[:, None] * chunk_mask_BxC * sg(fwd_BxC)) / per_chunk,
     "chunks": jnp.sum(w_B[:, None] * chunk_mask_BxC),
-    # the teacher's log-likelihood of the student's text per student token (student rows)
+    # the teacher's log-likelihood of the student's text per student token (student rows);
+    # a penalty chunk (text the teacher cannot score as spelled) counts at the floor, so
+    # spellings the teacher never sees cannot raise it
     "teacher_logp": jnp.sum(
-      (w_B * s_B)[:, None] * chunk_mask_BxC * sg(chunk_sums(logp_BxU, seg_t_BxU, n_chunks))
+      (w_B * s_B)[:, None]
+      * chunk_mask_BxC
+      * sg(chunk_sums(logp_BxU, seg_t_BxU, n_chunks) + logp_floor * pen_BxC)
     )
     / jnp.maximum(jnp.sum(w_B * s_B * jnp.sum(live_BxT, -1)), 1.0),
   }

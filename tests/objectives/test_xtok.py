@@ -157,3 +157,16 @@ def test_credit_adds_later_chunks_log_ratios_to_each_chunks_weight(credit):
       if c >= 0 and live[i, c]:
         want[i, t] = -(r[i, c] + later[i, c] - b)
   np.testing.assert_allclose(g, want, rtol=1e-5, atol=1e-6)
+
+
+def test_teacher_logp_metric_counts_a_penalty_chunk_at_the_floor():
+  """A spelling the teacher cannot score must not look better than one it can."""
+  lq = jnp.array([[-0.5, -1.0, 0.0]])
+  lp = jnp.array([[-0.7, 0.0, 0.0]])
+  seg_s, seg_t = jnp.array([[0, 1, -1]]), jnp.array([[0, -1, -1]])
+  one = jnp.ones((1,))
+  _, den, m = xtok.loss_sums(
+    lq, lp, seg_s, seg_t, one, one, n_chunks=3, a_f=0.0, a_r=1.0, pen_B=jnp.array([1])
+  )
+  assert float(den) == 2.0
+  np.testing.assert_allclose(m["teacher_logp"], (-0.7 - 20.0) / 2, rtol=1e-6)
