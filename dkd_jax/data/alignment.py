@@ -166,16 +166,19 @@ def first_noncanonical(tok: Tokenizer, resp: list[int], bad: int | None) -> int 
   return j if j is not None else bad
 
 
-def _row(tok_s, tok_t, resp_s, prompt_t, width_t: int) -> tuple[list, np.ndarray, np.ndarray, int]:
+def _row(
+  tok_s, tok_t, resp_s, prompt_t, width_t: int
+) -> tuple[list, np.ndarray, np.ndarray, int, bool]:
   """One row: (teacher tokens, chunk of each student response token, chunk of each teacher
-  response token, the penalty chunk or -1). EOS is a chunk of its own. A textless student
+  response token, the penalty chunk or -1, whether the spelling departed). EOS is a chunk
+  of its own. A textless student
   token (`textless`), or the first one that departs from the text's canonical spelling
   (`first_noncanonical`), ends the text: it is a chunk the teacher scores at `LOGP_FLOOR`
   (the penalty chunk) and what follows it is outside the loss. Chunks cut by the teacher's
   width are -1."""
   resp_s = [int(i) for i in resp_s]
-  bad = next((j for j, i in enumerate(resp_s) if textless(tok_s, i)), None)
-  bad = first_noncanonical(tok_s, resp_s, bad)
+  textless_at = next((j for j, i in enumerate(resp_s) if textless(tok_s, i)), None)
+  bad = first_noncanonical(tok_s, resp_s, textless_at)
   eos = bad is None and len(resp_s) > 0 and resp_s[-1] == tok_s.eos_id
   body = resp_s[:bad] if bad is not None else resp_s[:-1] if eos else resp_s
   ends_s, text = token_ends(tok_s, body, "student")
@@ -200,23 +203,7 @@ def _row(tok_s, tok_t, resp_s, prompt_t, width_t: int) -> tuple[list, np.ndarray
     ch_s = np.where(ch_s >= cut, NO_CHUNK, ch_s)
     ch_t = np.where(ch_t >= cut, NO_CHUNK, ch_t)
     pen = NO_CHUNK
-  return list(prompt_t) + t_body, ch_s.astype(np.int64), ch_t, pen
-
-
-def noncanonical_frac(tokens_BxT, loss_mask_BxT, tok: Tokenizer) -> float:
-  """The fraction of rows whose response ids (up to EOS or a textless id) are not what
-  `tok.encode` gives for their own text (`first_noncanonical`): logged, since the loss
-  only shows it as penalty chunks."""
-  rows = bad = 0
-  for b in range(tokens_BxT.shape[0]):
-    p, r = _response(tokens_BxT[b], loss_mask_BxT[b])
-    if r == 0:
-      continue
-    resp = [int(i) for i in tokens_BxT[b, p : p + r]]
-    cut = next((j for j, i in enumerate(resp) if textless(tok, i)), None)
-    rows += 1
-    bad += first_noncanonical(tok, resp, cut) != cut
-  return bad / max(rows, 1)
+  return list(prompt_t) + t_body, ch_s.astype(np.int64), ch_t, pen, bad != textless_at
 
 
 def xtok_arrays(
@@ -226,7 +213,7 @@ def xtok_arrays(
   student_tok: Tokenizer,
   teacher_tok: Tokenizer,
   width_t: int,
-) -> dict[str, np.ndarray]:
+) -> tuple[dict[str, np.ndarray], np.ndarray]:
   """The cross-tokenizer part of one batch, for one teacher.
 
   tokens_BxT / loss_mask_BxT: the packed student batch; teacher_prompts[b]: row b's prompt
@@ -234,24 +221,28 @@ def xtok_arrays(
   (teacher prompt ++ the response text re-encoded by the teacher ++ EOS when the student's
   row ended with one), `xtok_seg_s` [B, T] and `xtok_seg_t` [B, U]: the chunk predicted at
   each target position (position t predicts t+1), -1 outside the loss; `xtok_pen` [B]: the
-  row's penalty chunk (a textless student token, scored at `LOGP_FLOOR`) or -1."""
+  row's penalty chunk (a textless student token, scored at `LOGP_FLOOR`) or -1. Also
+  returns, for the host's log only, [B] bool: the row's spelling departed from the
+  canonical one (`first_noncanonical`; the loss shows it only as a penalty chunk)."""
   B, T = tokens_BxT.shape
   out_t = np.full((B, width_t), teacher_tok.pad_id, np.int32)
   seg_s = np.full((B, T), NO_CHUNK, np.int32)
   seg_t = np.full((B, width_t), NO_CHUNK, np.int32)
   pen = np.full((B,), NO_CHUNK, np.int32)
+  noncanonical = np.zeros((B,), bool)
   for b in range(B):
     p, r = _response(tokens_BxT[b], loss_mask_BxT[b])
     if r == 0:
       continue
-    row, ch_s, ch_t, pen[b] = _row(
+    row, ch_s, ch_t, pen[b], noncanonical[b] = _row(
       student_tok, teacher_tok, tokens_BxT[b, p : p + r], teacher_prompts[b], width_t
     )
     out_t[b, : len(row)] = row
     seg_s[b, p - 1 : p - 1 + r] = ch_s
     pt = len(teacher_prompts[b])
     seg_t[b, pt - 1 : pt - 1 + len(ch_t)] = ch_t
-  return {"xtok_tokens": out_t, "xtok_seg_s": seg_s, "xtok_seg_t": seg_t, "xtok_pen": pen}
+  arrays = {"xtok_tokens": out_t, "xtok_seg_s": seg_s, "xtok_seg_t": seg_t, "xtok_pen": pen}
+  return arrays, noncanonical
 
 
 def retokenize(

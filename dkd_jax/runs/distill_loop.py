@@ -155,9 +155,10 @@ class Loop:
   def _teacher_cfgs(self) -> list:
     return [self.pair.teacher_cfg] + [t.cfg for t in self.pair.extra_teachers]
 
-  def _teacher_arrays(self, out: dict, prompts: dict) -> dict:
+  def _teacher_arrays(self, out: dict, prompts: dict, stats: dict) -> dict:
     """Row weights (`routing`) and, per teacher with another tokenizer, its tokens of each
-    row's text and the chunk alignment (`data.alignment`)."""
+    row's text and the chunk alignment (`data.alignment`); the student rows' share of
+    non-canonical spellings goes into `stats` (the same for every teacher)."""
     records = [self.task.train_records[int(i)] for i in prompts["index"]]
     r = self.c.get("routing", None)
     teachers = self._teacher_list()
@@ -176,7 +177,7 @@ class Loop:
     for k, (_, _, _, tok) in enumerate(teachers):
       if tok is None:
         continue
-      arrays = alignment.xtok_arrays(
+      arrays, noncanonical = alignment.xtok_arrays(
         out["tokens"],
         out["loss_mask"],
         [alignment.teacher_prompt_ids(tok, rec["question"]) for rec in records],
@@ -184,6 +185,8 @@ class Loop:
         tok,
         width,
       )
+      noncanonical = noncanonical[out["student_row"] > 0]
+      stats["noncanonical_frac"] = float(noncanonical.mean()) if noncanonical.size else 0.0
       out.update({f"{name}_{k}": v for name, v in arrays.items()})
     return out
 
@@ -273,11 +276,7 @@ class Loop:
         out["loss_mask"], [self.topk[i] for i in prompts["index"]], c.objective.teacher_top_k
       )
     if self.teachers:
-      out = self._teacher_arrays(out, prompts)
-      if any(t[3] is not None for t in self._teacher_list()):
-        batch.stats["noncanonical_frac"] = alignment.noncanonical_frac(
-          out["tokens"], out["loss_mask"] * out["student_row"][:, None], self.task.tokenizer
-        )
+      out = self._teacher_arrays(out, prompts, batch.stats)
     return out, batch.stats
 
   def _rollout(self, engine, params, prompts, idx, max_len, key) -> dict:

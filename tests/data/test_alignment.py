@@ -51,7 +51,7 @@ def test_batch_arrays_one_tokenizer_is_one_token_per_chunk():
   tokens, mask = packing.pack(
     pad(prompts, P), [len(p) for p in prompts], pad(resp, R), [len(r) for r in resp], 0
   )
-  out = alignment.xtok_arrays(tokens, mask, prompts, char, char, tokens.shape[1])
+  out, _ = alignment.xtok_arrays(tokens, mask, prompts, char, char, tokens.shape[1])
   np.testing.assert_array_equal(out["xtok_tokens"], tokens)
   np.testing.assert_array_equal(out["xtok_seg_s"], out["xtok_seg_t"])
   live = out["xtok_seg_s"] >= 0
@@ -67,7 +67,7 @@ def test_teacher_width_cuts_whole_chunks(bpe):
     np.array([prompt_s]), [len(prompt_s)], np.array([resp]), [len(resp)], 0
   )
   width = len(prompt_t) + 7
-  out = alignment.xtok_arrays(tokens, mask, [prompt_t], bpe, char, width)
+  out, _ = alignment.xtok_arrays(tokens, mask, [prompt_t], bpe, char, width)
   seg_s, seg_t = out["xtok_seg_s"][0], out["xtok_seg_t"][0]
   kept_s, kept_t = set(seg_s[seg_s >= 0]), set(seg_t[seg_t >= 0])
   assert kept_s == kept_t and 0 < len(kept_s) < len(resp)
@@ -115,7 +115,7 @@ def test_a_textless_sampled_token_ends_the_text_as_a_penalty_chunk(bpe):
   tokens, mask = packing.pack(
     np.array([prompt_s]), [len(prompt_s)], np.array([resp]), [len(resp)], 0
   )
-  out = alignment.xtok_arrays(tokens, mask, [prompt_t], bpe, char, 64)
+  out, _ = alignment.xtok_arrays(tokens, mask, [prompt_t], bpe, char, 64)
   seg_s = out["xtok_seg_s"][0][len(prompt_s) - 1 : len(prompt_s) - 1 + len(resp)]
   n = len(head)
   assert list(seg_s) == list(range(n)) + [n, -1, -1] and out["xtok_pen"][0] == n
@@ -154,13 +154,13 @@ def test_a_noncanonical_spelling_ends_the_text_as_a_penalty_chunk(bpe):
     list(map(len, rows)),
     0,
   )
-  out = alignment.xtok_arrays(tokens, mask, [prompt_t] * 2, bpe, char, 64)
+  out, noncanonical = alignment.xtok_arrays(tokens, mask, [prompt_t] * 2, bpe, char, 64)
   at = len(prompt_s) - 1
   seg = list(out["xtok_seg_s"][0][at : at + len(rows[0])])
   assert seg == list(range(j)) + [j] + [-1] * (len(rows[0]) - j - 1)
   assert out["xtok_pen"][0] == j and out["xtok_pen"][1] == -1
   assert list(out["xtok_seg_s"][1][at : at + len(rows[1])]) == list(range(len(rows[1])))
-  assert alignment.noncanonical_frac(tokens, mask, bpe) == 0.5
+  assert list(noncanonical) == [True, False]
 
 
 def test_a_bpe_teacher_aligns_by_its_offsets(bpe):

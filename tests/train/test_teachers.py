@@ -59,7 +59,7 @@ def test_one_tokenizer_cross_path_equals_the_sampled_token_step(spec):
   s_gd, s_params = model_lib.init_params(STUDENT, None, 0)
   t_gd, t_params = model_lib.init_params(TEACHER, None, 1)
   batch, prompts, _ = _batch(np.ones(5, bool))
-  xt = alignment.xtok_arrays(
+  xt, _ = alignment.xtok_arrays(
     batch["tokens"], batch["loss_mask"], prompts, CHAR, CHAR, batch["tokens"].shape[1]
   )
   batch = dict(batch, alpha=np.float32(spec.alpha), key=jax.random.wrap_key_data(batch["key"]))
@@ -84,7 +84,7 @@ def test_routing_and_weights_choose_each_sequences_teacher():
   ta_gd, ta = model_lib.init_params(TEACHER, None, 1)
   tb_gd, tb = model_lib.init_params(TEACHER, None, 2)
   batch, prompts, _ = _batch(np.ones(4, bool), seed=1)
-  xt = alignment.xtok_arrays(
+  xt, _ = alignment.xtok_arrays(
     batch["tokens"], batch["loss_mask"], prompts, CHAR, CHAR, batch["tokens"].shape[1]
   )
   batch = dict(
@@ -136,7 +136,7 @@ def test_two_teachers_step_on_a_2x2x2_mesh_keeps_shardings_and_loss():
   spec = kl_lib.KLSpec(kind="mixed", alpha=0.5, estimator="sampled_token", chunk=16)
   mesh = sharding.make_mesh((2, 2, 2))
   batch, prompts, _ = _batch(np.ones(8, bool), seed=2)
-  xt = alignment.xtok_arrays(
+  xt, _ = alignment.xtok_arrays(
     batch["tokens"], batch["loss_mask"], prompts, CHAR, CHAR, batch["tokens"].shape[1]
   )
   w = np.eye(2, dtype=np.float32)[np.arange(8) % 2]
