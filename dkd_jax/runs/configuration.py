@@ -28,7 +28,6 @@ TEACHER_SOURCES = prefixes.TEACHER_SOURCES
 TASKS = ("arithmetic", "chain", "gsm8k", "math", "aime", "amc")
 READERS = ("tfds", "plain")
 STUDENT_INITS = ("random", "warm_start", "teacher_layers", "checkpoint")
-WARM_START_TASKS = ("arithmetic", "chain")  # a problem stream to draw a disjoint split from
 ALPHA_SCHEDULES = ("constant", "linear", "cosine", "entropy_adaptive")
 
 
@@ -262,13 +261,8 @@ def _validate_cached_topk(c: mlc.ConfigDict) -> None:
 
 
 def _validate_warm_start(c: mlc.ConfigDict) -> None:
-  """student.init='warm_start': SFT on a split of the task's own problem stream."""
-  if c.data.task not in WARM_START_TASKS:
-    raise ValueError(
-      f"config.student.init='warm_start' draws its own problems from a built-in task "
-      f"{WARM_START_TASKS}, not data.task={c.data.task!r}; use student.init in "
-      "('random', 'teacher_layers', 'checkpoint')"
-    )
+  """student.init='warm_start': SFT on a split of the task's own problem stream (built-in
+  tasks) or on the last problems of its file (`tasks.file_split`)."""
   w = c.student.get("warm_start")
   if w is None:
     raise ValueError(

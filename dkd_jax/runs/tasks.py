@@ -108,7 +108,7 @@ def problem_stream(c) -> Callable[[int, int], dict]:
 def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple[list, list]:
   """(train, eval) records. Arithmetic eval problems come from a disjoint seed stream;
   a local file is prepared as a TFDS dataset in WORKDIR/tfds (data.reader='tfds') or
-  read directly (data.reader='plain'), and its first problems are held out."""
+  read directly (data.reader='plain'), and split by `file_split`."""
   if c.data.task == "chain":
     ch = c.data.chain
     # One fixed problem set for every seed and arm: runs are compared on the same
@@ -121,6 +121,12 @@ def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple
       arithmetic.make_records(a.num_train, rng.int_seed(c.seed, "train_problems"), cfg),
       arithmetic.make_records(a.num_eval, rng.int_seed(c.seed, "eval_problems"), cfg),
     )
+  held_out, train, _ = file_split(c, file_records(c, workdir, read_only))
+  return train, held_out
+
+
+def file_records(c, workdir: str | None = None, read_only: bool = False) -> list:
+  """Every record of the local file `data.path`, in file order."""
   if c.data.reader == "tfds" and workdir:
     from dkd_jax.data import tfds_math  # tfds import is slow: only when used
 
@@ -135,8 +141,31 @@ def records_for(c, workdir: str | None = None, read_only: bool = False) -> tuple
     records = sources.read_records(c.data.path, c.data.task)
   for r in records:  # GSM8K calculator annotations are not text a model should learn
     r["solution"] = _CALC_MARKS.sub("", r.get("solution", ""))
+  return records
+
+
+def warm_start_pool_size(c) -> int:
+  """Problems a local file keeps back for the student's warm start: the last
+  `student.warm_start.num_problems` of the file when `student.init='warm_start'`, else 0."""
+  if c.data.task in BUILT_IN or c.student.get("init") != "warm_start":
+    return 0
+  return int(c.student.warm_start.num_problems)
+
+
+def file_split(c, records: list) -> tuple[list, list, list]:
+  """(held-out, train, warm-start pool) of a local file's records, in file order: the first
+  problems are held out, the last `warm_start_pool_size` are the warm start's gold traces,
+  the distillation trains on the rest. Disjoint by position; the warm start also skips any
+  question that recurs in the other two."""
   n_eval = min(c.eval.num_problems, max(len(records) // 10, 1))
-  return records[n_eval:], records[:n_eval]
+  n_pool = warm_start_pool_size(c)
+  if n_pool and n_eval + n_pool >= len(records):
+    raise ValueError(
+      f"config.student.warm_start.num_problems={n_pool} leaves no training problems in "
+      f"{c.data.path} ({len(records)} records, {n_eval} held out); lower num_problems"
+    )
+  n_train = len(records) - n_pool
+  return records[:n_eval], records[n_eval:n_train], records[n_train:]
 
 
 def load_task(

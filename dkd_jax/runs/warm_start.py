@@ -11,6 +11,9 @@ either set. `config.student.warm_start` sets its steps, learning rate, batch siz
 number of problems. The SFT starts from the student's random init for the seed, which is
 the init that `student.init='random'` uses.
 
+A local file (GSM8K, MATH) has no problem stream: its last `num_problems` records are
+kept back from the distillation (`tasks.file_split`) and are the warm start's gold traces.
+
 `student(c, seed, mesh, task, workdir, log)` returns (graphdef, params) and depends only
 on the config and the seed, so a study warm-starts each seed's student from its own split.
 The result is cached in WORKDIR/student_warm_start, keyed by the model, schedule, seed and
@@ -42,10 +45,14 @@ EVAL = "warm_start_eval.json"
 MAX_DRAWS_PER_PROBLEM = 50
 
 
-def split(c, seed: int, exclude) -> list[dict]:
+def split(c, seed: int, exclude, pool: list | None = None) -> list[dict]:
   """`student.warm_start.num_problems` problems with gold traces from the seed's own
   stream, none of whose questions is in `exclude` (the run's train and held-out
-  questions) or repeated."""
+  questions) or repeated. A local file has no stream: its `pool` (the file's last
+  problems, kept out of the distillation by `tasks.file_split`) is used, the same for
+  every seed, less any question that recurs in `exclude` or in the pool itself."""
+  if pool is not None:
+    return _unique(pool, exclude)
   n = int(c.student.warm_start.num_problems)
   make = tasks.problem_stream(c)
   stream = rng.int_seed(seed, "warm_start_problems")
@@ -61,6 +68,17 @@ def split(c, seed: int, exclude) -> list[dict]:
         f"cannot draw config.student.warm_start.num_problems={n} problems disjoint from "
         f"the run's {len(exclude)} train/held-out questions; lower num_problems"
       )
+  return out
+
+
+def _unique(records, exclude) -> list[dict]:
+  seen, out = set(exclude), []
+  for r in records:
+    if r["question"] not in seen:
+      seen.add(r["question"])
+      out.append(r)
+  if not out:
+    raise ValueError("the warm start's problems all recur in the run's train/held-out sets")
   return out
 
 
@@ -83,7 +101,10 @@ def meta(c, seed: int, cfg: model_lib.ModelConfig) -> dict:
   """What the cache is keyed by."""
   w = c.student.warm_start
   data = {k: c.data[k] for k in ("task", "max_prompt_len", "max_response_len")}
-  data[c.data.task] = c.data[c.data.task].to_dict()
+  if c.data.task in tasks.BUILT_IN:
+    data[c.data.task] = c.data[c.data.task].to_dict()
+  else:  # the file's pool is its last num_problems records
+    data["path"] = str(c.data.path)
   return {
     "model": {k: v for k, v in vars(cfg).items() if k not in ("scan_layers", "remat")},
     "steps": int(w.steps),
@@ -148,7 +169,10 @@ def student(
 
   def train(progress) -> tuple[Any, dict]:
     exclude = {r["question"] for r in (*task.train_records, *task.eval_records)}
-    records = split(c, seed, exclude)
+    pool = None
+    if c.data.task not in tasks.BUILT_IN:
+      pool = tasks.file_split(c, tasks.file_records(c, workdir))[2]
+    records = split(c, seed, exclude, pool)
     log(
       f"student: warm start by SFT on {len(records)} gold traces disjoint from the "
       f"distillation's problems ({w.steps} steps, lr {w.lr})"

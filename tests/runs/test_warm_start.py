@@ -56,7 +56,6 @@ def test_split_that_cannot_be_drawn_is_named():
     ({"student.warm_start.lr": -1.0}, "student.warm_start.lr"),
     ({"student.warm_start.batch_size": -2}, "student.warm_start.batch_size"),
     ({"student.warm_start.num_problems": 4}, "num_problems=4 cannot fill"),
-    ({"data.task": "gsm8k", "data.path": "x.jsonl"}, "init='warm_start' draws"),
     ({"student.init": "warm"}, "student.init"),
   ],
 )
@@ -113,3 +112,36 @@ def test_run_warm_starts_caches_and_reports_the_start(tmp_path):
   assert gap(other, init(c.seed)) == 0
   meta = json.load(open(os.path.join(work, warm_start.DIR, warm_start.META)))
   assert meta["seed"] == c.seed - 1  # untouched
+
+
+def _gsm8k_file(path, questions):
+  lines = [
+    json.dumps({"question": q, "answer": f"{q} is easy.\n#### {i}"})
+    for i, q in enumerate(questions)
+  ]
+  path.write_text("\n".join(lines) + "\n")
+  return str(path)
+
+
+def test_a_file_keeps_its_last_problems_for_the_warm_start(tmp_path):
+  """A local file has no problem stream: [held out | distillation train | warm-start pool],
+  disjoint by position, and the pool drops questions that recur elsewhere."""
+  qs = [f"q{i}?" for i in range(60)]
+  qs[-1] = "q10?"  # recurs in the training part: the warm start must skip it
+  over = {"data.task": "gsm8k", "data.path": _gsm8k_file(tmp_path / "g.jsonl", qs)}
+  c = _config(**over, **{"data.reader": "plain", "eval.num_problems": 5})
+  c.student.warm_start.update(num_problems=20, batch_size=4)
+  train, held = tasks.records_for(c)
+  assert [r["question"] for r in held] == qs[:5] and [r["question"] for r in train] == qs[5:40]
+  pool = tasks.file_split(c, tasks.file_records(c))[2]
+  exclude = {r["question"] for r in train + held}
+  ws = warm_start.split(c, 0, exclude, pool)
+  assert [r["question"] for r in ws] == qs[40:59] and all(r["solution"] for r in ws)
+  configuration.validate(c)  # file tasks may warm-start now
+
+  c.student.init = "random"  # no warm start: the whole file after the held-out trains
+  assert len(tasks.records_for(c)[0]) == 55 and tasks.file_split(c, tasks.file_records(c))[2] == []
+  c.student.init = "warm_start"
+  c.student.warm_start.num_problems = 55
+  with pytest.raises(ValueError, match="student.warm_start.num_problems=55 leaves no training"):
+    tasks.records_for(c)
