@@ -290,9 +290,16 @@ def kill9_during_saves(
     # flight at every kill, and a rerun with nothing to resume from tests nothing.
     while not steps_on_disk(work) and p.poll() is None:
       time.sleep(0.01)
-    while not _tmp_dirs(work) and p.poll() is None:
-      time.sleep(0.0005)
-    time.sleep(rnd.uniform(0.0, 0.05))
+    # A random point inside a write: on a quiet machine a write can finish within the
+    # delay, so a write that committed first sends the kill into the next one, earlier.
+    delay = rnd.uniform(0.0, 0.05)
+    while p.poll() is None:
+      while not _tmp_dirs(work) and p.poll() is None:
+        time.sleep(0.0005)
+      time.sleep(delay)
+      if _tmp_dirs(work):
+        break
+      delay /= 2
     during += bool(_tmp_dirs(work))
     during_total += 1
     p.kill()

@@ -251,6 +251,7 @@ def bootstrap_batches(c, train_records, tokenizer) -> Iterator[dict[str, np.ndar
       train_records,
       tokenizer,
       max_prompt_len=c.data.max_prompt_len,
+      truncate=c.data.truncate_prompts,
       seed=rng.int_seed(c.teacher.bootstrap_seed, "bootstrap_shuffle"),
       batch_size=c.data.batch_size * 2,
       with_responses=True,

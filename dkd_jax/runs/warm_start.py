@@ -89,6 +89,7 @@ def _batches(c, seed: int, records, tokenizer) -> Iterator[dict]:
       records,
       tokenizer,
       max_prompt_len=c.data.max_prompt_len,
+      truncate=c.data.truncate_prompts,
       seed=rng.int_seed(seed, "warm_start_shuffle"),
       batch_size=int(w.batch_size),
       with_responses=True,

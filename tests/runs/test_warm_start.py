@@ -145,3 +145,20 @@ def test_a_file_keeps_its_last_problems_for_the_warm_start(tmp_path):
   c.student.warm_start.num_problems = 55
   with pytest.raises(ValueError, match="student.warm_start.num_problems=55 leaves no training"):
     tasks.records_for(c)
+
+
+def test_warm_start_batches_truncate_prompts_like_the_run(tmp_path):
+  """A file's long question is cut to max_prompt_len when data.truncate_prompts is set, as
+  the distillation's own batches are, instead of stopping the warm start."""
+  line = json.dumps({"question": "1+" * 40 + "1?", "answer": "1+1=2\n#### 2"})
+  (tmp_path / "g.jsonl").write_text((line + "\n") * 8)
+  c = _config(**{"data.task": "gsm8k", "data.path": str(tmp_path / "g.jsonl")})
+  c.student.warm_start.batch_size = 4
+  tok = pair_lib.load_tokenizer(c, str(tmp_path / "w"))
+  records = tasks.file_records(c)
+  with pytest.raises(ValueError, match="max_prompt_len"):
+    next(warm_start._batches(c, 0, records, tok))
+  c.data.truncate_prompts = True
+  batch = next(warm_start._batches(c, 0, records, tok))
+  assert batch["prompt_tokens"].shape == (4, c.data.max_prompt_len)
+  assert batch["prompt_truncated"].all() and (batch["response_len"] > 0).all()
