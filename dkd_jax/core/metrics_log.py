@@ -162,6 +162,18 @@ def check_config_unchanged(workdir: str, config, allow: bool) -> None:
     )
 
 
+def strict_json(x: object) -> object:
+  """`x` with every non-finite float as None: summary.json stays strict JSON (a metric
+  that has no value, e.g. token-level KL across two vocabularies, is null, not NaN)."""
+  if isinstance(x, dict):
+    return {k: strict_json(v) for k, v in x.items()}
+  if isinstance(x, (list, tuple)):
+    return [strict_json(v) for v in x]
+  if isinstance(x, (float, np.floating)):
+    return float(x) if math.isfinite(x) else None
+  return x
+
+
 def _row_step(line: str) -> float:
   """A row's step; a row cut short by a kill (unparseable) counts as past every step."""
   try:
@@ -233,9 +245,8 @@ class Logger:
     for k, v in summary.items():
       if isinstance(v, (int, float)):
         self.tb.add_scalar(f"eval/{k}", v, 0)
-    paths.write_text_atomic(
-      self.workdir / "summary.json", json.dumps(summary, indent=2, default=str)
-    )
+    text = json.dumps(strict_json(summary), indent=2, default=str, allow_nan=False)
+    paths.write_text_atomic(self.workdir / "summary.json", text)
     self.close()
 
   def close(self) -> None:

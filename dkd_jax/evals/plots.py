@@ -23,6 +23,11 @@ from etils import epath
 from dkd_jax.core import paths
 
 
+def _or_nan(x) -> float:
+  """A summary's KL (null where it has no value: two vocabularies) as a float."""
+  return float("nan") if x is None else float(x)
+
+
 def load_runs(run_dirs) -> list[dict]:
   runs = []
   for d in run_dirs:
@@ -130,8 +135,8 @@ def table(runs) -> str:
     lines.append(
       f"| {s['run']} | {label(s)} | {s['steps']} | {e['avg_at_k']:.3f} | {pk:.3f} | "
       f"{e['mean_response_len']:.1f} | {e['truncation_rate']:.2f} | "
-      f"{e['mean_entropy']:.3f} | {e.get('fkl', float('nan')):.4f} | "
-      f"{e.get('rkl', float('nan')):.4f} | {_gen_seconds(s):.1f} |"
+      f"{e['mean_entropy']:.3f} | {_or_nan(e.get('fkl')):.4f} | "
+      f"{_or_nan(e.get('rkl')):.4f} | {_gen_seconds(s):.1f} |"
     )
   return "\n".join(lines) + "\n"
 

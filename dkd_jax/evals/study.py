@@ -93,7 +93,9 @@ def arm_stats(runs) -> dict:
   for metric in plan.FIELDS:
     out[metric] = stats.t_interval([seed_value(s, metric) for s in runs])
   for metric in ("fkl", "rkl"):
-    out[metric] = stats.t_interval([_eval(s)[metric] for s in runs])
+    # null in summary.json where a run has no token-level KL (two vocabularies)
+    values = [_eval(s)[metric] for s in runs]
+    out[metric] = stats.t_interval([float("nan") if v is None else v for v in values])
   out["generated_tokens"] = float(np.mean([s["compute"]["generated_tokens"] for s in runs]))
   out["train_flops"] = float(np.mean([s["compute"]["train_flops"] for s in runs]))
   return out

@@ -5,6 +5,7 @@ import io
 import json
 
 import ml_collections as mlc
+import numpy as np
 import pytest
 import tqdm
 
@@ -58,3 +59,14 @@ def test_a_run_saved_before_a_speed_only_field_resumes(tmp_path):
   now.train.steps = 20
   with pytest.raises(ValueError, match="train.steps"):
     metrics_log.check_config_unchanged(str(tmp_path), now, allow=False)
+
+
+def test_summary_is_strict_json_with_null_for_a_missing_value(tmp_path):
+  """A metric without a value (token KL across two vocabularies is NaN) is written as
+  null, so strict JSON readers (jq, JavaScript, json.loads with NaN refused) read it."""
+  log = metrics_log.Logger(str(tmp_path), mlc.ConfigDict({"seed": 0}))
+  log.start(0)
+  log.finish({"eval": {"x": {"rkl": float("nan"), "ci95": [np.float32(np.inf), 0.5]}}, "n": 3})
+  refuse = lambda c: (_ for _ in ()).throw(ValueError(c))
+  s = json.loads((tmp_path / "summary.json").read_text(), parse_constant=refuse)
+  assert s == {"eval": {"x": {"rkl": None, "ci95": [None, 0.5]}}, "n": 3}
