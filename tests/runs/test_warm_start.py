@@ -139,7 +139,7 @@ def test_a_file_keeps_its_last_problems_for_the_warm_start(tmp_path):
   assert [r["question"] for r in ws] == qs[40:59] and all(r["solution"] for r in ws)
   configuration.validate(c)  # file tasks may warm-start now
   c.student.warm_start.batch_size = 20  # 19 distinct problems left: one batch cannot fill
-  with pytest.raises(ValueError, match="19 distinct problems .* batch_size=20"):
+  with pytest.raises(ValueError, match=r"19 distinct problems .*warm_start.batch_size=20"):
     warm_start.split(c, 0, exclude, pool)
   c.student.warm_start.batch_size = 4
 
