@@ -256,6 +256,11 @@ def sigterm(
   )
 
 
+def _clip(text: str, n: int) -> str:
+  """`text` cut to about n characters at a word boundary, marked, for one table cell."""
+  return text if len(text) <= n else text[:n].rsplit(" ", 1)[0] + " …"
+
+
 def _tmp_dirs(work: str) -> list[str]:
   d = os.path.join(work, "checkpoints")
   return [n for n in os.listdir(d) if "tmp" in n] if os.path.isdir(d) else []
@@ -394,7 +399,8 @@ def stopped_run(root, teacher, base, name, prelude, *, steps: int, resume: bool)
   done, ckpts = n_rows(work), steps_on_disk(work)
   pairs = zip(rows(work), rows(base))
   same = all(all(r[k] == b[k] for k in b if k not in TIMING) for r, b in pairs)
-  did = f"exit 1: {_msg(stop[0])[:150]}; latest checkpoint step {ckpts[-1] if ckpts else None}"
+  latest = ckpts[-1] if ckpts else None
+  did = f"exit 1: {_clip(_msg(stop[0]), 150)}; latest checkpoint step {latest}"
   data = "none" if same and ckpts and ckpts[-1] <= done else "rows differ from the baseline"
   if resume:
     ((rc, out),) = run(work, *extra)
@@ -432,7 +438,7 @@ def kernel_inputs() -> list[dict]:
     try:
       fn()
     except ValueError as e:
-      return dict(fault=f"loss kernel: {name}", did=f"refused: {str(e)[:110]}")
+      return dict(fault=f"loss kernel: {name}", did=f"refused: {_clip(str(e), 110)}")
     return dict(fault=f"loss kernel: {name}", did="NOT refused")
 
   nan_row = hs.copy()
