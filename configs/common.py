@@ -84,10 +84,10 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   c.extra_teachers = mlc.ConfigDict()
   c.routing = mlc.ConfigDict(dict(kind="weights", weights=(), sources=()))
   # student.init: random | warm_start | teacher_layers (every keep_every-th teacher layer)
-  # | checkpoint. warm_start (built-in tasks): a pretrained student, as in the paper: SFT
-  # from the seed's random init on gold traces of num_problems problems disjoint from the
-  # distillation's train and held-out problems, cached in WORKDIR/student_warm_start
-  # (dkd_jax/runs/warm_start.py).
+  # | checkpoint. warm_start: a pretrained student, as in the paper: SFT from the seed's
+  # random init on gold traces of num_problems problems disjoint from the distillation's
+  # train and held-out problems (a local file keeps its last num_problems back for it),
+  # cached in WORKDIR/student_warm_start (dkd_jax/runs/warm_start.py).
   # student.tokenizer: "" = the teacher's; "bpe:N" = a BPE of N tokens trained on the task's
   # text (WORKDIR/student_tokenizer); or a HF tokenizer directory. Another tokenizer than the
   # teacher's makes the run cross-tokenizer (objective.xtok; BUILD_NOTES).
