@@ -147,9 +147,10 @@ def file_records(c, workdir: str | None = None, read_only: bool = False) -> list
 def warm_start_pool_size(c) -> int:
   """Problems a local file keeps back for the student's warm start: the last
   `student.warm_start.num_problems` of the file when `student.init='warm_start'`, else 0."""
-  if c.data.task in BUILT_IN or c.student.get("init") != "warm_start":
+  s = c.get("student")  # a data-only config (evaluate's task reader) has no student
+  if c.data.task in BUILT_IN or s is None or s.get("init") != "warm_start":
     return 0
-  return int(c.student.warm_start.num_problems)
+  return int(s.warm_start.num_problems)
 
 
 def file_split(c, records: list) -> tuple[list, list, list]:
