@@ -41,9 +41,10 @@ the CPU: `platform` in the JSON says which. JAX_PLATFORMS=cpu makes it CPU again
 
 Each side runs one warm-up step first (ours: compiles; TRL: optimizer creation, first
 allocations), reported as *_warmup_s and excluded; then --steps timed steps, summarised
-by their median. Both sides stop a row at EOS, so the generated token counts
-(`*_gen_tokens`, mean per step) are printed next to the times: compare times only where
-they are close.
+by their median (ours: over the timed steps that compiled nothing; a batch in a new length
+bucket compiles the train step once, listed in ours_timed_compiles). Both sides stop a row
+at EOS, so the generated token counts (`*_gen_tokens`, mean per step) are printed next to
+the times: compare times only where they are close.
 
 The last line printed is one JSON object:
   ours_s / trl_s                   median seconds per whole step (rollout + train)
@@ -230,7 +231,7 @@ def capture_first_batch(loop) -> dict:
 
 
 def run_ours(args, loop) -> dict:
-  steps, timed_compiles = [], []
+  steps, timed_compiles, compiled = [], [], []
   log_ = compiles.CompileLog()
   for step in range(1 + args.steps):
     with log_:
@@ -239,12 +240,15 @@ def run_ours(args, loop) -> dict:
     steps.append(m)
     if step:  # a batch in a length bucket not met before compiles the train step again
       timed_compiles += log_.since(mark)
+      compiled.append(bool(log_.since(mark)))
     log(
       f"ours step {step}{' (warm-up)' if step == 0 else ''}: {m['step_time']:.3f}s = rollout "
       f"{m['gen_time']:.3f}s + train {m['train_time']:.3f}s; loss {m['loss']:.4f}; "
       f"mean response {m['response_len']:.1f} tokens"
     )
-  timed = steps[1:]
+  # A step that compiled (a new length bucket) is a one-off, like TRL's warm-up: the
+  # medians are over the steps that did not; the compiles are listed beside them.
+  timed = [m for m, c in zip(steps[1:], compiled) if not c] or steps[1:]
   med = lambda k: statistics.median(m[k] for m in timed)
   return {
     "s": med("step_time"),
