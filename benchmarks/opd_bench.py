@@ -239,8 +239,9 @@ def run_ours(args, loop) -> dict:
       m = loop.step(step)
     steps.append(m)
     if step:  # a batch in a length bucket not met before compiles the train step again
-      timed_compiles += log_.since(mark)
-      compiled.append(bool(log_.since(mark)))
+      new = log_.since(mark)
+      timed_compiles += new
+      compiled.append(bool(new))
     log(
       f"ours step {step}{' (warm-up)' if step == 0 else ''}: {m['step_time']:.3f}s = rollout "
       f"{m['gen_time']:.3f}s + train {m['train_time']:.3f}s; loss {m['loss']:.4f}; "

@@ -15,9 +15,9 @@ import numpy as np
 from absl import app
 from absl import flags
 
+from dkd_jax.core import metrics_log
 from dkd_jax.core import paths
 from dkd_jax.evals import rl_curves
-from dkd_jax.evals import study as study_lib
 
 _OUT = flags.DEFINE_string("out", "report", "Folder for rl_results.md and rl_curves.png.")
 _STUDY_JSON = flags.DEFINE_string("study_json", "", "study.json for the reference lines.")
@@ -57,7 +57,7 @@ def main(argv) -> None:
   table += rl_curves.informative_markdown(info)
   (out / "rl_results.md").write_text(table)
   (out / "rl_claims.json").write_text(
-    json.dumps(study_lib.jsonable(claims), indent=1, allow_nan=False)
+    json.dumps(metrics_log.strict_json(claims), indent=1, allow_nan=False)
   )
   rl_curves.plot(study, out / "rl_curves.png", _refs(_STUDY_JSON.value))
   print(table)

@@ -163,14 +163,17 @@ def check_config_unchanged(workdir: str, config, allow: bool) -> None:
 
 
 def strict_json(x: object) -> object:
-  """`x` with every non-finite float as None: summary.json stays strict JSON (a metric
-  that has no value, e.g. token-level KL across two vocabularies, is null, not NaN)."""
+  """`x` with every non-finite float as None and numpy scalars as Python ones, so the
+  files written from it stay strict JSON: a metric with no value (token-level KL across
+  two vocabularies, a one-seed interval, an infinite t) is null, not NaN."""
   if isinstance(x, dict):
     return {k: strict_json(v) for k, v in x.items()}
   if isinstance(x, (list, tuple)):
     return [strict_json(v) for v in x]
   if isinstance(x, (float, np.floating)):
     return float(x) if math.isfinite(x) else None
+  if isinstance(x, np.integer):
+    return int(x)
   return x
 
 

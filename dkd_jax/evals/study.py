@@ -24,6 +24,7 @@ import re
 
 import numpy as np
 
+from dkd_jax.core import metrics_log
 from dkd_jax.core import paths
 from dkd_jax.evals import preregistration as plan
 from dkd_jax.evals import stats
@@ -366,20 +367,6 @@ def warm_start_record(arms) -> dict:
   }
 
 
-def jsonable(x):  # noqa: ANN201 (any JSON value)
-  """`x` with every non-finite float (an infinite t, a one-seed interval) as None: the
-  files stay strict JSON."""
-  if isinstance(x, dict):
-    return {k: jsonable(v) for k, v in x.items()}
-  if isinstance(x, (list, tuple)):
-    return [jsonable(v) for v in x]
-  if isinstance(x, (float, np.floating)):
-    return float(x) if np.isfinite(x) else None
-  if isinstance(x, np.integer):
-    return int(x)
-  return x
-
-
 def study_record(run_dirs, context: dict) -> dict:
   """docs/results/study.json: the plan's commit, the teacher and warm-start figures, the
   budget, the constant-answer baseline, every arm's per-seed figures and every declared
@@ -391,7 +378,7 @@ def study_record(run_dirs, context: dict) -> dict:
   warm = warm_start_record(arms)
   results = judge(arms)
   studied = {a: r for a, r in arms.items() if a != plan.WARM_START}
-  return jsonable(
+  return metrics_log.strict_json(
     {
       "prereg_commit": context["prereg_commit"],
       "plan": {
