@@ -14,8 +14,10 @@ same machine in the same run; each is warmed up (compiled) before it is timed.
 - hf: transformers `generate` (PyTorch CPU, --threads threads) on the same weights,
   converted by `gguf_lib.gguf_to_hf_dir` (quick mode: `hf_lib.export_hf`).
 - matmuls only: the decode step reduced to its projections and LM head (same weights,
-  B rows): a bound for any fp32 engine on this machine; of_matmul_bound is the engine's
-  share of it, matmul_bound_vs_hf the best ratio to transformers that bound allows.
+  B rows, the head read in the engine's layout): a bound for any fp32 engine on this
+  machine; of_matmul_bound is the engine's share of it, matmul_bound_vs_hf the best ratio
+  to transformers that bound allows. It reads no KV cache: a real decode step also reads
+  every layer's cache (at B=16 and a 160-slot cache, 118 MB beside 538 MB of weights).
 Each timed path runs --reps times, interleaved with the others (engine greedy, engine
 sampled, transformers greedy, transformers sampled, then again), and reports its best
 run: on a shared machine the slowest runs measure the neighbours, not the code.
@@ -161,11 +163,14 @@ def bench_matmul_floor(args, cfg, graphdef, params, reps: int = 10) -> float:
   jitted, best of `reps`). No attention, norms, cache or sampling: a bound on what any
   fp32 engine gets from this machine's matmuls at this batch size."""
   layers = model.layer_list(model.stacked_layers(graphdef, params), cfg.n_layers)
-  head_DxV = model.head(graphdef, params)
   D = cfg.d_model
 
   @jax.jit
-  def step(x_BxD, layers, head_DxV):
+  def step(x_BxD, layers, params):
+    # The head as the engine reads it: a tied head is the embedding [V, D] contracted over
+    # D in place. Materialised outside the jit as [D, V], the same product ran 2.3x slower
+    # at B=16 on this machine (BUILD_NOTES, issue 21, session 6): a bound must not be.
+    head_DxV = model.head(graphdef, params)
     for p in layers:
       q, k, v = (x_BxD @ p[n].reshape(D, -1) for n in ("wq", "wk", "wv"))
       attn = q @ p["wo"].reshape(-1, D)
@@ -175,11 +180,11 @@ def bench_matmul_floor(args, cfg, graphdef, params, reps: int = 10) -> float:
     return jnp.argmax(x_BxD @ head_DxV, axis=-1)
 
   x = jnp.ones((args.batch, D), jnp.float32)
-  jax.block_until_ready(step(x, layers, head_DxV))
+  jax.block_until_ready(step(x, layers, params))
   best = float("inf")
   for _ in range(reps):
     t0 = time.perf_counter()
-    jax.block_until_ready(step(x, layers, head_DxV))
+    jax.block_until_ready(step(x, layers, params))
     best = min(best, time.perf_counter() - t0)
   return args.batch / best
 
