@@ -167,8 +167,8 @@ def write_records(args, teacher_dir: str, path: str, n: int) -> str:
     if i >= 100 * (n + 1):  # a template whose preamble alone fills the window: never fits
       raise ValueError(
         f"no synthetic prompt renders to {lo}-{min(hi, args.prompt_len)} tokens with this "
-        f"chat template (the shortest is {length(_synthetic(args, 0))}); pass "
-        f"--prompt-len or use GSM8K ({GSM8K})"
+        f"chat template (the shortest is {length(_synthetic(args, 0))}); "
+        + (f"drop --short or provide {GSM8K}" if args.short else "raise --prompt-len")
       )
     r, extra = _synthetic(args, i), 0
     target = random.Random(-1 - i).randint(lo, hi)  # lengths spread over the window

@@ -1,7 +1,7 @@
 """Hugging Face tokenizers for real checkpoints, offline.
 
 `HFTokenizer` wraps a local `tokenizer.json` (the `tokenizers` library) plus the chat
-template of `tokenizer_config.json` / `chat_template.jinja` (rendered with jinja2) and
+template of `tokenizer_config.json` / `chat_template.jinja` (`chat_template.render_chat`) and
 satisfies `dkd_jax.data.protocols.Tokenizer`. `write_gguf_tokenizer` rebuilds a
 byte-level BPE `tokenizer.json` from a GGUF file's tokenizer metadata, so a GGUF
 checkpoint becomes a HF directory that transformers and we both read.
@@ -16,13 +16,9 @@ merges, so transformers, llama.cpp and we all encode it to the same ids.
 from __future__ import annotations
 
 import dataclasses
-import datetime
-import functools
 import json
 import os
 from collections.abc import Sequence
-from typing import Any
-from typing import NoReturn
 
 from tokenizers import AddedToken
 from tokenizers import Tokenizer
@@ -30,6 +26,8 @@ from tokenizers import decoders
 from tokenizers import models
 from tokenizers import pre_tokenizers
 from tokenizers import processors
+
+from dkd_jax.models import chat_template
 
 # llama.cpp token types (gguf.TokenType): CONTROL tokens are specials such as
 # <|im_end|>; USER_DEFINED ones are added tokens matched whole in the text.
@@ -224,44 +222,12 @@ class HFTokenizer:
   def render_prompt(self, question: str) -> str:
     if not self.chat_template:
       return question
-    return render_chat(
+    return chat_template.render_chat(
       self.chat_template,
       [{"role": "user", "content": question}],
       bos_token=self._bos_text or "",
       eos_token=self._eos_text or "",
     )
-
-
-def render_chat(
-  template: str, messages: list[dict], *, add_generation_prompt: bool = True, **context
-) -> str:
-  """Renders a HF chat template the way transformers does (sandboxed jinja2,
-  trim_blocks + lstrip_blocks, raise_exception / strftime_now helpers)."""
-  return _compiled_template(template).render(
-    messages=messages, add_generation_prompt=add_generation_prompt, **context
-  )
-
-
-@functools.lru_cache(maxsize=16)
-def _compiled_template(template: str) -> Any:
-  """The template compiled once: jinja2 parses and compiles a template to Python on each
-  `from_string` (~0.1 s for SmolLM2's), which dominated rendering a dataset's prompts."""
-  try:
-    from jinja2 import exceptions as jinja_exceptions
-    from jinja2.sandbox import ImmutableSandboxedEnvironment
-  except ImportError as e:
-    raise ImportError("rendering a chat template needs jinja2 (pip install jinja2)") from e
-
-  def raise_exception(message) -> NoReturn:
-    raise jinja_exceptions.TemplateError(message)
-
-  env = ImmutableSandboxedEnvironment(
-    trim_blocks=True, lstrip_blocks=True, extensions=["jinja2.ext.loopcontrols"]
-  )
-  env.filters["tojson"] = lambda x, indent=None: json.dumps(x, ensure_ascii=False, indent=indent)
-  env.globals["raise_exception"] = raise_exception
-  env.globals["strftime_now"] = lambda fmt: datetime.datetime.now().strftime(fmt)
-  return env.from_string(template)
 
 
 def check_same_vocab(teacher_tok, student_tok) -> None:
