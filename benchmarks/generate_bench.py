@@ -14,10 +14,12 @@ same machine in the same run; each is warmed up (compiled) before it is timed.
 - hf: transformers `generate` (PyTorch CPU, --threads threads) on the same weights,
   converted by `gguf_lib.gguf_to_hf_dir` (quick mode: `hf_lib.export_hf`).
 - matmuls only: the decode step reduced to its projections and LM head (same weights,
-  B rows, the head read in the engine's layout): a bound for any fp32 engine on this
-  machine; of_matmul_bound is the engine's share of it, matmul_bound_vs_hf the best ratio
-  to transformers that bound allows. It reads no KV cache: a real decode step also reads
-  every layer's cache (at B=16 and a 160-slot cache, 118 MB beside 538 MB of weights).
+  B rows, the head read in the engine's layout), looped for the same number of new tokens
+  and timed the same way as the engine (best of --reps): a bound for any fp32 engine on
+  this machine; of_matmul_bound is the engine's share of it, matmul_bound_vs_hf the best
+  ratio to transformers that bound allows. It reads no KV cache: a real decode step also
+  reads every layer's cache (at B=16 and a 160-slot cache, 118 MB beside 538 MB of
+  weights). The one-step figure (best of 10 short calls) is printed beside it.
 Each timed path runs --reps times, interleaved with the others (engine greedy, engine
 sampled, transformers greedy, transformers sampled, then again), and reports its best
 run: on a shared machine the slowest runs measure the neighbours, not the code.
@@ -157,15 +159,20 @@ def bench_naive(args, graphdef, params, prompts):
   return B * args.naive_steps / (time.perf_counter() - t0)
 
 
-def bench_matmul_floor(args, cfg, graphdef, params, reps: int = 10) -> float:
-  """tok/s of a decode step reduced to its matmuls: per layer the q, k, v, o, gate, up and
-  down projections, then the LM head, for B rows, on the same weights (per-layer buffers,
-  jitted, best of `reps`). No attention, norms, cache or sampling: a bound on what any
-  fp32 engine gets from this machine's matmuls at this batch size."""
+def bench_matmul_floor(args, cfg, graphdef, params) -> tuple[float, float]:
+  """(loop, single) tok/s of a decode step reduced to its matmuls: per layer the q, k, v,
+  o, gate, up and down projections, then the LM head, for B rows, on the same weights
+  (per-layer buffers, jitted). No attention, norms, cache or sampling: a bound on what
+  any fp32 engine gets from this machine's matmuls at this batch size.
+
+  loop: args.new steps in one jitted loop, best of --reps runs: timed as the engine's
+  rollout is (the same length, the same number of tries), so both see the same machine.
+  single: one step, best of 10 calls of ~0.1 s (the figure sessions before 7 used); a
+  short call can land in a quiet moment of a shared machine, which a 14 s run cannot, so
+  it reads higher and swings more (183-194 tok/s in one session, BUILD_NOTES)."""
   layers = model.layer_list(model.stacked_layers(graphdef, params), cfg.n_layers)
   D = cfg.d_model
 
-  @jax.jit
   def step(x_BxD, layers, params):
     # The head as the engine reads it: a tied head is the embedding [V, D] contracted over
     # D in place. Materialised outside the jit as [D, V], the same product ran 2.3x slower
@@ -177,16 +184,21 @@ def bench_matmul_floor(args, cfg, graphdef, params, reps: int = 10) -> float:
       mlp = (jax.nn.silu(x_BxD @ p["w_gate"]) * (x_BxD @ p["w_up"])) @ p["w_down"]
       # Small residual updates keep every layer dependent on the previous one, as in decode.
       x_BxD = x_BxD + 1e-3 * (attn + mlp) + 1e-6 * (k.sum() + v.sum())
-    return jnp.argmax(x_BxD @ head_DxV, axis=-1)
+    # The argmax feeds the next step, as a sampled token does.
+    return x_BxD + 1e-6 * jnp.argmax(x_BxD @ head_DxV, axis=-1)[:, None]
+
+  def best(fn, n, reps):
+    jax.block_until_ready(fn(x, layers, params))
+    times = []
+    for _ in range(reps):
+      t0 = time.perf_counter()
+      jax.block_until_ready(fn(x, layers, params))
+      times.append(time.perf_counter() - t0)
+    return args.batch * n / min(times)
 
   x = jnp.ones((args.batch, D), jnp.float32)
-  jax.block_until_ready(step(x, layers, params))
-  best = float("inf")
-  for _ in range(reps):
-    t0 = time.perf_counter()
-    jax.block_until_ready(step(x, layers, params))
-    best = min(best, time.perf_counter() - t0)
-  return args.batch / best
+  loop = jax.jit(lambda x, ls, p: jax.lax.fori_loop(0, args.new, lambda i, x: step(x, ls, p), x))
+  return best(loop, args.new, args.reps), best(jax.jit(step), 1, 10)
 
 
 def hf_timer(args, hf_dir, prompts, sampled=False):
@@ -256,7 +268,7 @@ def main():
     eng = make_engine(args, cfg, graphdef, mesh)
     decode_tok_s = bench_decode_loop(args, eng, params, prompts)
     naive_tok_s = bench_naive(args, graphdef, params, prompts)
-    floor_tok_s = bench_matmul_floor(args, cfg, graphdef, params)
+    floor_tok_s, floor_single_tok_s = bench_matmul_floor(args, cfg, graphdef, params)
     timers = {
       "engine": rollout_timer(args, eng, params, prompts, sampling.GREEDY),
       "engine_sampled": rollout_timer(
@@ -276,7 +288,8 @@ def main():
     ("engine (rollout, end to end)", eng_tok_s),
     ("engine decode loop only", decode_tok_s),
     ("naive jitted full forward", naive_tok_s),
-    ("matmuls only (bound)", floor_tok_s),
+    ("matmuls only (bound, loop)", floor_tok_s),
+    ("matmuls only, one step best of 10", floor_single_tok_s),
     ("transformers generate", hf_tok_s),
     ("engine sampled T=1 top-p 0.9", samp_tok_s),
     ("transformers sampled", hf_samp_tok_s),
@@ -307,6 +320,9 @@ def main():
         "vs_naive": ratio(eng_tok_s, naive_tok_s),
         "matmul_bound_tok_s": r1(floor_tok_s),
         "of_matmul_bound": ratio(eng_tok_s, floor_tok_s),
+        "matmul_bound_single_step_tok_s": r1(floor_single_tok_s),
+        "of_single_step_bound": ratio(eng_tok_s, floor_single_tok_s),
+        "sampled_of_greedy": ratio(samp_tok_s, eng_tok_s),
         "matmul_bound_vs_hf": ratio(floor_tok_s, hf_tok_s),
         "sampled_tok_s": r1(samp_tok_s),
         "hf_sampled_tok_s": r1(hf_samp_tok_s),

@@ -66,6 +66,22 @@ def write(kv, k_BxTxKxDh, v_BxTxKxDh, start_B) -> tuple[jax.Array, jax.Array]:
   )
 
 
+def first_slots(caches, n: int) -> dict[str, tuple[jax.Array, ...]]:
+  """Per-layer caches ({'k','v': L-tuples}, `init_layer_caches`) cut to their first n
+  slots (a copy of those slots: a view narrower than the buffer)."""
+  return {
+    k: tuple(jax.lax.slice_in_dim(c, 0, n, axis=LENGTH_AXIS[k] - 1) for c in cs)
+    for k, cs in caches.items()
+  }
+
+
+def put_first_slots(caches, firsts) -> dict[str, tuple[jax.Array, ...]]:
+  """`caches` with their first slots replaced by `firsts` (`first_slots`' shapes), in
+  place when the buffers are donated or loop-carried."""
+  put = lambda c, f: jax.lax.dynamic_update_slice(c, f.astype(c.dtype), (0,) * c.ndim)
+  return {k: tuple(put(c, f) for c, f in zip(cs, firsts[k])) for k, cs in caches.items()}
+
+
 def cache_shardings(
   mesh, cfg, batch: int, length: int, *, per_layer: bool = False, shard_batch: bool = True
 ) -> dict:

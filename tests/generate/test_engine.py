@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from dkd_jax.core import sharding
+from dkd_jax.generate import decode_state
 from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
@@ -239,6 +240,38 @@ def test_bad_inputs(eng, params_gd):
   ):
     with pytest.raises(ValueError, match=field):
       sampling.Sampler(**kw)
+
+
+def test_decode_phases_same_rollout_over_shorter_cache_views(mesh, params_gd, full_logits):
+  """Phased decoding (views of 16, 24, then all 26 slots) reproduces the one-phase rollout
+  through refills, EOS, slots past a view at entry and finished slots; its program
+  attends over a 16-slot view, the one-phase program never does."""
+  graphdef, params = params_gd
+  assert decode_state.phase_lengths(26, 3) == (16, 24, 26)
+  assert decode_state.phase_lengths(160, 2) == (80, 160)
+  assert decode_state.phase_lengths(5, 4) == (5,)  # rounded up to 8, capped at the cache
+  eos = greedy_reference(full_logits, params, PROMPTS[0], R)[2]
+  engines = [make_engine(mesh, graphdef, eos_ids=(eos,), decode_phases=n) for n in (1, 3)]
+  outs = [
+    rollout_lib.rollout(e, params, PROMPTS, sampler=SAMPLER, seed=5, sync_every=s)
+    for e in engines
+    for s in (1, 3)
+  ]
+  assert len(set(outs[0]["response_len"].tolist())) >= 2  # EOS ended some rows early
+  for out in outs[1:]:
+    np.testing.assert_array_equal(out["tokens"], outs[0]["tokens"])
+    for k in ("logprobs", "entropies", "sampling_logprobs"):
+      np.testing.assert_allclose(out[k], outs[0][k], atol=1e-6)
+  view = "4x2x8x16xf32"  # one layer's keys [B, K, Dh, 16 slots]
+  texts = [
+    e._jit("generate_steps", SAMPLER, params=params)  # pylint: disable=protected-access
+    .lower(params, e.init_decode_state(), np.int32(2), np.int32(B))
+    .as_text()
+    for e in engines
+  ]
+  assert view not in texts[0] and view in texts[1]
+  with pytest.raises(ValueError, match="decode_phases"):
+    make_engine(mesh, graphdef, decode_phases=0)
 
 
 def test_multisampling_bulk_insert(eng, params_gd):
