@@ -15,14 +15,15 @@ same machine in the same run; each is warmed up (compiled) before it is timed.
   converted by `gguf_lib.gguf_to_hf_dir` (quick mode: `hf_lib.export_hf`).
 - matmuls only: the decode step reduced to its projections and LM head (same weights,
   B rows, the head read in the engine's layout), looped for the same number of new tokens
-  and timed the same way as the engine (best of --reps): a bound for any fp32 engine on
-  this machine; of_matmul_bound is the engine's share of it, matmul_bound_vs_hf the best
-  ratio to transformers that bound allows. It reads no KV cache: a real decode step also
-  reads every layer's cache (at B=16 and a 160-slot cache, 118 MB beside 538 MB of
-  weights). The one-step figure (best of 10 short calls) is printed beside it.
-Each timed path runs --reps times, interleaved with the others (engine greedy, engine
-sampled, transformers greedy, transformers sampled, then again), and reports its best
-run: on a shared machine the slowest runs measure the neighbours, not the code.
+  and timed as the engine is (best of --reps, interleaved with it): a bound for any fp32
+  engine on this machine; of_matmul_bound is the engine's share of it, matmul_bound_vs_hf
+  the best ratio to transformers that bound allows. It reads no KV cache: a real decode
+  step also reads every layer's cache (at B=16 and a 160-slot cache, 118 MB beside 538 MB
+  of weights). The one-step figure (best of 10 short calls) is printed beside it.
+Each timed path runs --reps times, interleaved with the others (matmuls-only loop, engine
+greedy, engine sampled, transformers greedy, transformers sampled, then again), and
+reports its best run: on a shared machine the slowest runs measure the neighbours, not
+the code.
 The last line printed is one JSON object with the tokens/s and the ratios.
 """
 
@@ -159,14 +160,15 @@ def bench_naive(args, graphdef, params, prompts):
   return B * args.naive_steps / (time.perf_counter() - t0)
 
 
-def bench_matmul_floor(args, cfg, graphdef, params) -> tuple[float, float]:
-  """(loop, single) tok/s of a decode step reduced to its matmuls: per layer the q, k, v,
+def matmul_bound_timer(args, cfg, graphdef, params) -> tuple:
+  """(timer, single): a timer () -> (tok/s, None) and a tok/s, of a decode step reduced to
+  its matmuls: per layer the q, k, v,
   o, gate, up and down projections, then the LM head, for B rows, on the same weights
   (per-layer buffers, jitted). No attention, norms, cache or sampling: a bound on what
   any fp32 engine gets from this machine's matmuls at this batch size.
 
-  loop: args.new steps in one jitted loop, best of --reps runs: timed as the engine's
-  rollout is (the same length, the same number of tries), so both see the same machine.
+  timer: args.new steps in one jitted loop, run by `best_of` interleaved with the
+  engine's rollouts (the same length, the same tries, the same minutes of the machine).
   single: one step, best of 10 calls of ~0.1 s (the figure sessions before 7 used); a
   short call can land in a quiet moment of a shared machine, which a 14 s run cannot, so
   it reads higher and swings more (183-194 tok/s in one session, BUILD_NOTES)."""
@@ -187,18 +189,19 @@ def bench_matmul_floor(args, cfg, graphdef, params) -> tuple[float, float]:
     # The argmax feeds the next step, as a sampled token does.
     return x_BxD + 1e-6 * jnp.argmax(x_BxD @ head_DxV, axis=-1)[:, None]
 
-  def best(fn, n, reps):
-    jax.block_until_ready(fn(x, layers, params))
-    times = []
-    for _ in range(reps):
-      t0 = time.perf_counter()
-      jax.block_until_ready(fn(x, layers, params))
-      times.append(time.perf_counter() - t0)
-    return args.batch * n / min(times)
-
   x = jnp.ones((args.batch, D), jnp.float32)
   loop = jax.jit(lambda x, ls, p: jax.lax.fori_loop(0, args.new, lambda i, x: step(x, ls, p), x))
-  return best(loop, args.new, args.reps), best(jax.jit(step), 1, 10)
+  single = jax.jit(step)
+  for fn in (loop, single):
+    jax.block_until_ready(fn(x, layers, params))
+
+  def seconds(fn):
+    t0 = time.perf_counter()
+    jax.block_until_ready(fn(x, layers, params))
+    return time.perf_counter() - t0
+
+  timed = lambda: (args.batch * args.new / seconds(loop), None)
+  return timed, args.batch / min(seconds(single) for _ in range(10))
 
 
 def hf_timer(args, hf_dir, prompts, sampled=False):
@@ -268,8 +271,9 @@ def main():
     eng = make_engine(args, cfg, graphdef, mesh)
     decode_tok_s = bench_decode_loop(args, eng, params, prompts)
     naive_tok_s = bench_naive(args, graphdef, params, prompts)
-    floor_tok_s, floor_single_tok_s = bench_matmul_floor(args, cfg, graphdef, params)
+    bound_timer, floor_single_tok_s = matmul_bound_timer(args, cfg, graphdef, params)
     timers = {
+      "matmul_bound": bound_timer,
       "engine": rollout_timer(args, eng, params, prompts, sampling.GREEDY),
       "engine_sampled": rollout_timer(
         args, make_engine(args, cfg, graphdef, mesh), params, prompts, SAMPLED
@@ -282,6 +286,7 @@ def main():
     best = best_of(timers, args.reps)
     none = (None, None)
     (eng_tok_s, out), (samp_tok_s, _) = best["engine"], best["engine_sampled"]
+    floor_tok_s = best["matmul_bound"][0]
     hf_tok_s, hf_tokens = best.get("hf", none)
     hf_samp_tok_s = best.get("hf_sampled", none)[0]
   rows = [
