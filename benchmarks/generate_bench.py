@@ -162,10 +162,10 @@ def bench_naive(args, graphdef, params, prompts):
 
 def matmul_bound_timer(args, cfg, graphdef, params) -> tuple:
   """(timer, single): a timer () -> (tok/s, None) and a tok/s, of a decode step reduced to
-  its matmuls: per layer the q, k, v,
-  o, gate, up and down projections, then the LM head, for B rows, on the same weights
-  (per-layer buffers, jitted). No attention, norms, cache or sampling: a bound on what
-  any fp32 engine gets from this machine's matmuls at this batch size.
+  its matmuls: per layer the q, k, v, o, gate, up and down projections, then the LM head,
+  for B rows, on the same weights (per-layer buffers, jitted). No attention, norms, cache
+  or sampling: a bound on what any fp32 engine gets from this machine's matmuls at this
+  batch size.
 
   timer: args.new steps in one jitted loop, run by `best_of` interleaved with the
   engine's rollouts (the same length, the same tries, the same minutes of the machine).

@@ -386,15 +386,6 @@ def generate_fn(cfg, graphdef, sampler, eos_ids, params, state) -> tuple[DecodeS
   return decode_step(cfg, graphdef, sampler, eos_ids, params, state)
 
 
-def phase_lengths(cache_len: int, phases: int) -> tuple[int, ...]:
-  """The cache lengths the decode loop attends over, phase by phase: `phases` even steps
-  up to cache_len, each rounded up to a multiple of 8 (at most cache_len)."""
-  if phases < 1:
-    raise ValueError(f"decode phases={phases} must be >= 1")
-  up8 = lambda n: min(cache_len, -(-n // 8) * 8)
-  return tuple(sorted({up8(-(-cache_len * p // phases)) for p in range(1, phases + 1)}))
-
-
 def generate_steps_fn(
   cfg, graphdef, sampler, eos_ids, num_steps, params, state, stop_free=None, phases=1
 ) -> DecodeState:
@@ -404,7 +395,7 @@ def generate_steps_fn(
   plain params, the blocks are split per layer once here, not per token.
 
   phases > 1 runs the loop in phases over growing views of the cache
-  (`phase_lengths`): while every active slot's position is below a phase's length n, the
+  (`kv_cache.view_lengths`): while every active slot's position is below a phase's length n, the
   steps attend over the first n slots only, so early tokens do not read the cache's empty
   tail. A phase copies its n slots out of the cache and back once (lossless: slots past n
   are untouched, and a finished slot's stale entries are never read); a phase no active
@@ -413,11 +404,13 @@ def generate_steps_fn(
   B = state.done_B.shape[0]
   stop_free = B if stop_free is None else stop_free
 
-  def cond_within(n) -> Callable:
+  def cond_within(n=None) -> Callable:
     def cond(carry) -> jax.Array:
       i, s = carry
-      top = jnp.max(jnp.where(s.done_B, 0, s.pos_B))  # the active slots' positions
-      return (i < num_steps) & (jnp.sum(s.done_B) < stop_free) & (top < n)
+      go = (i < num_steps) & (jnp.sum(s.done_B) < stop_free)
+      if n is None:  # the whole cache: every position fits
+        return go
+      return go & (jnp.max(jnp.where(s.done_B, 0, s.pos_B)) < n)  # the active slots
 
     return cond
 
@@ -425,18 +418,14 @@ def generate_steps_fn(
     i, s = carry
     return i + 1, decode_step(cfg, graphdef, sampler, eos_ids, dp, s)[0]
 
-  *views, full = phase_lengths(kv_cache.cache_length(_first_layer(state.cache)), phases)
+  S = state.cache["v"][0].shape[kv_cache.LENGTH_AXIS["v"] - 1]
   i = jnp.int32(0)
-  for n in views:
+  for n in kv_cache.view_lengths(S, phases)[:-1]:
     i, part = jax.lax.while_loop(
       cond_within(n), body, (i, state.replace(cache=kv_cache.first_slots(state.cache, n)))
     )
     state = part.replace(cache=kv_cache.put_first_slots(state.cache, part.cache))
-  return jax.lax.while_loop(cond_within(full), body, (i, state))[1]
-
-
-def _first_layer(caches) -> dict:
-  return {n: c[0] for n, c in caches.items()}
+  return jax.lax.while_loop(cond_within(), body, (i, state))[1]
 
 
 def init_state_fn(cfg, batch: int, cache_len: int, max_decode: int) -> DecodeState:

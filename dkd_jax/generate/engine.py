@@ -110,7 +110,7 @@ class Engine(_EngineBase):
   prefill_chunk_size: None = one-shot prefill; n = prompts longer than n tokens are
   prefilled n tokens at a time, each chunk extending the cache (same results).
   decode_phases: `generate_steps` attends over growing views of the cache, in this many
-  phases (`decode_state.phase_lengths`): same tokens, fewer cache reads while the
+  phases (`kv_cache.view_lengths`): same tokens, fewer cache reads while the
   sequences are short, one more copy of the decode loop to compile per phase. At
   SmolLM2-135M shapes (B=16, 160 slots) 2 phases decode 2.9% faster per token than 1 and
   4 phases 4.8%, for 2.9 s and 8.9 s more compile (BUILD_NOTES, issue 21, session 7)."""

@@ -66,6 +66,16 @@ def write(kv, k_BxTxKxDh, v_BxTxKxDh, start_B) -> tuple[jax.Array, jax.Array]:
   )
 
 
+def view_lengths(cache_len: int, phases: int) -> tuple[int, ...]:
+  """The cache views a phased decode loop attends over (`decode_state.generate_steps_fn`):
+  `phases` even steps up to cache_len, each rounded up to a multiple of 8 (at most
+  cache_len)."""
+  if phases < 1:
+    raise ValueError(f"decode phases={phases} must be >= 1")
+  up8 = lambda n: min(cache_len, -(-n // 8) * 8)
+  return tuple(sorted({up8(-(-cache_len * p // phases)) for p in range(1, phases + 1)}))
+
+
 def first_slots(caches, n: int) -> dict[str, tuple[jax.Array, ...]]:
   """Per-layer caches ({'k','v': L-tuples}, `init_layer_caches`) cut to their first n
   slots (a copy of those slots: a view narrower than the buffer)."""

@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 
 from dkd_jax.core import sharding
-from dkd_jax.generate import decode_state
 from dkd_jax.generate import engine as engine_lib
 from dkd_jax.generate import rollout as rollout_lib
 from dkd_jax.generate import sampling
 from dkd_jax.models import decoder as model
+from dkd_jax.models import kv_cache
 
 CFG = model.ModelConfig(
   vocab_size=96,
@@ -247,9 +247,9 @@ def test_decode_phases_same_rollout_over_shorter_cache_views(mesh, params_gd, fu
   through refills, EOS, slots past a view at entry and finished slots; its program
   attends over a 16-slot view, the one-phase program never does."""
   graphdef, params = params_gd
-  assert decode_state.phase_lengths(26, 3) == (16, 24, 26)
-  assert decode_state.phase_lengths(160, 2) == (80, 160)
-  assert decode_state.phase_lengths(5, 4) == (5,)  # rounded up to 8, capped at the cache
+  assert kv_cache.view_lengths(26, 3) == (16, 24, 26)
+  assert kv_cache.view_lengths(160, 2) == (80, 160)
+  assert kv_cache.view_lengths(5, 4) == (5,)  # rounded up to 8, capped at the cache
   eos = greedy_reference(full_logits, params, PROMPTS[0], R)[2]
   engines = [make_engine(mesh, graphdef, eos_ids=(eos,), decode_phases=n) for n in (1, 3)]
   outs = [
