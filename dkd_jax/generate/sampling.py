@@ -7,13 +7,14 @@ request: each request owns a PRNG key and step j of that request draws from
 other requests in the batch or on when it was scheduled.
 
 Drawing is an inverse CDF with one uniform per row, never a sort of the vocabulary nor
-B·V Gumbel draws (both cost more than the model's decode step on CPU): with top-k or
-top-p the draw looks only at the top C candidates from `lax.top_k`, and falls back to
-the full vocabulary only when some row's kept set might reach past the candidates
-(nucleus mass not reached inside them, or a tie at the edge); there the top-k and top-p
-edges are found by bisection over the values (`_sample_threshold`), not by a sort.
-Temperature-only draws walk block sums of the probabilities, then one block. So the
-distribution sampled is exactly `softmax(sampling_logits(...))`.
+B·V Gumbel draws (both cost more than the model's decode step on CPU). A small top-k
+draws from its C candidates from `lax.top_k`; so does top-p off CPU, trying the top C,
+and falling back to the full vocabulary only when some row's kept set might reach past
+the candidates (nucleus mass not reached inside them, or a tie at the edge). On the full
+vocabulary (`_sample_threshold`; on CPU every top-p draw) the top-k and top-p edges are
+found without a sort: by radix selection over the values' bits on CPU (three histogram
+passes), by bisection elsewhere. Then the draw walks block sums of the probabilities,
+then one block. So the distribution sampled is exactly `softmax(sampling_logits(...))`.
 
 Two log-probabilities of a sampled token are computed (see `token_stats`):
 `logprob`, the model's own distribution at temperature 1 (what the trainer and
@@ -110,10 +111,15 @@ def sampling_logits(sampler: Sampler, logits_BxV: jax.Array) -> jax.Array:
   return x
 
 
+# Where the full-vocabulary edges come from, by the backend a trace lowers for. On CPU
+# (B=16, V=49,152, 2 cores) a histogram is cheap and lax.top_k is not: a top-p draw costs
+# ~5 ms with the radix selection alone, ~12 ms with a top_k(256) tier first and 32
+# bisection passes after it (~3.4 + ~4.7 ms of that). Elsewhere, where top_k is fast
+# and scatter-adds serialise, the candidate tiers and bisection stay (unmeasured here).
+HISTOGRAM_BACKENDS = ("cpu",)
 # Candidate counts tried, in order, for top-p without a small top-k, before the exact
-# sort-free threshold path. B=16, V=49,152 on 2 CPU cores: lax.top_k of 257 costs ~4 ms,
-# the threshold path ~11 ms, lax.top_k of 4,097 ~33 ms (a former second tier), the sort
-# ~180-220 ms (the former fallback).
+# full-vocabulary path, where edges are bisected; a top-k of at most the last one is
+# drawn from its candidates on every backend.
 TOP_P_TIERS = (256,)
 # Block width of the temperature-only inverse CDF (V is padded up to a multiple).
 _BLOCK = 256
@@ -193,17 +199,53 @@ def _float_order(x) -> jax.Array:
   return jnp.where(i < 0, i ^ jnp.int32(0x7FFFFFFF), i)
 
 
-def _threshold(key_BxV, above_fn, limit) -> jax.Array:
-  """Per row, the smallest key t among the row's keys with above_fn(key > t) < limit
-  (above_fn sums a [B, V] mask to [B]; it falls as t grows). 32 halvings of the row's
-  key range, each one pass over [B, V]: exact, and no sort."""
-  lo_B = jnp.min(key_BxV, axis=-1) - 1  # above(lo) = everything: >= limit
-  hi_B = jnp.max(key_BxV, axis=-1)  # above(hi) = nothing: < limit
+# Digit widths of the radix selection, from the top of the 32-bit order key: three
+# histogram passes (B=16, V=49,152 on 2 CPU cores: ~3.1 ms; 32 bisection passes took
+# ~4.7 ms; two 16-bit digits ~14 ms, four 8-bit ones ~4.3 ms).
+_RADIX_DIGITS = (11, 11, 10)
+
+
+def _radix_edge(key_BxV, weight_BxV, limit) -> jax.Array:
+  """Per row, the smallest key t among the row's keys whose weight strictly above,
+  sum(weight[key > t]), is < limit (weights >= 0; zero-weight keys lie below every
+  positive one, as probabilities do). Exact and sort-free: a radix selection over the
+  unsigned order key, one histogram of the weights per digit (`segment_sum`), keeping
+  per row the lowest bucket whose weight above is < limit. (An empty bucket below the
+  edge's has the next lower key's weight above it, >= limit; with no lower key, or a
+  limit above the row's total, the edge comes out at or below every key: all kept.)"""
+  B, V = key_BxV.shape
+  ukey_BxV = jax.lax.bitcast_convert_type(key_BxV, jnp.uint32) ^ jnp.uint32(0x80000000)
+  rows_Bx1 = jnp.arange(B, dtype=jnp.int32)[:, None]
+  prefix_B = jnp.zeros((B,), jnp.uint32)
+  above_B = jnp.zeros((B,), weight_BxV.dtype)  # weight above the current bucket
+  w_BxV, shift = weight_BxV, 32
+  for bits in _RADIX_DIGITS:
+    shift, N = shift - bits, 1 << bits
+    digit_BxV = ((ukey_BxV >> shift) & jnp.uint32(N - 1)).astype(jnp.int32)
+    ids = (rows_Bx1 * N + digit_BxV).reshape(-1)
+    hist_BxN = jax.ops.segment_sum(w_BxV.reshape(-1), ids, num_segments=B * N).reshape(B, N)
+    upto_BxN = jnp.cumsum(hist_BxN[:, ::-1], axis=-1)[:, ::-1]  # this bucket and above
+    over_BxN = jnp.concatenate([upto_BxN[:, 1:], jnp.zeros((B, 1), hist_BxN.dtype)], -1)
+    ok_BxN = above_B[:, None] + over_BxN < limit
+    b_B = jnp.argmax(ok_BxN, axis=-1).astype(jnp.int32)  # the lowest such bucket
+    above_B = above_B + jnp.take_along_axis(over_BxN, b_B[:, None], axis=-1)[:, 0]
+    prefix_B = (prefix_B << bits) | b_B.astype(jnp.uint32)
+    w_BxV = jnp.where(digit_BxV == b_B[:, None], w_BxV, 0)  # the next digit: inside only
+  return jax.lax.bitcast_convert_type(prefix_B ^ jnp.uint32(0x80000000), jnp.int32)
+
+
+def _bisect_edge(key_BxV, weight_BxV, limit) -> jax.Array:
+  """`_radix_edge`'s result by 32 halvings of the row's key range, each one pass of
+  the weight above the middle over [B, V]: exact, and no sort."""
+  lo_B = jnp.min(key_BxV, axis=-1) - 1  # weight above lo = everything: >= limit
+  hi_B = jnp.max(key_BxV, axis=-1)  # weight above hi = nothing: < limit
+  limit_B = jnp.reshape(jnp.broadcast_to(limit, (key_BxV.shape[0], 1)), (-1,))
 
   def halve(_, bounds) -> tuple[jax.Array, jax.Array]:
     lo, hi = bounds
     mid = (lo >> 1) + (hi >> 1) + (lo & hi & 1)  # floor((lo + hi) / 2) without overflow
-    ok = above_fn(key_BxV > mid[:, None]) < limit
+    above = jnp.sum(jnp.where(key_BxV > mid[:, None], weight_BxV, 0), axis=-1)
+    ok = above < limit_B
     return jnp.where(ok, lo, mid), jnp.where(ok, mid, hi)
 
   return jax.lax.fori_loop(0, 32, halve, (lo_B, hi_B))[1]
@@ -211,22 +253,24 @@ def _threshold(key_BxV, above_fn, limit) -> jax.Array:
 
 def _sample_threshold(sampler, x_BxV, u_B) -> tuple[jax.Array, jax.Array]:
   """The full-vocabulary path, sort-free: the top-k edge (count) and then the top-p edge
-  (mass) found by bisection over the values; ties at either edge are kept, as in
-  `sampling_logits`. Then an inverse-CDF draw over the kept tokens."""
+  (mass) found by radix selection (`_radix_edge`, on CPU) or bisection over the values;
+  ties at either edge are kept, as in `sampling_logits`. Then an inverse-CDF draw over the kept tokens, on
+  unnormalised probabilities (one exp over [B, V], no log-softmax)."""
+  edge = _radix_edge if _histogram_edges() else _bisect_edge
+  key_BxV = _float_order(x_BxV)
   if 0 < sampler.top_k < x_BxV.shape[-1]:
-    key_BxV = _float_order(x_BxV)
-    count = lambda m: jnp.sum(m, axis=-1)
-    edge_B = _threshold(key_BxV, count, sampler.top_k)
+    ones_BxV = jnp.ones(x_BxV.shape, jnp.float32)
+    edge_B = edge(key_BxV, ones_BxV, sampler.top_k)
     x_BxV = jnp.where(key_BxV >= edge_B[:, None], x_BxV, -jnp.inf)
+  max_B = jnp.max(x_BxV, axis=-1)
+  e_BxV = jnp.exp(x_BxV - max_B[:, None])  # 0 outside the top-k set
   if sampler.top_p < 1.0:
-    key_BxV = _float_order(x_BxV)  # the top-k mask's -inf entries included
-    probs_BxV = jax.nn.softmax(x_BxV, axis=-1)
-    mass = lambda m: jnp.sum(jnp.where(m, probs_BxV, 0.0), axis=-1)
-    edge_B = _threshold(key_BxV, mass, sampler.top_p)
-    x_BxV = jnp.where(key_BxV >= edge_B[:, None], x_BxV, -jnp.inf)
-  logp_BxV = jax.nn.log_softmax(x_BxV, axis=-1)
-  tokens_B = _draw_full(jnp.exp(logp_BxV), u_B)
-  return tokens_B, jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
+    limit_B = sampler.top_p * jnp.sum(e_BxV, axis=-1)
+    edge_B = edge(key_BxV, e_BxV, limit_B[:, None])
+    e_BxV = jnp.where(key_BxV >= edge_B[:, None], e_BxV, 0.0)
+  tokens_B = _draw_full(e_BxV, u_B)
+  x_B = jnp.take_along_axis(x_BxV, tokens_B[:, None], axis=-1)[:, 0]
+  return tokens_B, x_B - max_B - jnp.log(jnp.sum(e_BxV, axis=-1))
 
 
 def _sample_candidates(sampler, x_BxV, u_B, C: int) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -267,11 +311,16 @@ def _sample_candidates(sampler, x_BxV, u_B, C: int) -> tuple[jax.Array, jax.Arra
   return pick(idx_BxC).astype(jnp.int32), pick(logp_BxC), exact
 
 
+def _histogram_edges() -> bool:
+  """True iff the trace lowers for a backend in HISTOGRAM_BACKENDS (the default one)."""
+  return jax.default_backend() in HISTOGRAM_BACKENDS
+
+
 def _candidate_tiers(sampler: Sampler, V: int) -> tuple[int, ...]:
   """Candidate counts to try before the full path (each < V, so an edge value exists)."""
   if 0 < sampler.top_k < V:
     return (sampler.top_k,) if sampler.top_k <= TOP_P_TIERS[-1] else ()
-  if sampler.top_p < 1.0:
+  if sampler.top_p < 1.0 and not _histogram_edges():
     return tuple(c for c in TOP_P_TIERS if c < V)
   return ()
 

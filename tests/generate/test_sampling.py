@@ -48,7 +48,16 @@ CASES = [
 
 @pytest.mark.parametrize("sampler,kind", CASES, ids=[f"{s}-{k}" for s, k in CASES])
 def test_frequencies_match_filtered_softmax(sampler, kind, monkeypatch):
+  """Off CPU's plan: top-p candidate tiers, then bisected edges."""
+  monkeypatch.setattr(sampling, "HISTOGRAM_BACKENDS", ())
   monkeypatch.setattr(sampling, "TOP_P_TIERS", (4, 16))  # every tier reachable at V=64
+  _check_frequencies(sampler, kind)
+
+
+@pytest.mark.parametrize("sampler,kind", CASES, ids=[f"{s}-{k}" for s, k in CASES])
+def test_frequencies_match_filtered_softmax_cpu_plan(sampler, kind, monkeypatch):
+  """CPU's plan: top-p straight to radix-selected edges (a small top-k: candidates)."""
+  monkeypatch.setattr(sampling, "TOP_P_TIERS", (4, 16))
   _check_frequencies(sampler, kind)
 
 
@@ -58,11 +67,43 @@ THRESHOLD_CASES = [c for c in CASES if c[0].top_p < 1.0 or c[0].top_k > 0]
 @pytest.mark.parametrize(
   "sampler,kind", THRESHOLD_CASES, ids=[f"{s}-{k}" for s, k in THRESHOLD_CASES]
 )
-def test_sort_free_threshold_path_alone(sampler, kind, monkeypatch):
-  """No candidate tiers: every top-k/top-p draw takes the bisection path."""
-  monkeypatch.setattr(sampling, "TOP_P_TIERS", ())
+@pytest.mark.parametrize("backends", [("cpu",), ()], ids=["radix", "bisection"])
+def test_sort_free_threshold_path_alone(sampler, kind, backends, monkeypatch):
+  """No candidate tiers: every top-k/top-p draw takes the full-vocabulary path."""
+  monkeypatch.setattr(sampling, "HISTOGRAM_BACKENDS", backends)
   monkeypatch.setattr(sampling, "_candidate_tiers", lambda *_: ())
   _check_frequencies(sampler, kind)
+
+
+def _edge_by_definition(key_V, weight_V, limit):
+  """The smallest key t of the row with sum(weight[key > t]) < limit, by brute force."""
+  ok = [t for t in key_V if weight_V[key_V > t].sum(dtype=np.float64) < limit]
+  return min(ok)
+
+
+@pytest.mark.parametrize("find", ["_radix_edge", "_bisect_edge"])
+def test_edges_match_their_definition(find):
+  """Ties, zero weights below the rest, negative and positive values, a limit above the
+  total (everything kept), and counts (top-k) as well as masses (top-p)."""
+  rng = np.random.default_rng(3)
+  x_BxV = rng.standard_normal((6, 300)).astype(np.float32) * 3
+  x_BxV[1, :40] = x_BxV[1, 0]  # a tie spanning many tokens
+  x_BxV[2, :] = np.round(x_BxV[2, :])  # ties everywhere
+  x_BxV[3, :100] = -np.inf  # zero mass: a top-k mask
+  x_BxV[4, :] = np.abs(x_BxV[4, :]) * 1e-30  # tiny values: keys that share their top bits
+  key_BxV = np.asarray(sampling._float_order(jnp.asarray(x_BxV)))
+  e_BxV = np.exp(x_BxV - x_BxV.max(-1, keepdims=True))
+  for weight_BxV, limit in ((e_BxV, 0.9 * e_BxV.sum(-1)), (np.ones_like(e_BxV), 7.0)):
+    limit_Bx1 = np.broadcast_to(np.reshape(limit, (-1, 1)), (6, 1)).astype(np.float32)
+    limit_Bx1[5] = 2.0 * weight_BxV[5].sum()  # more than the row holds
+    got_B = getattr(sampling, find)(jnp.asarray(key_BxV), jnp.asarray(weight_BxV), limit_Bx1)
+    for b in range(6):
+      want = _edge_by_definition(key_BxV[b], weight_BxV[b], limit_Bx1[b, 0])
+      positive = key_BxV[b][weight_BxV[b] > 0]
+      if limit_Bx1[b, 0] > weight_BxV[b].sum():  # everything with weight kept
+        assert int(got_B[b]) <= positive.min(), (find, b)
+      else:
+        assert int(got_B[b]) == want, (find, b, int(got_B[b]), want)
 
 
 def _check_frequencies(sampler, kind):
