@@ -25,7 +25,9 @@ def presets(arg: str, extra=()) -> set[str]:
   return names
 
 
-def tiny_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32) -> mlc.ConfigDict:
+def tiny_model(
+  d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32, scan_layers=True
+) -> mlc.ConfigDict:
   return mlc.ConfigDict(
     dict(
       arch="llama",
@@ -41,7 +43,7 @@ def tiny_model(d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=32) -
       tie_embeddings=True,
       max_seq_len=256,
       dtype="float32",
-      scan_layers=True,
+      scan_layers=scan_layers,
       remat="none",
     )
   )
@@ -69,7 +71,10 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   c.student = mlc.ConfigDict(
     dict(
       checkpoint="",
-      model=tiny_model(d_model=96, n_layers=2),
+      # Unrolled layers: at 2 layers the compile stays short, and XLA:CPU runs the
+      # student's backward without a scan's per-layer stacking (the :chain train step
+      # ~5-8 ms, ~8%, faster; BUILD_NOTES "Step speed, session 8").
+      model=tiny_model(d_model=96, n_layers=2, scan_layers=False),
       init="random",
       keep_every=2,
       tokenizer="",
@@ -221,7 +226,9 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   if "tiny" in chosen:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)
     c.teacher.bootstrap_steps = 150
-    c.student.model = tiny_model(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1)
+    c.student.model = tiny_model(
+      d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, scan_layers=False
+    )
     c.student.warm_start.update(steps=30, num_problems=512)
     c.data.batch_size = 8
     c.curriculum.lengths = (24, 48)

@@ -136,6 +136,9 @@ def _flat(d: dict, prefix: str = "") -> dict:
 # Fields that change how fast a step runs, not what it computes (the same losses to float
 # tolerance): a run saved before one existed resumes under its default.
 SPEED_ONLY = frozenset({"train.length_bucket"})
+# How a model's layers are applied (scanned or unrolled, rematerialised or not): the same
+# params and losses, so a run resumes whatever they were.
+LAYOUT_ONLY = (".model.scan_layers", ".model.remat")
 
 
 def check_config_unchanged(workdir: str, config, allow: bool) -> None:
@@ -151,7 +154,9 @@ def check_config_unchanged(workdir: str, config, allow: bool) -> None:
   diff = sorted(
     k
     for k in set(saved) | set(now)
-    if saved.get(k) != now.get(k) and not (k in SPEED_ONLY and k not in saved)
+    if saved.get(k) != now.get(k)
+    and not (k in SPEED_ONLY and k not in saved)
+    and not k.endswith(LAYOUT_ONLY)
   )
   if diff:
     shown = ", ".join(f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in diff[:8])

@@ -61,6 +61,19 @@ def test_a_run_saved_before_a_speed_only_field_resumes(tmp_path):
     metrics_log.check_config_unchanged(str(tmp_path), now, allow=False)
 
 
+def test_a_run_resumes_with_its_layers_applied_another_way(tmp_path):
+  """scan_layers and remat change how the layers run, not the params or losses: a run
+  saved with scanned layers resumes unrolled; another model width is still refused."""
+  (tmp_path / "checkpoints" / "5").mkdir(parents=True)
+  model = {"d_model": 96, "scan_layers": True, "remat": "none"}
+  (tmp_path / "config.json").write_text(json.dumps({"student": {"model": model}}))
+  now = mlc.ConfigDict({"student": {"model": dict(model, scan_layers=False, remat="full")}})
+  metrics_log.check_config_unchanged(str(tmp_path), now, allow=False)
+  now.student.model.d_model = 64
+  with pytest.raises(ValueError, match="student.model.d_model"):
+    metrics_log.check_config_unchanged(str(tmp_path), now, allow=False)
+
+
 def test_summary_is_strict_json_with_null_for_a_missing_value(tmp_path):
   """A metric without a value (token KL across two vocabularies is NaN) is written as
   null, so strict JSON readers (jq, JavaScript, json.loads with NaN refused) read it."""
