@@ -347,11 +347,17 @@ def sample(
 
 
 def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array) -> tuple[jax.Array, jax.Array]:
-  """(logprob_B, entropy_B) of the model's temperature-1 distribution."""
-  logp_BxV = jax.nn.log_softmax(logits_BxV.astype(jnp.float32), axis=-1)
-  logprob_B = jnp.take_along_axis(logp_BxV, tokens_B[:, None], axis=-1)[:, 0]
-  entropy_B = -jnp.sum(jnp.exp(logp_BxV) * logp_BxV, axis=-1)
-  return logprob_B, entropy_B
+  """(logprob_B, entropy_B) of the model's temperature-1 distribution, with one exp over
+  [B, V] (a log-softmax and then exp(log p) took two): with d = x - max, e = exp(d) and
+  Z = Σe, log p = d - log Z and H = log Z - Σ e·d / Z, two terms >= 0 (no cancellation)."""
+  x_BxV = logits_BxV.astype(jnp.float32)
+  d_BxV = x_BxV - jnp.max(x_BxV, axis=-1, keepdims=True)
+  e_BxV = jnp.exp(d_BxV)
+  log_z_B = jnp.log(jnp.sum(e_BxV, axis=-1))
+  logprob_B = jnp.take_along_axis(d_BxV, tokens_B[:, None], axis=-1)[:, 0] - log_z_B
+  # e·d is 0 where e underflows (d = -inf would make it NaN).
+  ed_B = jnp.sum(jnp.where(e_BxV > 0, e_BxV * d_BxV, 0.0), axis=-1)
+  return logprob_B, log_z_B - ed_B / jnp.exp(log_z_B)
 
 
 def check_sampler(sampler) -> Sampler | Callable:
