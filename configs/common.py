@@ -226,9 +226,7 @@ def base(arg: str = "", extra=()) -> mlc.ConfigDict:
   if "tiny" in chosen:
     c.teacher.model = tiny_model(d_model=64, n_layers=2)
     c.teacher.bootstrap_steps = 150
-    c.student.model = tiny_model(
-      d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, scan_layers=False
-    )
+    c.student.model = tiny_model(d_model=32, n_layers=1, n_heads=2, n_kv_heads=1, scan_layers=False)
     c.student.warm_start.update(steps=30, num_problems=512)
     c.data.batch_size = 8
     c.curriculum.lengths = (24, 48)

@@ -254,8 +254,8 @@ def _bisect_edge(key_BxV, weight_BxV, limit) -> jax.Array:
 def _sample_threshold(sampler, x_BxV, u_B) -> tuple[jax.Array, jax.Array]:
   """The full-vocabulary path, sort-free: the top-k edge (count) and then the top-p edge
   (mass) found by radix selection (`_radix_edge`, on CPU) or bisection over the values;
-  ties at either edge are kept, as in `sampling_logits`. Then an inverse-CDF draw over the kept tokens, on
-  unnormalised probabilities (one exp over [B, V], no log-softmax)."""
+  ties at either edge are kept, as in `sampling_logits`. Then an inverse-CDF draw over
+  the kept tokens, on unnormalised probabilities (one exp over [B, V], no log-softmax)."""
   edge = _radix_edge if _histogram_edges() else _bisect_edge
   key_BxV = _float_order(x_BxV)
   if 0 < sampler.top_k < x_BxV.shape[-1]:
@@ -353,11 +353,12 @@ def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array) -> tuple[jax.Array, 
   x_BxV = logits_BxV.astype(jnp.float32)
   d_BxV = x_BxV - jnp.max(x_BxV, axis=-1, keepdims=True)
   e_BxV = jnp.exp(d_BxV)
-  log_z_B = jnp.log(jnp.sum(e_BxV, axis=-1))
+  z_B = jnp.sum(e_BxV, axis=-1)
+  log_z_B = jnp.log(z_B)
   logprob_B = jnp.take_along_axis(d_BxV, tokens_B[:, None], axis=-1)[:, 0] - log_z_B
   # e·d is 0 where e underflows (d = -inf would make it NaN).
   ed_B = jnp.sum(jnp.where(e_BxV > 0, e_BxV * d_BxV, 0.0), axis=-1)
-  return logprob_B, log_z_B - ed_B / jnp.exp(log_z_B)
+  return logprob_B, log_z_B - ed_B / z_B
 
 
 def check_sampler(sampler) -> Sampler | Callable:
