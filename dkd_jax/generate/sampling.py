@@ -111,7 +111,7 @@ def sampling_logits(sampler: Sampler, logits_BxV: jax.Array) -> jax.Array:
   return x
 
 
-# Where the full-vocabulary edges come from, by the backend a trace lowers for. On CPU
+# Where the full-vocabulary edges come from, by the platform a program is lowered for. On CPU
 # (B=16, V=49,152, 2 cores) a histogram is cheap and lax.top_k is not: a top-p draw costs
 # ~5 ms with the radix selection alone, ~12 ms with a top_k(256) tier first and 32
 # bisection passes after it (~3.4 + ~4.7 ms of that). Elsewhere, where top_k is fast
@@ -251,12 +251,12 @@ def _bisect_edge(key_BxV, weight_BxV, limit) -> jax.Array:
   return jax.lax.fori_loop(0, 32, halve, (lo_B, hi_B))[1]
 
 
-def _sample_threshold(sampler, x_BxV, u_B) -> tuple[jax.Array, jax.Array]:
+def _sample_threshold(sampler, x_BxV, u_B, histograms: bool) -> tuple[jax.Array, jax.Array]:
   """The full-vocabulary path, sort-free: the top-k edge (count) and then the top-p edge
-  (mass) found by radix selection (`_radix_edge`, on CPU) or bisection over the values;
-  ties at either edge are kept, as in `sampling_logits`. Then an inverse-CDF draw over
-  the kept tokens, on unnormalised probabilities (one exp over [B, V], no log-softmax)."""
-  edge = _radix_edge if _histogram_edges() else _bisect_edge
+  (mass) found by radix selection (`_radix_edge`, with `histograms`) or bisection over
+  the values; ties at either edge are kept, as in `sampling_logits`. Then an inverse-CDF
+  draw over the kept tokens, on unnormalised probabilities (one exp over [B, V])."""
+  edge = _radix_edge if histograms else _bisect_edge
   key_BxV = _float_order(x_BxV)
   if 0 < sampler.top_k < x_BxV.shape[-1]:
     ones_BxV = jnp.ones(x_BxV.shape, jnp.float32)
@@ -311,16 +311,11 @@ def _sample_candidates(sampler, x_BxV, u_B, C: int) -> tuple[jax.Array, jax.Arra
   return pick(idx_BxC).astype(jnp.int32), pick(logp_BxC), exact
 
 
-def _histogram_edges() -> bool:
-  """True iff the trace lowers for a backend in HISTOGRAM_BACKENDS (the default one)."""
-  return jax.default_backend() in HISTOGRAM_BACKENDS
-
-
-def _candidate_tiers(sampler: Sampler, V: int) -> tuple[int, ...]:
+def _candidate_tiers(sampler: Sampler, V: int, histograms: bool) -> tuple[int, ...]:
   """Candidate counts to try before the full path (each < V, so an edge value exists)."""
   if 0 < sampler.top_k < V:
     return (sampler.top_k,) if sampler.top_k <= TOP_P_TIERS[-1] else ()
-  if sampler.top_p < 1.0 and not _histogram_edges():
+  if sampler.top_p < 1.0 and not histograms:
     return tuple(c for c in TOP_P_TIERS if c < V)
   return ()
 
@@ -335,15 +330,22 @@ def sample(
   u_B = _uniforms(keys_Bx2, steps_B)
   x_BxV = logits_BxV.astype(jnp.float32) / sampler.temperature
 
-  def draw(tiers) -> tuple[jax.Array, jax.Array]:
+  def draw(tiers, histograms) -> tuple[jax.Array, jax.Array]:
     if not tiers:
-      return _sample_threshold(sampler, x_BxV, u_B)
+      return _sample_threshold(sampler, x_BxV, u_B, histograms)
     tokens_B, logp_B, exact = _sample_candidates(sampler, x_BxV, u_B, tiers[0])
     # lax.cond runs one branch on CPU/GPU: the wider tiers and the sort run only when
     # some row needs them.
-    return jax.lax.cond(exact, lambda: (tokens_B, logp_B), lambda: draw(tiers[1:]))
+    return jax.lax.cond(exact, lambda: (tokens_B, logp_B), lambda: draw(tiers[1:], histograms))
 
-  return draw(_candidate_tiers(sampler, x_BxV.shape[-1]))
+  def plan(histograms: bool) -> Callable[[], tuple[jax.Array, jax.Array]]:
+    return lambda: draw(_candidate_tiers(sampler, x_BxV.shape[-1], histograms), histograms)
+
+  # Chosen when the program is lowered for its platform (an AOT compile for a TPU from
+  # a CPU host gets the TPU's plan), not by the host's default backend.
+  return jax.lax.platform_dependent(
+    default=plan(False), **{name: plan(True) for name in HISTOGRAM_BACKENDS}
+  )
 
 
 def token_stats(logits_BxV: jax.Array, tokens_B: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -180,3 +180,15 @@ def test_several_blocks_frequencies():
   freq_V = np.bincount(np.asarray(tokens), minlength=Vb) / N
   z_V = np.abs(freq_V - want_V) / np.sqrt(want_V * (1 - want_V) / N)
   assert z_V.max() < 5, (int(z_V.argmax()), freq_V[z_V.argmax()], want_V[z_V.argmax()])
+
+
+def test_the_plan_follows_the_platform_lowered_for():
+  """Radix histograms (scatter-adds) in a program lowered for CPU; for a TPU, lowered
+  from this CPU host as an AOT compile is, the candidate tiers and bisection instead."""
+  sampler = sampling.Sampler(temperature=1.0, top_p=0.9)
+  fn = jax.jit(lambda x, k, s: sampling.sample(sampler, x, k, s))
+  args = (jnp.zeros((2, 512)), jnp.zeros((2, 2), jnp.uint32), jnp.zeros((2,), jnp.int32))
+  text = lambda platform: fn.trace(*args).lower(lowering_platforms=(platform,)).as_text()
+  cpu, tpu = text("cpu"), text("tpu")
+  assert "scatter" in cpu and "top_k" not in cpu.lower() and "while" not in cpu
+  assert "scatter" not in tpu and "top_k" in tpu.lower() and "while" in tpu  # bisection
