@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from dkd_jax.generate import edges
 from dkd_jax.generate import sampling
 
 N, V = 20_000, 64
@@ -81,7 +82,7 @@ def _edge_by_definition(key_V, weight_V, limit):
   return min(ok)
 
 
-@pytest.mark.parametrize("find", ["_radix_edge", "_bisect_edge"])
+@pytest.mark.parametrize("find", ["radix_edge", "bisect_edge"])
 def test_edges_match_their_definition(find):
   """Ties, zero weights below the rest, negative and positive values, a limit above the
   total (everything kept), and counts (top-k) as well as masses (top-p)."""
@@ -91,12 +92,12 @@ def test_edges_match_their_definition(find):
   x_BxV[2, :] = np.round(x_BxV[2, :])  # ties everywhere
   x_BxV[3, :100] = -np.inf  # zero mass: a top-k mask
   x_BxV[4, :] = np.abs(x_BxV[4, :]) * 1e-30  # tiny values: keys that share their top bits
-  key_BxV = np.asarray(sampling._float_order(jnp.asarray(x_BxV)))
+  key_BxV = np.asarray(edges.float_order(jnp.asarray(x_BxV)))
   e_BxV = np.exp(x_BxV - x_BxV.max(-1, keepdims=True))
   for weight_BxV, limit in ((e_BxV, 0.9 * e_BxV.sum(-1)), (np.ones_like(e_BxV), 7.0)):
     limit_Bx1 = np.broadcast_to(np.reshape(limit, (-1, 1)), (6, 1)).astype(np.float32)
     limit_Bx1[5] = 2.0 * weight_BxV[5].sum()  # more than the row holds
-    got_B = getattr(sampling, find)(jnp.asarray(key_BxV), jnp.asarray(weight_BxV), limit_Bx1)
+    got_B = getattr(edges, find)(jnp.asarray(key_BxV), jnp.asarray(weight_BxV), limit_Bx1)
     for b in range(6):
       want = _edge_by_definition(key_BxV[b], weight_BxV[b], limit_Bx1[b, 0])
       positive = key_BxV[b][weight_BxV[b] > 0]
